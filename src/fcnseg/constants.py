@@ -94,3 +94,20 @@ CAMVID_PALETTE: tuple[tuple[int, int, int], ...] = (
 CAMVID_SPLIT_SIZES: dict[str, int] = {"train": 367, "val": 101, "test": 233}
 #: Native CamVid (SegNet release) resolution, height x width.
 CAMVID_SIZE_HW: tuple[int, int] = (360, 480)
+
+# --- Dense CRF post-processing of DeepLab (Chen et al., "DeepLab: Semantic Image Segmentation
+# --- with Deep Convolutional Nets, Atrous Convolution, and Fully Connected CRFs", TPAMI 2018,
+# --- section 3.2 and 4.1; Kraehenbuehl & Koltun, NIPS 2011). Used by fcnseg.inference.crf.
+#: Smoothness (position-only Gaussian) kernel: "we use default values of w2 = 3 and
+#: sigma_gamma = 3" (DeepLab TPAMI section 4.1).
+DEEPLAB_CRF_GAUSSIAN_SXY: float = 3.0
+DEEPLAB_CRF_GAUSSIAN_COMPAT: float = 3.0
+#: Appearance (bilateral) kernel w1, sigma_alpha (position), sigma_beta (RGB): cross-validated
+#: per model in DeepLab; these are the released DeepLab-v2 ResNet-101 PASCAL VOC values
+#: (bi_w 4, bi_xy_std 67, bi_rgb_std 3).
+DEEPLAB_CRF_BILATERAL_COMPAT: float = 4.0
+DEEPLAB_CRF_BILATERAL_SXY: float = 67.0
+DEEPLAB_CRF_BILATERAL_SRGB: float = 3.0
+#: DeepLab runs 10 mean-field iterations (TPAMI section 4.1). fcnseg's `crf_refine` defaults to
+#: 5 for speed; pass iterations=DEEPLAB_CRF_ITERATIONS to reproduce DeepLab's setting.
+DEEPLAB_CRF_ITERATIONS: int = 10

@@ -1,0 +1,190 @@
+"""One entry point for every way of turning a model and an image batch into class scores.
+
+`predict_logits(model, images, mode=...)` is what evaluation, `fcnseg predict` and the
+benchmarks call, so the choice of inference mode is an argument, not a code path per caller:
+
+- ``"whole"``: one forward pass on the full image (an FCN takes any size; the paper's way).
+- ``"sliding"``: tiles of ``tile_size`` with overlap, blended (see `fcnseg.inference.sliding`);
+  memory is bounded by the tile, not the image.
+- ``"multiscale"``: the image at several ``scales`` (and mirrored when ``flip``), softmax scores
+  averaged (see `fcnseg.inference.tta`); with ``inner="sliding"`` every scale is itself
+  predicted by sliding window.
+
+Dense-CRF refinement (`fcnseg.inference.crf.crf_refine`) works on the probabilities of any mode
+and on the uint8 image, so it is applied per image after this call.
+
+The model must already be in eval mode; inputs are normalised float batches N x 3 x H x W as
+for the model's forward. Outputs are at the input's size; multi-head models give a dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from fcnseg.inference.sliding import (
+    DEFAULT_OVERLAP,
+    Blend,
+    Forward,
+    ModelOutput,
+    sliding_window_logits,
+)
+from fcnseg.inference.tta import DEFAULT_SCALES, multiscale_flip_probs
+
+Mode = Literal["whole", "sliding", "multiscale"]
+MODES: tuple[str, ...] = ("whole", "sliding", "multiscale")
+#: Floor of probabilities before taking their log, so that log-probabilities stay finite.
+_LOG_FLOOR: float = 1e-12
+
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "DEFAULT_SCALES",
+    "MODES",
+    "multiscale_flip_probs",
+    "predict_logits",
+    "predict_probs",
+    "sliding_window_logits",
+]
+
+
+def _map(output: ModelOutput, fn: Any) -> ModelOutput:
+    if isinstance(output, dict):
+        return {key: fn(value) for key, value in output.items()}
+    return fn(output)
+
+
+def _sliding_predictor(
+    model: Forward,
+    tile_size: int | tuple[int, int] | None,
+    tile_stride: int | tuple[int, int] | None,
+    overlap: float,
+    blend: Blend,
+    tile_batch: int,
+) -> Forward:
+    if tile_size is None:
+        raise ValueError("sliding inference needs tile_size (e.g. tile_size=512 or (512, 1024))")
+
+    def predict(images: Tensor) -> ModelOutput:
+        return sliding_window_logits(
+            model,
+            images,
+            tile_size,
+            tile_stride,
+            overlap=overlap,
+            blend=blend,
+            tile_batch=tile_batch,
+        )
+
+    return predict
+
+
+def _scores(
+    model: Forward,
+    images: Tensor,
+    mode: str,
+    *,
+    tile_size: int | tuple[int, int] | None,
+    tile_stride: int | tuple[int, int] | None,
+    overlap: float,
+    blend: Blend,
+    tile_batch: int,
+    scales: Sequence[float],
+    flip: bool,
+    inner: str,
+) -> tuple[ModelOutput, bool]:
+    """(scores, are_probabilities): logits for whole/sliding, probabilities for multiscale."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"image_batch must be a float tensor N x 3 x H x W, got {shape}")
+    if mode == "whole":
+        return model(images), False
+    if mode == "sliding":
+        sliding = _sliding_predictor(model, tile_size, tile_stride, overlap, blend, tile_batch)
+        return sliding(images), False
+    if inner not in ("whole", "sliding"):
+        raise ValueError(f"inner must be 'whole' or 'sliding', got {inner!r}")
+    predictor = (
+        _sliding_predictor(model, tile_size, tile_stride, overlap, blend, tile_batch)
+        if inner == "sliding"
+        else model
+    )
+    return multiscale_flip_probs(predictor, images, scales=scales, flip=flip), True
+
+
+def predict_logits(
+    model: Forward,
+    image_batch: Tensor,
+    mode: Mode = "whole",
+    *,
+    tile_size: int | tuple[int, int] | None = None,
+    tile_stride: int | tuple[int, int] | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    blend: Blend = "gaussian",
+    tile_batch: int = 1,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    flip: bool = True,
+    inner: Literal["whole", "sliding"] = "whole",
+) -> ModelOutput:
+    """Class scores N x C x H x W (float32) of `image_batch` under inference `mode`.
+
+    For "whole" and "sliding" these are the model's logits. For "multiscale" they are the log
+    of the averaged probabilities: softmax of the result gives back those probabilities and
+    argmax is unchanged, so callers can treat every mode alike.
+
+    Args:
+        model: eval-mode model or any callable image batch -> logits (or dict of logits), e.g.
+            an `OnnxRuntimeModel` from `fcnseg.export.load_engine`.
+        image_batch: normalised float N x 3 x H x W.
+        mode: "whole", "sliding" or "multiscale".
+        tile_size, tile_stride, overlap, blend, tile_batch: sliding-window options (used by
+            "sliding" and by "multiscale" with inner="sliding"); see `sliding_window_logits`.
+        scales, flip: multi-scale options; see `multiscale_flip_probs`.
+        inner: how "multiscale" predicts each scale: "whole" or "sliding".
+    """
+    with torch.no_grad():
+        scores, are_probs = _scores(
+            model,
+            image_batch,
+            mode,
+            tile_size=tile_size,
+            tile_stride=tile_stride,
+            overlap=overlap,
+            blend=blend,
+            tile_batch=tile_batch,
+            scales=scales,
+            flip=flip,
+            inner=inner,
+        )
+        if are_probs:
+            return _map(scores, lambda p: p.clamp_min(_LOG_FLOOR).log())
+        return _map(scores, lambda t: t.float())
+
+
+def predict_probs(
+    model: Forward, image_batch: Tensor, mode: Mode = "whole", **options: Any
+) -> ModelOutput:
+    """Class probabilities N x C x H x W; same arguments as `predict_logits`."""
+    with torch.no_grad():
+        scores, are_probs = _scores(
+            model,
+            image_batch,
+            mode,
+            tile_size=options.pop("tile_size", None),
+            tile_stride=options.pop("tile_stride", None),
+            overlap=options.pop("overlap", DEFAULT_OVERLAP),
+            blend=options.pop("blend", "gaussian"),
+            tile_batch=options.pop("tile_batch", 1),
+            scales=options.pop("scales", DEFAULT_SCALES),
+            flip=options.pop("flip", True),
+            inner=options.pop("inner", "whole"),
+        )
+        if options:
+            raise ValueError(f"unknown predict_probs options: {sorted(options)}")
+        if are_probs:
+            return scores
+        return _map(scores, lambda t: torch.softmax(t.float(), dim=1))
