@@ -1,0 +1,63 @@
+"""Dataset format name -> dataset class, and `build_dataset` to construct one by name.
+
+Entries are "module:Class" strings imported on first use, so that importing the registry costs
+nothing and a format whose module is missing (or needs an absent optional package) fails only
+when it is asked for, with a message saying so.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from fcnseg.data.datasets.base import JointTransform, SegmentationDataset
+
+#: Format name -> "module:Class" (modules relative to fcnseg.data.datasets).
+DATASET_FORMATS: dict[str, str] = {
+    "camvid": "camvid:CamVid",
+    "synthetic": "synthetic:SyntheticStreets",
+    "voc": "voc:VOCSegmentation",
+    "sbd": "voc:SBDSegmentation",
+    "voc_fcn": "voc:FCNVOCTrain",
+    "context": "context:PascalContext",
+    "cityscapes": "cityscapes:Cityscapes",
+    "ade20k": "ade20k:ADE20K",
+    "folder": "folder:FolderDataset",
+    "siftflow": "siftflow:SIFTFlow",
+    "nyud": "nyud:NYUDv2",
+}
+
+
+def list_formats() -> list[str]:
+    """Format names `build_dataset` accepts."""
+    return sorted(DATASET_FORMATS)
+
+
+def get_dataset_class(format: str) -> type[SegmentationDataset]:
+    """The dataset class registered under `format`."""
+    try:
+        target = DATASET_FORMATS[format]
+    except KeyError:
+        raise ValueError(
+            f"dataset format {format!r} is unknown; use one of {', '.join(list_formats())}"
+        ) from None
+    module_name, class_name = target.split(":")
+    try:
+        module = importlib.import_module(f"fcnseg.data.datasets.{module_name}")
+    except ImportError as error:
+        raise ValueError(
+            f"dataset format {format!r} is not available in this install ({error})"
+        ) from None
+    return getattr(module, class_name)
+
+
+def build_dataset(
+    format: str,
+    root: str | Path | None,
+    split: str = "train",
+    transform: JointTransform | None = None,
+    **kwargs,
+) -> SegmentationDataset:
+    """Construct the dataset of `format` rooted at `root` (ignored by "synthetic")."""
+    cls = get_dataset_class(format)
+    return cls(root, split=split, transform=transform, **kwargs)

@@ -1,0 +1,200 @@
+"""Decoding of images and masks from disk, with the automatic handling fcnseg documents.
+
+Every loader goes through `read_image` / `read_mask`, so the same rules apply to every format:
+
+- Images: EXIF orientation is applied (a phone photo shows up as the user saw it); RGBA and
+  LA lose their alpha channel (composited on black, i.e. alpha dropped); grayscale, palette,
+  CMYK and YCbCr become 3-channel RGB; 16-bit images are scaled to 8 bits (value >> 8).
+- Masks: 8-bit grayscale ("L") and palette ("P") PNGs hold class ids directly (a VOC palette
+  PNG's pixel *index* is the class id, the colours are only for display); 16-bit masks are
+  accepted as they are, provided their values are in range; colour (RGB) masks are mapped to
+  ids through a palette when the caller gives one, otherwise they are an error.
+- A file that cannot be decoded (corrupt, truncated, not an image) raises a one-line
+  `DataError` naming the file and the fix, never a PIL traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from fcnseg.data.datasets.base import DataError
+
+#: Image suffixes the folder-style loaders accept (lower case).
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Environment variable that overrides the data directory (`../shared/data` from the repo root).
+DATA_DIR_ENV: str = "FCNSEG_DATA"
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_BITS_16_TO_8 = 8
+
+
+def default_data_dir() -> Path:
+    """The directory holding the datasets: $FCNSEG_DATA, else `../shared/data` from the repo.
+
+    The repository root is found from this file when fcnseg runs from a source checkout
+    (editable install), otherwise the current directory stands in for it.
+    """
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    repo = Path(__file__).resolve().parents[3]
+    if not (repo / "pyproject.toml").is_file():
+        repo = Path.cwd()
+    return (repo / ".." / "shared" / "data").resolve()
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode `path` (so truncation is detected here, not mid-epoch)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found; check the dataset root and list files")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(
+            f"{path}: cannot decode ({type(error).__name__}: {error}); the file is corrupt or "
+            "truncated: re-export or re-download it, or remove it from the dataset"
+        ) from None
+    try:
+        return ImageOps.exif_transpose(image) or image
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not kill the image
+        return image
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Convert any PIL mode to an H x W x 3 uint8 array (see the module docstring)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.int64)
+        values = np.clip(values >> _BITS_16_TO_8, 0, 255).astype(np.uint8)
+        return np.repeat(values[..., None], 3, axis=2)
+    if image.mode == "F":
+        values = np.clip(np.asarray(image, dtype=np.float32), 0, 255).astype(np.uint8)
+        return np.repeat(values[..., None], 3, axis=2)
+    if image.mode == "RGB":
+        return np.asarray(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"))
+
+
+def read_image(path: str | Path) -> Tensor:
+    """Decode an image file to a uint8 RGB tensor 3 x H x W."""
+    array = _to_rgb_array(_open(Path(path)))
+    # The transpose makes ascontiguousarray copy, so the tensor owns writable memory.
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def read_mask(
+    path: str | Path, palette: Sequence[Sequence[int]] | None = None, ignore_index: int = 255
+) -> Tensor:
+    """Decode a label image to an int64 tensor H x W of class ids.
+
+    Args:
+        path: PNG (or other lossless) label file.
+        palette: colours of classes 0..n-1; needed only for colour (RGB/RGBA) masks, whose
+            pixels are then mapped to class ids. Black pixels that match no class become
+            `ignore_index` only if black is not a class colour; any other unknown colour is an
+            error naming one offending colour.
+        ignore_index: label given to unlabelled (black) pixels of a colour mask.
+    """
+    path = Path(path)
+    image = _open(path)
+    if image.mode in ("L", "P", "1") or image.mode in _SIXTEEN_BIT_MODES:
+        return torch.from_numpy(np.asarray(image, dtype=np.int64).copy())
+    if image.mode in ("RGB", "RGBA"):
+        if palette is None:
+            raise DataError(
+                f"{path}: colour ({image.mode}) mask but no palette; save masks as class-index "
+                "PNGs (8-bit grayscale or palette mode) or give the class colours in a class file"
+            )
+        return colour_mask_to_ids(np.asarray(image.convert("RGB")), palette, ignore_index, path)
+    if image.mode == "LA":
+        return torch.from_numpy(np.asarray(image.getchannel("L"), dtype=np.int64).copy())
+    raise DataError(
+        f"{path}: unsupported mask mode {image.mode!r}; save masks as 8-bit grayscale or palette "
+        "PNGs holding class ids"
+    )
+
+
+def colour_mask_to_ids(
+    rgb: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int, path: Path | str
+) -> Tensor:
+    """Map an H x W x 3 colour mask to class ids through `palette` (one colour per class)."""
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    table = {(r << 16) | (g << 8) | b: index for index, (r, g, b) in enumerate(palette)}
+    table.setdefault(0, ignore_index)  # black = unlabelled unless black is a class colour
+    keys = np.array(sorted(table), dtype=np.int64)
+    values = np.array([table[k] for k in keys], dtype=np.int64)
+    position = np.clip(np.searchsorted(keys, code), 0, len(keys) - 1)
+    unknown = keys[position] != code
+    if unknown.any():
+        y, x = np.argwhere(unknown)[0]
+        colour = tuple(int(c) for c in rgb[y, x])
+        raise DataError(
+            f"{path}: colour {colour} at (row {y}, col {x}) is not in the class palette; add it "
+            "to the class file or repaint those pixels"
+        )
+    return torch.from_numpy(values[position])
+
+
+def read_mat_segmentation(path: str | Path, struct: str = "GTcls", field: str = "Segmentation"):
+    """Read the label map of a MATLAB file, e.g. SBD's `GTcls.Segmentation`, as int64 H x W."""
+    from scipy.io import loadmat  # imported lazily: only the .mat formats need scipy
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found; check the dataset root and list files")
+    try:
+        contents = loadmat(str(path), squeeze_me=True, struct_as_record=False)
+    except Exception as error:  # noqa: BLE001 - scipy raises many types for bad files
+        raise DataError(
+            f"{path}: cannot read MATLAB file ({type(error).__name__}); re-download it"
+        ) from None
+    try:
+        value = contents[struct]
+        labels = getattr(value, field) if field else value
+    except (KeyError, AttributeError):
+        raise DataError(
+            f"{path}: no {struct}.{field} in this .mat file; is it the right dataset format?"
+        ) from None
+    return torch.from_numpy(np.asarray(labels, dtype=np.int64).copy())
+
+
+def check_pair(
+    image: Tensor,
+    mask: Tensor,
+    num_classes: int,
+    ignore_index: int,
+    image_path: str | Path,
+    mask_path: str | Path,
+) -> None:
+    """Raise a one-line DataError if the mask does not fit the image or holds unknown labels."""
+    if tuple(image.shape[-2:]) != tuple(mask.shape[-2:]):
+        raise DataError(
+            f"{mask_path}: mask is {tuple(mask.shape[-2:])} (HxW) but image {image_path} is "
+            f"{tuple(image.shape[-2:])}; re-export the mask at the image's size"
+        )
+    bad = (mask < 0) | (mask >= num_classes)
+    bad &= mask != ignore_index
+    if bad.any():
+        values = sorted({int(v) for v in mask[bad].unique()[:5]})
+        raise DataError(
+            f"{mask_path}: label values {values} are outside [0, {num_classes}) and not the void "
+            f"label {ignore_index}; fix the mask or the class list"
+        )
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files directly in `folder` (sorted, hidden files skipped)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
