@@ -1,0 +1,322 @@
+"""The FCN skip head on any backbone: FCN-32s, -16s, -8s and -4s as one class.
+
+The paper's central idea is that a classifier becomes a dense predictor by scoring its deepest
+features (FCN-32s) and then refining that coarse score with scores of shallower, finer features,
+fused by summation after 2x upsampling (FCN-16s adds pool4, FCN-8s pool3). Here the backbone
+contract (features "s4".."s32") replaces VGG's pools, so the same head serves every encoder, and
+"4s" is the paper's step taken once more.
+
+Geometry. Modern encoders pad convolutions symmetrically, so feature i of a stride-s map is
+centred on input pixel i*s. Upsampling therefore places coarse sample i at fine position i*f and
+interpolates linearly between such knots (a transposed convolution with the 2f-1 "tent" kernel,
+which for odd f is exactly Caffe's bilinear filler). Because a piecewise-linear function on the
+coarse knots is also piecewise linear on the finer knots, upsampling by 2 and then by 16 equals
+upsampling by 32: an FCN-16s initialised from an FCN-32s (zero skip scores) reproduces its output
+exactly, which is the premise of the paper's stage-wise training. The bottom/right border beyond
+the last feature centre is extended by replicating the last row/column, so any input size works.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fcnseg.models.backbones.base import Backbone
+from fcnseg.models.weights import Pretrained, offline_weights_available
+from fcnseg.models.zoo import register_model
+
+#: Feature maps each FCN variant fuses, coarse to fine (paper section 4.2; "4s" one step further).
+FCN_VARIANT_STREAMS: dict[str, tuple[str, ...]] = {
+    "32s": ("s32",),
+    "16s": ("s32", "s16"),
+    "8s": ("s32", "s16", "s8"),
+    "4s": ("s32", "s16", "s8", "s4"),
+}
+
+UpsampleMode = Literal["deconv", "learnable", "bilinear"]
+UPSAMPLE_MODES: tuple[str, ...] = ("deconv", "learnable", "bilinear")
+
+
+def tent_kernel_1d(factor: int) -> Tensor:
+    """Length 2f-1 weights 1 - |x - (f-1)| / f: linear interpolation between knots f apart.
+
+    With stride f, input sample i contributes 1 at output i*f + f-1 and fades linearly to 0 at
+    the neighbouring knots, so the output is the piecewise-linear interpolant of the samples.
+    """
+    if factor < 1:
+        raise ValueError(f"upsampling factor must be >= 1, got {factor}")
+    offsets = torch.arange(2 * factor - 1, dtype=torch.float64) - (factor - 1)
+    return (1.0 - offsets.abs() / factor).to(torch.float32)
+
+
+class KnotUpsample(nn.Module):
+    """Upsample by an integer factor so that input pixel i lands on output pixel i*factor.
+
+    Modes: "deconv" (per-class transposed convolution with the tent kernel, frozen: the FCN
+    release keeps its upsampling fixed), "learnable" (same initialisation, trained, as the paper
+    allows for the 2x fusion layers) and "bilinear" (F.interpolate on the same knots; no
+    parameters, identical output to the frozen deconv). The deconvolution is depthwise: the
+    bilinear initialisation is diagonal anyway, and a dense C x C kernel would cost C times more.
+    """
+
+    def __init__(self, channels: int, factor: int, mode: UpsampleMode = "deconv") -> None:
+        super().__init__()
+        if mode not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample={mode!r} is not valid; choose one of {UPSAMPLE_MODES}")
+        if factor < 1:
+            raise ValueError(f"upsampling factor must be a positive integer, got {factor}")
+        self.factor = factor
+        self.mode = mode
+        self.deconv: nn.ConvTranspose2d | None = None
+        if mode != "bilinear" and factor > 1:
+            size = 2 * factor - 1
+            self.deconv = nn.ConvTranspose2d(
+                channels, channels, size, stride=factor, groups=channels, bias=False
+            )
+            line = tent_kernel_1d(factor)
+            with torch.no_grad():
+                self.deconv.weight.copy_(torch.outer(line, line).expand(channels, 1, size, size))
+            self.deconv.weight.requires_grad_(mode == "learnable")
+
+    def forward(self, x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+        """Upsample `x` and crop to `size` (height, width): knots i*factor, replicate border."""
+        height, width = int(size[0]), int(size[1])
+        factor = self.factor
+        # Knots needed: the last output pixel (size-1) must lie at or before the last knot.
+        pad_h = max(math.ceil((height - 1) / factor) - (x.shape[-2] - 1), 0)
+        pad_w = max(math.ceil((width - 1) / factor) - (x.shape[-1] - 1), 0)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        if factor == 1:
+            return x[..., :height, :width]
+        if self.deconv is None:
+            knots_h, knots_w = x.shape[-2], x.shape[-1]
+            x = F.interpolate(
+                x,
+                size=((knots_h - 1) * factor + 1, (knots_w - 1) * factor + 1),
+                mode="bilinear",
+                align_corners=True,
+            )
+            return x[..., :height, :width]
+        offset = factor - 1
+        return self.deconv(x)[..., offset : offset + height, offset : offset + width]
+
+
+class ScoreBranch(nn.Module):
+    """Scores one feature map: optional 3x3 conv+BN+ReLU block, then a 1x1 class scorer.
+
+    `head_channels=0` is the paper's direct 1x1 scoring; a small block helps thin modern
+    features (e.g. 40 channels at stride 8) that were never trained to be linearly separable.
+    `zero_init` makes a skip branch contribute nothing at first (paper: "zero-initialized").
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, head_channels: int = 0, zero_init: bool = False
+    ) -> None:
+        super().__init__()
+        if head_channels < 0:
+            raise ValueError(f"head_channels must be >= 0, got {head_channels}")
+        self.block: nn.Module = nn.Identity()
+        if head_channels > 0:
+            self.block = nn.Sequential(
+                nn.Conv2d(in_channels, head_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(head_channels),
+                nn.ReLU(inplace=True),
+            )
+            in_channels = head_channels
+        self.score = nn.Conv2d(in_channels, num_classes, 1)
+        if zero_init:
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.score(self.block(x))
+
+
+class FCNHead(nn.Module):
+    """Coarse-to-fine skip fusion over backbone features (`score_fr`, `score_s16`, ...).
+
+    Each finer stream adds a zero-initialised score to the coarser fused score upsampled to its
+    resolution (`upscore_s16`, ...); atrous stages with equal strides fuse without upsampling.
+    `upscore_final` brings the finest fused score to the input size.
+    """
+
+    def __init__(
+        self,
+        channels: dict[str, int],
+        strides: dict[str, int],
+        num_classes: int,
+        variant: str = "8s",
+        head_channels: int = 0,
+        upsample: UpsampleMode = "deconv",
+    ) -> None:
+        super().__init__()
+        if variant not in FCN_VARIANT_STREAMS:
+            raise ValueError(
+                f"FCN variant {variant!r} is not valid; choose one of {list(FCN_VARIANT_STREAMS)}"
+            )
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.streams = FCN_VARIANT_STREAMS[variant]
+        missing = [name for name in self.streams if name not in channels]
+        if missing:
+            raise ValueError(
+                f"FCN-{variant} needs backbone features {missing} that this backbone lacks "
+                f"(it has {sorted(channels)}); choose a coarser variant"
+            )
+        self.variant = variant
+        self.score_fr = ScoreBranch(channels["s32"], num_classes, head_channels)
+        previous = "s32"
+        for name in self.streams[1:]:
+            factor, remainder = divmod(strides[previous], strides[name])
+            if remainder or factor < 1:
+                raise ValueError(
+                    f"feature {name} (stride {strides[name]}) is not an integer refinement of "
+                    f"{previous} (stride {strides[previous]})"
+                )
+            self.add_module(
+                f"score_{name}",
+                ScoreBranch(channels[name], num_classes, head_channels, zero_init=True),
+            )
+            self.add_module(f"upscore_{name}", KnotUpsample(num_classes, factor, upsample))
+            previous = name
+        self.output_stride = strides[previous]
+        self.upscore_final = KnotUpsample(num_classes, self.output_stride, upsample)
+
+    def forward(self, features: dict[str, Tensor], size: tuple[int, int] | torch.Size) -> Tensor:
+        score = self.score_fr(features["s32"])
+        for name in self.streams[1:]:
+            skip = getattr(self, f"score_{name}")(features[name])
+            score = getattr(self, f"upscore_{name}")(score, skip.shape[-2:]) + skip
+        return self.upscore_final(score, size)
+
+
+class FCN(nn.Module):
+    """Backbone + FCN skip head: normalised N x 3 x H x W images -> N x C x H x W logits."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        variant: str = "8s",
+        head_channels: int = 0,
+        upsample: UpsampleMode = "deconv",
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = FCNHead(
+            backbone.channels, backbone.strides, num_classes, variant, head_channels, upsample
+        )
+        self.num_classes = num_classes
+        self.variant = variant
+        #: Input preset the encoder weights expect (see fcnseg.data.transforms.normalize).
+        self.normalization: str = getattr(backbone, "normalization", "imagenet")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"FCN expects a normalised N x 3 x H x W batch, got shape {tuple(x.shape)}"
+            )
+        return self.head(self.backbone(x), x.shape[-2:])
+
+
+# --- Registry -------------------------------------------------------------------------------
+
+#: Encoders with registered `fcn{32,16,8,4}s_<encoder>` models and a one-line description.
+FCN_ENCODERS: dict[str, str] = {
+    "efficientnet_lite0": "EfficientNet-Lite0 (timm tf_efficientnet_lite0, offline TF weights)",
+    "efficientnet_lite1": "EfficientNet-Lite1 (timm tf_efficientnet_lite1, offline TF weights)",
+    "efficientnet_lite2": "EfficientNet-Lite2 (timm tf_efficientnet_lite2, offline TF weights)",
+    "resnet18": "ResNet-18 (torchvision; atrous output_stride 8/16)",
+    "resnet50": "ResNet-50 (torchvision; atrous output_stride 8/16)",
+    "resnet101": "ResNet-101 (torchvision; atrous output_stride 8/16)",
+    "mobilenet_v2": "MobileNetV2 (torchvision; atrous output_stride 8/16)",
+}
+
+
+def build_backbone(
+    encoder: str,
+    pretrained: Pretrained = True,
+    encoder_weights: str | Path | None = None,
+    output_stride: int = 32,
+    timm_name: str | None = None,
+    model_name: str = "",
+) -> Backbone:
+    """The backbone named `encoder` ("timm" needs `timm_name`), with weights per the policy."""
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    if encoder == "timm":
+        from fcnseg.models.backbones.timm import build_timm_backbone
+
+        if not timm_name:
+            raise ValueError("the timm FCN models need timm_name=<timm architecture>")
+        return build_timm_backbone(
+            timm_name, pretrained, encoder_weights, output_stride, model_name=model_name
+        )
+    if encoder.startswith("efficientnet_lite"):
+        from fcnseg.models.backbones.timm import build_efficientnet_lite
+
+        return build_efficientnet_lite(
+            encoder, pretrained, encoder_weights, output_stride, model_name=model_name
+        )
+    from fcnseg.models.backbones.torchvision import build_torchvision_backbone
+
+    return build_torchvision_backbone(
+        encoder, pretrained, encoder_weights, output_stride, model_name=model_name
+    )
+
+
+def build_fcn(
+    num_classes: int,
+    *,
+    encoder: str,
+    variant: str = "8s",
+    pretrained: Pretrained = True,
+    encoder_weights: str | Path | None = None,
+    output_stride: int = 32,
+    upsample: UpsampleMode = "deconv",
+    head_channels: int = 0,
+    timm_name: str | None = None,
+    **unexpected: Any,
+) -> FCN:
+    """Builder behind every `fcn*_<encoder>` registry entry (see FCN and FCNHead)."""
+    name = f"fcn{variant}_{encoder}"
+    if unexpected:
+        raise ValueError(f"{name}: unknown option(s) {sorted(unexpected)}")
+    backbone = build_backbone(
+        encoder, pretrained, encoder_weights, output_stride, timm_name, model_name=name
+    )
+    return FCN(backbone, num_classes, variant, head_channels, upsample)
+
+
+def _register_all() -> None:
+    """Register fcn{32,16,8,4}s for every encoder, plus the generic timm entries."""
+    for encoder, description in FCN_ENCODERS.items():
+        for variant in FCN_VARIANT_STREAMS:
+            register_model(
+                f"fcn{variant}_{encoder}",
+                description=f"FCN-{variant} skip head on {description}",
+                family=f"fcn-{encoder}",
+                weights_available=functools.partial(offline_weights_available, encoder),
+                encoder=encoder,
+                variant=variant,
+            )(build_fcn)
+    for variant in FCN_VARIANT_STREAMS:
+        register_model(
+            f"fcn{variant}_timm",
+            description=f"FCN-{variant} on any timm features_only model (timm_name=...)",
+            family="fcn-timm",
+            encoder="timm",
+            variant=variant,
+            pretrained=False,
+            timm_name="convnext_atto",
+        )(build_fcn)
+
+
+_register_all()

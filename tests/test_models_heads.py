@@ -1,0 +1,168 @@
+"""FCN skip head: output size for any input, exact stage-wise initialisation, registry entries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fcnseg.models.backbones.base import Backbone
+from fcnseg.models.heads import FCN, FCNHead, KnotUpsample, build_fcn, tent_kernel_1d
+from fcnseg.models.surgery import init_finer_from_coarser
+from fcnseg.models.zoo import build_model, list_models
+
+ODD_SIZES = [(33, 47), (97, 61)]
+
+
+class PoolBackbone(Backbone):
+    """Tiny deterministic backbone: strided convolutions with PyTorch's symmetric padding."""
+
+    def __init__(self, output_stride: int = 32, width: int = 4) -> None:
+        super().__init__()
+        self.channels, self.strides = {}, {}
+        self.mean, self.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        self.normalization = "imagenet"
+        layers, in_channels, stride = [], 3, 1
+        for level in range(5):
+            step = 2 if stride < output_stride else 1
+            dilation = 1 if step == 2 else 2
+            layers.append(torch.nn.Conv2d(in_channels, width, 3, step, dilation, dilation))
+            stride *= step
+            in_channels = width
+            if level >= 1:
+                self.channels[f"s{2 ** (level + 1)}"] = width
+                self.strides[f"s{2 ** (level + 1)}"] = stride
+        self.layers = torch.nn.ModuleList(layers)
+
+    def forward(self, x):
+        out = {}
+        for level, layer in enumerate(self.layers):
+            x = torch.relu(layer(x))
+            if level >= 1:
+                out[f"s{2 ** (level + 1)}"] = x
+        return out
+
+
+def _randomise_skips(model: torch.nn.Module) -> None:
+    for name, parameter in model.named_parameters():
+        if "score_s" in name:
+            torch.nn.init.normal_(parameter)
+
+
+def test_tent_kernel_interpolates_linearly():
+    assert torch.allclose(tent_kernel_1d(2), torch.tensor([0.5, 1.0, 0.5]))
+    assert tent_kernel_1d(4).tolist() == [0.25, 0.5, 0.75, 1.0, 0.75, 0.5, 0.25]
+    with pytest.raises(ValueError):
+        tent_kernel_1d(0)
+
+
+@pytest.mark.parametrize("mode", ["deconv", "learnable"])
+def test_deconv_upsampling_equals_knot_aligned_bilinear(mode):
+    x = torch.randn(2, 3, 5, 4)
+    deconv = KnotUpsample(3, 4, mode)(x, (19, 13))
+    bilinear = KnotUpsample(3, 4, "bilinear")(x, (19, 13))
+    assert deconv.shape == (2, 3, 19, 13)
+    assert torch.allclose(deconv, bilinear, atol=1e-5)
+    # Knots: input pixel i sits at output pixel 4 i; beyond the last knot the border is held.
+    assert torch.allclose(deconv[..., ::4, ::4], x, atol=1e-6)
+    assert torch.allclose(deconv[..., 16:, :], deconv[..., 16:17, :].expand_as(deconv[..., 16:, :]))
+
+
+def test_upsample_by_two_then_sixteen_equals_thirty_two():
+    x = torch.randn(1, 2, 3, 4)
+    two = KnotUpsample(2, 2)
+    once = KnotUpsample(2, 32)(x, (70, 101))
+    twice = KnotUpsample(2, 16)(two(x, (5, 7)), (70, 101))
+    assert torch.allclose(once, twice, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["32s", "16s", "8s", "4s"])
+@pytest.mark.parametrize("upsample", ["deconv", "bilinear"])
+def test_output_matches_any_input_size(variant, upsample):
+    model = FCN(PoolBackbone(), 5, variant, upsample=upsample).eval()
+    for size in ODD_SIZES:
+        assert model(torch.randn(1, 3, *size)).shape == (1, 5, *size)
+
+
+@pytest.mark.parametrize("output_stride,factors", [(16, (1, 2)), (8, (1, 1))])
+def test_atrous_backbone_fuses_equal_strides_without_upsampling(output_stride, factors):
+    model = FCN(PoolBackbone(output_stride), 3, "8s", head_channels=4).eval()
+    assert model.head.output_stride == 8
+    assert (model.head.upscore_s16.factor, model.head.upscore_s8.factor) == factors
+    for size in ODD_SIZES:
+        assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size)
+
+
+@pytest.mark.parametrize("head_channels", [0, 6])
+@pytest.mark.parametrize("coarse,fine", [("32s", "16s"), ("16s", "8s"), ("8s", "4s")])
+def test_finer_initialised_from_coarser_gives_identical_output(coarse, fine, head_channels):
+    torch.manual_seed(0)
+    coarse_model = FCN(PoolBackbone(), 4, coarse, head_channels).eval()
+    _randomise_skips(coarse_model)
+    fine_model = FCN(PoolBackbone(), 4, fine, head_channels).eval()
+    copied = init_finer_from_coarser(fine_model, coarse_model)
+    assert "head.score_fr.score.weight" in copied
+    x = torch.randn(2, 3, 45, 67)
+    with torch.no_grad():
+        expected, actual = coarse_model(x), fine_model(x)
+    assert torch.allclose(expected, actual, atol=1e-5)
+    # ... and the new skip really is wired in: changing it changes the output.
+    _randomise_skips(fine_model)
+    with torch.no_grad():
+        assert not torch.allclose(expected, fine_model(x), atol=1e-3)
+
+
+def test_frozen_upsampling_is_not_trained_but_learnable_is():
+    frozen = FCN(PoolBackbone(), 3, "8s")
+    learnable = FCN(PoolBackbone(), 3, "8s", upsample="learnable")
+    assert not frozen.head.upscore_s8.deconv.weight.requires_grad
+    assert learnable.head.upscore_s8.deconv.weight.requires_grad
+
+
+def test_head_rejects_bad_configuration():
+    backbone = PoolBackbone()
+    with pytest.raises(ValueError, match="variant"):
+        FCNHead(backbone.channels, backbone.strides, 3, "2s")
+    without_s4 = {k: v for k, v in backbone.channels.items() if k != "s4"}
+    with pytest.raises(ValueError, match="lacks"):
+        FCNHead(without_s4, backbone.strides, 3, "4s")
+    with pytest.raises(ValueError, match="upsample"):
+        FCNHead(backbone.channels, backbone.strides, 3, "8s", upsample="nearest")
+    with pytest.raises(ValueError, match="N x 3 x H x W"):
+        FCN(backbone, 3)(torch.randn(3, 8, 8))
+
+
+def test_registry_lists_every_encoder_and_variant():
+    """Through the zoo, as the CLI sees it (needs every registering module importable)."""
+    names = set(list_models())
+    for encoder in ("efficientnet_lite0", "resnet18", "resnet50", "resnet101", "mobilenet_v2"):
+        for variant in ("32s", "16s", "8s", "4s"):
+            assert f"fcn{variant}_{encoder}" in names
+    assert "fcn8s_timm" in names
+    model = build_model("fcn32s_efficientnet_lite0", 2, pretrained=False)
+    assert model.variant == "32s" and model.head.score_fr.score.out_channels == 2
+
+
+@pytest.mark.parametrize("variant", ["32s", "16s", "8s", "4s"])
+def test_efficientnet_lite0_fcn_keeps_input_size(variant):
+    model = build_fcn(11, encoder="efficientnet_lite0", variant=variant, pretrained=False).eval()
+    assert model.normalization == "tf_lite"
+    with torch.no_grad():
+        for size in ODD_SIZES:
+            assert model(torch.randn(1, 3, *size)).shape == (1, 11, *size)
+
+
+def test_efficientnet_lite0_fcn8s_atrous_output_stride_8():
+    model = build_fcn(
+        2, encoder="efficientnet_lite0", variant="8s", pretrained=False, output_stride=8
+    ).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 33, 47)).shape == (1, 2, 33, 47)
+
+
+def test_generic_timm_fcn():
+    model = build_fcn(3, encoder="timm", variant="8s", pretrained=False, timm_name="resnet10t")
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 33, 47)).shape == (1, 3, 33, 47)
+    with pytest.raises(ValueError, match="unknown option"):
+        build_fcn(3, encoder="timm", timm_name="resnet10t", colour="red")
