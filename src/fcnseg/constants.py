@@ -111,3 +111,124 @@ DEEPLAB_CRF_BILATERAL_SRGB: float = 3.0
 #: DeepLab runs 10 mean-field iterations (TPAMI section 4.1). fcnseg's `crf_refine` defaults to
 #: 5 for speed; pass iterations=DEEPLAB_CRF_ITERATIONS to reproduce DeepLab's setting.
 DEEPLAB_CRF_ITERATIONS: int = 10
+
+# --- SIFT Flow class lists (Liu, Yuen, Torralba, "Nonparametric scene parsing", CVPR 2009 /
+# --- TPAMI 2011; the dataset's classes.mat). Label files hold 1-based ids, 0 = unlabelled; the
+# --- FCN release (siftflow_layers.py) shifts them by -1 so that void becomes 255.
+SIFTFLOW_SEMANTIC_CLASSES: tuple[str, ...] = (
+    "awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk",
+    "desert", "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole",
+    "river", "road", "rock", "sand", "sea", "sidewalk", "sign", "sky", "staircase",
+    "streetlight", "sun", "tree", "window",
+)
+SIFTFLOW_GEOMETRIC_CLASSES: tuple[str, ...] = ("sky", "horizontal", "vertical")
+#: Folder of the SIFT Flow release holding the 256x256 images and label files.
+SIFTFLOW_SUBDIR: str = "spatial_envelope_256x256_static_8outdoorcategories"
+
+# --- NYUDv2 (Silberman et al. ECCV 2012) with the 40-class labels of Gupta, Arbelaez, Malik,
+# --- CVPR 2013, as used by FCN (nyud_layers.py: labels 1-40, 0 = void).
+NYUD_CLASSES: tuple[str, ...] = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+    "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror",
+    "floor mat", "clothes", "ceiling", "books", "refrigerator", "television", "paper", "towel",
+    "shower curtain", "box", "whiteboard", "person", "night stand", "toilet", "sink", "lamp",
+    "bathtub", "bag", "otherstructure", "otherfurniture", "otherprop",
+)
+#: Standard split 795 train / 654 test; the FCN paper's RGB-D experiments trained on a 381-image
+#: subset and validated on 414 (paper section 4.3 / the release's data/nyud lists).
+NYUD_SPLIT_SIZES: dict[str, int] = {"train": 795, "test": 654}
+NYUD_PAPER_SPLIT_SIZES: dict[str, int] = {"train": 381, "val": 414}
+#: Mean of log(depth in mm) and mean HHA pixel (stored channel order, 0-255), from the FCN
+#: release's nyud_layers.py (`mean_logd`, `mean_hha`).
+NYUD_MEAN_LOG_DEPTH_MM: float = 7.844
+NYUD_MEAN_HHA: tuple[float, float, float] = (132.431, 94.076, 118.477)
+#: Intrinsics of the NYUDv2 Kinect colour camera in pixels (NYU Depth V2 toolbox,
+#: camera_params.m: fx_rgb, fy_rgb, cx_rgb, cy_rgb; MATLAB 1-based pixel coordinates). Gupta's
+#: rcnn-depth code (getCameraParam('color')) uses the same matrix for HHA.
+NYUD_FX: float = 518.857901
+NYUD_FY: float = 519.469611
+NYUD_CX: float = 325.582449
+NYUD_CY: float = 253.736166
+
+# --- HHA encoding (Gupta, Girshick, Arbelaez, Malik, ECCV 2014; rcnn-depth saveHHA.m and
+# --- processDepthImage.m).
+#: Disparity channel = 31000 / depth in cm, with depth clamped below at 100 cm.
+HHA_DISPARITY_NUMERATOR_CM: float = 31000.0
+HHA_MIN_DEPTH_CM: float = 100.0
+#: Angle channel = angle with gravity in degrees + 128 - 90 ("keeping some slack").
+HHA_ANGLE_OFFSET_DEG: float = 128.0 - 90.0
+#: Height is measured from the lowest point; if that is less than 90 cm below the camera the
+#: floor is taken not to be visible and the camera is assumed 130 cm above it.
+HHA_MIN_FLOOR_DROP_CM: float = 90.0
+HHA_DEFAULT_CAMERA_HEIGHT_CM: float = 130.0
+#: Gravity estimation: two rounds with angle thresholds 45 then 15 degrees, 5 iterations each.
+HHA_GRAVITY_ANGLE_THRESHOLDS_DEG: tuple[float, float] = (45.0, 15.0)
+HHA_GRAVITY_ITERATIONS: tuple[int, int] = (5, 5)
+#: Square supports for the normals (processDepthImage normalParam.patchSize = [3 10], read as
+#: half-widths): the small one gives per-pixel normals, the large one those for gravity.
+HHA_NORMAL_HALF_WIDTH: int = 3
+HHA_GRAVITY_HALF_WIDTH: int = 10
+
+# --- Dataset facts used by fcnseg.data (class lists, label encodings), with their sources.
+
+#: PASCAL VOC 2012 segmentation classes, index = label value (VOC devkit, VOCinit.m).
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)
+#: Cityscapes evaluation classes and colours (cityscapesScripts, helpers/labels.py: the 19
+#: labels with trainId 0-18, in trainId order).
+CITYSCAPES_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+#: Cityscapes `labelIds` -> `trainIds` (cityscapesScripts, helpers/labels.py); every id not
+#: listed (unlabeled, ego vehicle, ..., parking, rail track, guard rail, bridge, tunnel,
+#: polegroup, caravan, trailer, license plate) has trainId 255 = ignored in evaluation.
+CITYSCAPES_ID_TO_TRAINID: dict[int, int] = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+    25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}
+CITYSCAPES_IGNORE_INDEX: int = 255
+#: PASCAL-Context, the 59 most frequent classes (Mottaghi et al., CVPR 2014; the 59-class
+#: list used by FCN section 4.3 and later benchmarks), label value c+1 in the label files
+#: (0 = everything else, treated as void).
+PASCAL_CONTEXT_59_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "table", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor", "bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "cloth",
+    "computer", "cup", "door", "fence", "floor", "flower", "food", "grass", "ground",
+    "keyboard", "light", "mountain", "mouse", "curtain", "platform", "sign", "plate", "road",
+    "rock", "shelves", "sidewalk", "sky", "snow", "bedclothes", "track", "tree", "truck",
+    "wall", "water", "window", "wood",
+)
+#: ADE20K SceneParsing (ADEChallengeData2016) 150 classes, label value c+1 in the annotation
+#: PNGs (0 = "other", void); names as in the challenge's objectInfo150 (first name of each).
+ADE20K_CLASSES: tuple[str, ...] = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
+    "grass", "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant",
+    "curtain", "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror",
+    "rug", "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub",
+    "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter",
+    "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs",
+    "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
+    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier",
+    "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track",
+    "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
+    "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer",
+    "plaything", "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag",
+    "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave",
+    "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
+    "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
+    "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)
