@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fcnseg.constants import IMAGENET_MEAN, IMAGENET_STD, TF_LITE_MEAN, TF_LITE_STD  # noqa: F401
+from fcnseg.constants import IMAGENET_MEAN, IMAGENET_STD, TF_LITE_MEAN, TF_LITE_STD
 from fcnseg.models.weights import (
     OFFLINE_WEIGHTS,
     load_state_dict_file,
@@ -146,3 +146,85 @@ def test_generic_timm_backbone_contract():
         build_timm_backbone("resnet10t", pretrained=True)
     with pytest.raises(ValueError, match="unknown timm model"):
         build_timm_backbone("not_a_timm_model")
+
+
+def test_mobilenet_v2_offline_weights_classify_imagenet_photos():
+    import torchvision
+
+    path = _weights_or_skip("mobilenet_v2")
+    classifier = torchvision.models.mobilenet_v2(weights=None)
+    classifier.load_state_dict(load_state_dict_file(path), strict=True)
+    _assert_classifies_photos(classifier, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_mobilenet_v2_backbone_takes_the_offline_weights():
+    from fcnseg.models.backbones.torchvision import build_torchvision_backbone
+
+    path = _weights_or_skip("mobilenet_v2")
+    backbone = build_torchvision_backbone("mobilenet_v2", pretrained=True)
+    expected = load_state_dict_file(path)["features.0.0.weight"]
+    assert torch.equal(backbone.features[0][0].weight, expected)
+    assert backbone.normalization == "imagenet"
+
+
+TORCHVISION_CASES = [
+    (encoder, output_stride)
+    for encoder in ("resnet18", "resnet50", "mobilenet_v2")
+    for output_stride in (32, 16, 8)
+]
+
+
+@pytest.mark.parametrize("encoder,output_stride", TORCHVISION_CASES)
+def test_torchvision_backbone_strides_match_feature_sizes(encoder, output_stride):
+    from fcnseg.models.backbones.torchvision import build_torchvision_backbone
+
+    backbone = build_torchvision_backbone(encoder, pretrained=False, output_stride=output_stride)
+    expected_strides = {"s4": 4, "s8": 8, "s16": min(16, output_stride), "s32": output_stride}
+    assert backbone.strides == expected_strides
+    height, width = 64, 96
+    with torch.no_grad():
+        features = backbone.eval()(torch.randn(1, 3, height, width))
+    for name, stride in backbone.strides.items():
+        assert features[name].shape == (
+            1,
+            backbone.channels[name],
+            height // stride,
+            width // stride,
+        )
+
+
+def test_resnet101_channels():
+    from fcnseg.models.backbones.torchvision import ResNetBackbone
+
+    backbone = ResNetBackbone("resnet101")
+    assert backbone.channels == {"s4": 256, "s8": 512, "s16": 1024, "s32": 2048}
+
+
+def test_atrous_resnet18_follows_torchvision_dilation_rule():
+    """First block of a dilated stage keeps the previous rate, later blocks take the new one."""
+    from fcnseg.models.backbones.torchvision import ResNetBackbone
+
+    backbone = ResNetBackbone("resnet18", output_stride=8)
+    assert backbone.layer3[0].conv1.dilation == (1, 1)
+    assert backbone.layer3[1].conv1.dilation == (2, 2)
+    assert backbone.layer4[0].conv1.dilation == (2, 2)
+    assert backbone.layer4[1].conv2.dilation == (4, 4)
+
+
+def test_encoder_weights_from_a_local_file(tmp_path):
+    import torchvision
+
+    from fcnseg.models.backbones.torchvision import build_torchvision_backbone
+
+    classifier = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(classifier.state_dict(), path)
+    backbone = build_torchvision_backbone("resnet18", encoder_weights=path)
+    assert torch.equal(backbone.stem[0].weight, classifier.conv1.weight)
+    torch.save({"fc.weight": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="do not fit"):
+        build_torchvision_backbone("resnet18", encoder_weights=path)
+    with pytest.raises(ValueError, match="ResNet18_Weights"):
+        build_torchvision_backbone("resnet18", encoder_weights="NO_SUCH_WEIGHTS")
+    with pytest.raises(ValueError, match="pretrained=False"):
+        build_torchvision_backbone("resnet18", pretrained=True)

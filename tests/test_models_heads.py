@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from fcnseg.models.backbones.base import Backbone
-from fcnseg.models.heads import FCN, FCNHead, KnotUpsample, build_fcn, tent_kernel_1d
+from fcnseg.models.heads import (
+    FCN,
+    FCNHead,
+    KnotUpsample,
+    build_backbone,
+    build_fcn,
+    tent_kernel_1d,
+)
 from fcnseg.models.surgery import init_finer_from_coarser
 from fcnseg.models.zoo import build_model, list_models
 
@@ -149,6 +156,35 @@ def test_efficientnet_lite0_fcn_keeps_input_size(variant):
     with torch.no_grad():
         for size in ODD_SIZES:
             assert model(torch.randn(1, 3, *size)).shape == (1, 11, *size)
+
+
+ENCODERS = [
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "resnet18",
+    "resnet50",
+    "resnet101",
+    "mobilenet_v2",
+]
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_every_encoder_keeps_odd_input_sizes_for_every_variant(encoder):
+    backbone = build_backbone(encoder, pretrained=False).eval()
+    with torch.no_grad():
+        for variant in ("32s", "16s", "8s", "4s"):
+            model = FCN(backbone, 3, variant).eval()
+            for size in ODD_SIZES:
+                assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size), variant
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "mobilenet_v2"])
+def test_fcn8s_on_output_stride_8_backbone(encoder):
+    model = build_fcn(3, encoder=encoder, variant="8s", pretrained=False, output_stride=8)
+    with torch.no_grad():
+        for size in ODD_SIZES:
+            assert model.eval()(torch.randn(1, 3, *size)).shape == (1, 3, *size)
 
 
 def test_efficientnet_lite0_fcn8s_atrous_output_stride_8():

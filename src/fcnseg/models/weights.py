@@ -113,7 +113,8 @@ def resolve_pretrained(encoder: str, pretrained: Pretrained, model_name: str) ->
             return None
         raise ValueError(
             f"{model_name}: no offline ImageNet weights are known for {encoder!r}; pass "
-            "encoder_weights=<local file> or pretrained=False"
+            "encoder_weights=<local file> (torchvision encoders also take a weights name such "
+            "as 'IMAGENET1K_V1') or pretrained=False / pretrained='auto'"
         )
     path = entry.find()
     if path is None and pretrained == "auto":
