@@ -1,0 +1,362 @@
+"""The `fcnseg` command: train, eval, predict, models, data check, export, bench, demo.
+
+Every subcommand turns bad input (unknown model, missing data, wrong class count, invalid
+recipe or override) into one line on stderr and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+#: Exit status for bad input (argparse uses the same for usage errors).
+EXIT_BAD_INPUT = 2
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+
+
+class CliError(ValueError):
+    """A one-line usage error raised by the CLI itself."""
+
+
+def _add_model_source(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--weights", help="released weights (.safetensors with fcnseg metadata)")
+    group.add_argument("--checkpoint", help="training checkpoint (.pt)")
+    group.add_argument("--run", help="run directory written by `fcnseg train`")
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
+    parser.add_argument(
+        "--mode", default="whole", choices=["whole", "sliding", "multiscale"], help="inference mode"
+    )
+    parser.add_argument("--tile-size", type=int, nargs="+", help="sliding-window tile (H [W])")
+    parser.add_argument("--scales", type=float, nargs="+", help="multi-scale factors")
+
+
+def _inference_options(args: argparse.Namespace) -> dict:
+    options: dict = {}
+    if args.tile_size:
+        options["tile_size"] = (
+            tuple(args.tile_size) if len(args.tile_size) > 1 else args.tile_size[0]
+        )
+    if args.scales:
+        options["scales"] = tuple(args.scales)
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train from a YAML recipe (+ key.sub=value overrides)")
+    train.add_argument("--config", help="YAML recipe (configs/*.yaml)")
+    train.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
+    train.add_argument("--resume", help="run directory or checkpoint to continue exactly")
+    train.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    train.add_argument("overrides", nargs="*", help="key.sub=value, e.g. train.lr=0.01")
+
+    evaluate = sub.add_parser("eval", help="the four FCN scores + per-class IU on a split")
+    _add_model_source(evaluate)
+    evaluate.add_argument("--data-root", help="dataset directory")
+    evaluate.add_argument("--format", help="dataset format (camvid, voc, folder, synthetic, ...)")
+    evaluate.add_argument("--split", default=None, help="split to score (default: the val split)")
+    evaluate.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize first")
+    evaluate.add_argument("--out", help="scores JSON (default: <run>/eval-<split>.json or ./)")
+    _add_inference_options(evaluate)
+
+    predict = sub.add_parser("predict", help="images -> class-index PNGs + overlays")
+    _add_model_source(predict)
+    predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    predict.add_argument("--out", default="predictions", help="output folder")
+    predict.add_argument("--no-overlay", action="store_true", help="skip the overlay images")
+    _add_inference_options(predict)
+
+    sub.add_parser("models", help="list the model names")
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="scan a dataset for problems")
+    check.add_argument("--root", required=True)
+    check.add_argument("--format", required=True)
+    check.add_argument("--splits", nargs="+", default=None)
+
+    export = sub.add_parser("export", help="export to ONNX, TorchScript or safetensors")
+    _add_model_source(export)
+    export.add_argument(
+        "--to", dest="target", required=True, choices=["onnx", "torchscript", "safetensors"]
+    )
+    export.add_argument("--out", required=True, help="output file")
+
+    bench = sub.add_parser("bench", help="inference speed (see benchmarks/)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for run_bench")
+
+    demo = sub.add_parser("demo", help="train+eval+predict on the built-in synthetic data")
+    demo.add_argument("--out", default=None, help="run directory (default runs/demo-<time>)")
+    demo.add_argument("overrides", nargs="*", help="key.sub=value overrides of configs/demo.yaml")
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    from fcnseg.config import load_config
+    from fcnseg.engine.train import config_from_checkpoint, train
+
+    if args.resume:
+        if args.config:
+            config = load_config(args.config, args.overrides)
+        else:
+            config = config_from_checkpoint(args.resume, args.overrides)
+    else:
+        config = load_config(args.config, args.overrides)
+    result = train(config, out=args.out, resume=args.resume, force=args.force)
+    if result.run_dir is not None:
+        print(f"run directory: {result.run_dir} ({result.stopped}, {result.steps} steps)")
+    return 0
+
+
+def _dataset_for(meta: dict, args: argparse.Namespace):
+    """The evaluation split: CLI arguments first, then the recipe stored with the model."""
+    from fcnseg.data.datasets.registry import build_dataset
+    from fcnseg.data.transforms import eval_transform
+    from fcnseg.engine.train import resolve_data_root
+
+    recipe = (meta.get("config") or {}).get("data", {})
+    data_format = args.format or meta.get("data_format") or recipe.get("format")
+    if not data_format:
+        raise CliError("--format: the weights do not say which dataset format; pass --format")
+    root = args.data_root if args.data_root is not None else recipe.get("root")
+    if args.data_root is not None and not Path(args.data_root).exists():
+        raise FileNotFoundError(f"--data-root {args.data_root}: directory not found; fix the path")
+    root = resolve_data_root(root)
+    if root is not None and not Path(root).exists():
+        raise FileNotFoundError(f"dataset root {root}: directory not found; pass --data-root")
+    split = args.split or recipe.get("val_split") or "val"
+    options = recipe.get("options", {}) if data_format == recipe.get("format") else {}
+    size = tuple(args.size) if args.size else None
+    transform = eval_transform(meta.get("normalization", "imagenet"), size)
+    dataset = build_dataset(data_format, root, split, transform=transform, **options)
+    return dataset, data_format, split
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fcnseg.engine.checkpoint import check_num_classes
+    from fcnseg.engine.evaluate import (
+        eval_loader,
+        evaluate,
+        format_scores,
+        scores_json,
+        write_scores,
+    )
+    from fcnseg.engine.predict import load_trained_model
+    from fcnseg.engine.train import resolve_device
+
+    device = resolve_device(args.device)
+    model, meta = load_trained_model(args.weights, args.checkpoint, args.run)
+    dataset, data_format, split = _dataset_for(meta, args)
+    check_num_classes(meta["source"], int(meta["num_classes"]), dataset.num_classes)
+    model.to(device)
+    scores = evaluate(
+        model,
+        eval_loader(dataset),
+        dataset.num_classes,
+        dataset.ignore_index,
+        device,
+        mode=args.mode,
+        options=_inference_options(args),
+        progress=sys.stderr.isatty(),
+    )
+    print(format_scores(scores, dataset.classes))
+    payload = {
+        "source": meta["source"],
+        "format": data_format,
+        "split": split,
+        "images": len(dataset),
+        "mode": args.mode,
+        **scores_json(scores, dataset.classes),
+    }
+    out = Path(args.out) if args.out else None
+    if out is None:
+        folder = Path(args.run) if args.run else Path(".")
+        out = folder / f"eval-{data_format}-{split}.json"
+    write_scores(out, payload)
+    print(f"scores written to {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fcnseg.engine.predict import collect_inputs, load_trained_model, predict_files
+    from fcnseg.engine.train import resolve_device
+
+    device = resolve_device(args.device)
+    files = collect_inputs(args.inputs)
+    model, meta = load_trained_model(args.weights, args.checkpoint, args.run)
+    written = predict_files(
+        model,
+        meta,
+        files,
+        Path(args.out),
+        device,
+        mode=args.mode,
+        options=_inference_options(args),
+        overlay=not args.no_overlay,
+        progress=sys.stderr.isatty(),
+    )
+    print(f"{len(files)} images -> {len(written)} files in {args.out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fcnseg.models import zoo
+
+    table = getattr(zoo, "model_table", None)
+    if table is not None:
+        print(table())
+    else:
+        for name in zoo.list_models():
+            info = zoo.model_info(name)
+            print(f"{name:<32} {info.family:<16} {info.description}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    try:
+        from fcnseg.data.check import check_dataset, format_report
+    except ImportError:
+        raise CliError("data check: fcnseg.data.check is not available in this install") from None
+    if not Path(args.root).exists():
+        raise FileNotFoundError(f"--root {args.root}: directory not found; fix the path")
+    kwargs = {"splits": args.splits} if args.splits else {}
+    report = check_dataset(args.root, args.format, **kwargs)
+    print(format_report(report))
+    ok = getattr(report, "ok", True)
+    return 0 if ok else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fcnseg.engine.checkpoint import save_weights
+    from fcnseg.engine.predict import load_trained_model
+
+    model, meta = load_trained_model(args.weights, args.checkpoint, args.run)
+    out = Path(args.out)
+    if args.target == "safetensors":
+        meta = {key: value for key, value in meta.items() if key not in ("config", "source")}
+        save_weights(out, model, meta)
+    else:
+        from fcnseg import export
+
+        exporter = export.export_onnx if args.target == "onnx" else export.export_torchscript
+        exporter(model, out, classes=meta["classes"], normalization=meta["normalization"])
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from fcnseg.inference.bench import run_bench
+    except ImportError:
+        raise CliError("bench: fcnseg.inference.bench is not available in this install") from None
+    return int(run_bench(args.rest) or 0)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The README's main job: train on synthetic scenes, evaluate on the test split, predict."""
+    from fcnseg.config import load_config
+    from fcnseg.engine.train import train
+
+    config = load_config(DEMO_CONFIG, args.overrides)
+    result = train(config, out=args.out)
+    run_dir = result.run_dir
+    assert run_dir is not None
+    print(f"run directory: {run_dir}")
+    eval_args = argparse.Namespace(
+        weights=None,
+        checkpoint=None,
+        run=str(run_dir),
+        data_root=None,
+        format=None,
+        split="test",
+        size=None,
+        out=None,
+        device=config.train.device,
+        mode="whole",
+        tile_size=None,
+        scales=None,
+    )
+    cmd_eval(eval_args)
+    images = _write_demo_inputs(config, run_dir / "demo_inputs")
+    predict_args = argparse.Namespace(
+        weights=None,
+        checkpoint=None,
+        run=str(run_dir),
+        inputs=[str(images)],
+        out=str(run_dir / "predictions"),
+        no_overlay=False,
+        device=config.train.device,
+        mode="whole",
+        tile_size=None,
+        scales=None,
+    )
+    cmd_predict(predict_args)
+    return 0
+
+
+def _write_demo_inputs(config, folder: Path, count: int = 4) -> Path:
+    """A few test-split scenes as PNG files, so the demo exercises predict on real files."""
+    from PIL import Image
+
+    from fcnseg.data.datasets.registry import build_dataset
+
+    dataset = build_dataset(config.data.format, None, "test", **config.data.options)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(min(count, len(dataset))):
+        image, _ = dataset.load(index)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"scene_{index}.png")
+    return folder
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "predict": cmd_predict,
+    "models": cmd_models,
+    "data": cmd_data,
+    "export": cmd_export,
+    "bench": cmd_bench,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns (and exits with) 0 on success, 2 on bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (
+        ValueError,
+        FileNotFoundError,
+        KeyError,
+        NotADirectoryError,
+        IsADirectoryError,
+    ) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        message = " ".join(str(message).split())  # one line, whatever the source
+        print(f"fcnseg {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("fcnseg: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:  # pragma: no cover - console-script shim
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Typed run configuration: YAML recipes -> dataclasses, with `key.sub=value` overrides.
+
+A recipe is layered, lowest priority first: the dataclass defaults, the training preset
+(`train.preset`: "modern" or "paper"), the YAML file, then the command-line overrides. Every key
+is checked against the dataclasses, so a typo such as `train.lrr=0.1` is a one-line error
+instead of a silently ignored setting, and every value is checked against the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from fcnseg import constants
+
+Optimizer = Literal["sgd", "adamw"]
+Schedule = Literal["fixed", "poly", "cosine"]
+Preset = Literal["modern", "paper"]
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (`fcnseg models` lists the names)."""
+
+    name: str = "fcn8s_efficientnet_lite0"
+    #: Load the encoder's ImageNet weights when they are installed (never downloads).
+    pretrained: bool = True
+    #: Extra keyword arguments for the model builder (e.g. `output_stride: 16`).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Initialise from these weights (.safetensors or .pt): every tensor with the same name and
+    #: shape is copied (fine-tuning; the paper's FCN-16s-from-FCN-32s stage-wise training).
+    init: str | None = None
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how training samples are augmented."""
+
+    format: str = "synthetic"
+    #: Dataset directory; a relative path that does not exist from the current directory is
+    #: looked up in the data directory ($FCNSEG_DATA, else ../shared/data from the repo root).
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    #: Extra keyword arguments for `build_dataset` (e.g. the synthetic set's size).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Random crop (height, width) for training; null trains on whole images (batch 1 advised).
+    crop_size: list[int] | None = None
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    hflip: bool = True
+    jitter: float = 0.0
+    #: Validation resize (height, width); null validates at full resolution.
+    val_size: list[int] | None = None
+    num_workers: int = 0
+    #: null, a list with one weight per class, or "median_frequency" (computed on train split).
+    class_weights: list[float] | str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. `preset` fills the fields the recipe leaves unset (see `PRESETS`)."""
+
+    preset: Preset = "modern"
+    optimizer: Optimizer = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    #: Learning-rate multiplier of the encoder relative to the head (pretrained encoders: 0.1).
+    encoder_lr_mult: float = 1.0
+    schedule: Schedule = "poly"
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    epochs: int = 10
+    #: Stop after this many optimiser steps (null: run all epochs).
+    max_steps: int | None = None
+    batch_size: int = 8
+    #: Gradient accumulation: optimiser steps happen every `accumulate` batches.
+    accumulate: int = 1
+    #: "mean" over labelled pixels, or "sum" per image as the paper's Caffe nets.
+    loss_normalization: Literal["sum", "mean"] = "mean"
+    #: Mixed precision: bf16 autocast on CPU, fp16 autocast + GradScaler on CUDA.
+    amp: bool = False
+    #: Validate every N epochs (0: only at the end).
+    val_every: int = 1
+    #: Also write `last.pt` every N optimiser steps (0: only at epoch ends).
+    checkpoint_every: int = 0
+    #: Time budget: stop cleanly (after writing a checkpoint) once exceeded.
+    max_minutes: float | None = None
+    seed: int = 0
+    #: Deterministic kernels (bit-exact resume on CPU); slower on GPU.
+    deterministic: bool = False
+    device: str = "auto"
+    log_every: int = 10
+    #: Show tqdm progress bars (off in tests and when stderr is not a terminal if you like).
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """How validation/evaluation computes logits (see `fcnseg.inference.predict_logits`)."""
+
+    mode: str = "whole"
+    options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 1
+
+
+@dataclass
+class Config:
+    """A whole run: `name` names the run directory `runs/<name>-<timestamp>`."""
+
+    name: str = "run"
+    out_root: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def paper_stage(model_name: str) -> str:
+    """The FCN stage ("fcn32s", "fcn16s", "fcn8s") a model name starts with; fcn8s otherwise."""
+    for stage in constants.PAPER_LR:
+        if model_name.startswith(stage):
+            return stage
+    return "fcn8s"
+
+
+def preset_values(preset: str, model_name: str) -> dict[str, Any]:
+    """The `train.*` values a preset sets (lower priority than the recipe's own values)."""
+    if preset == "paper":
+        return {
+            "optimizer": "sgd",
+            "momentum": constants.PAPER_MOMENTUM,
+            "weight_decay": constants.PAPER_WEIGHT_DECAY,
+            "lr": constants.PAPER_LR[paper_stage(model_name)],
+            "schedule": "fixed",
+            "warmup_steps": 0,
+            "batch_size": constants.PAPER_BATCH_SIZE,
+            "accumulate": constants.PAPER_EFFECTIVE_BATCH,
+            "loss_normalization": "sum",
+        }
+    if preset == "modern":
+        return {}
+    raise ValueError(f"train.preset: unknown preset {preset!r}; use 'modern' or 'paper'")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`"train.lr=0.01"` -> (["train", "lr"], 0.01); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r}: expected key.sub=value, e.g. train.lr=0.01")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ValueError(f"override {text!r}: empty key; write e.g. train.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp` (ints are accepted as floats)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list like [1, 2], got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ValueError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ValueError(
+            f"unknown config key {where}{unknown[0]}; valid keys here: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value if value is not None else {}, key)
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a `Config` from a nested dict plus `key.sub=value` overrides (see module doc)."""
+    merged = dict(raw or {})
+    for text in overrides:
+        path, value = parse_override(text)
+        node: dict[str, Any] = {}
+        cursor = node
+        for part in path[:-1]:
+            cursor[part] = {}
+            cursor = cursor[part]
+        cursor[path[-1]] = value
+        merged = _merge(merged, node)
+    train_raw = merged.get("train") or {}
+    model_raw = merged.get("model") or {}
+    if not isinstance(train_raw, dict) or not isinstance(model_raw, dict):
+        raise ValueError("config: 'train' and 'model' must be mappings of keys")
+    preset = train_raw.get("preset", TrainConfig.preset)
+    model_name = model_raw.get("name", ModelConfig.name)
+    preset_train = preset_values(str(preset), str(model_name))
+    merged = _merge({"train": preset_train}, merged)
+    config = _build(Config, merged, "")
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML recipe (or none: defaults) and apply overrides; errors are one line."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found; pass a YAML recipe path")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ValueError(f"{path}:{where} invalid YAML; fix the syntax") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file; pass a YAML recipe") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a recipe must be a mapping of keys, e.g. 'train: {{}}'")
+    try:
+        return config_from_dict(raw, overrides)
+    except ValueError as error:
+        if path is not None:
+            raise ValueError(f"{path}: {error}") from None
+        raise
+
+
+def validate(config: Config) -> None:
+    """Range checks that types alone cannot express."""
+    train = config.train
+    positive = {
+        "train.batch_size": train.batch_size,
+        "train.accumulate": train.accumulate,
+        "train.epochs": train.epochs,
+        "eval.batch_size": config.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{key}: must be >= 1, got {value}")
+    if train.lr <= 0:
+        raise ValueError(f"train.lr: must be > 0, got {train.lr}")
+    for key, size in (
+        ("data.crop_size", config.data.crop_size),
+        ("data.val_size", config.data.val_size),
+    ):
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise ValueError(f"{key}: expected [height, width] with positive values, got {size}")
+    if len(config.data.scale_range) != 2 or config.data.scale_range[0] > config.data.scale_range[1]:
+        raise ValueError(f"data.scale_range: expected [low, high], got {config.data.scale_range}")
+    weights = config.data.class_weights
+    if isinstance(weights, str) and weights != "median_frequency":
+        raise ValueError(
+            f"data.class_weights: {weights!r}; use a list of numbers or 'median_frequency'"
+        )

@@ -1,0 +1,154 @@
+"""Checkpoints (`.pt`, resumable) and released weights (`.safetensors`, self-describing).
+
+Neither format executes code when loaded: checkpoints hold only tensors and primitive values and
+are read with `torch.load(weights_only=True)`; released weights are safetensors whose JSON
+header carries everything `predict`/`eval` need (model name, classes, palette, normalisation,
+ignore label). Writes are atomic (temporary file in the same directory, fsync, `os.replace`), so
+a SIGKILL during a save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+CHECKPOINT_VERSION = 1
+#: safetensors metadata key holding the JSON description of the model.
+WEIGHTS_METADATA_KEY = "fcnseg"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run `write(tmp_path)` then move the result onto `path` atomically (after fsync)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as tensors/primitives (weights_only-loadable)."""
+    version, python_state, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(python_state), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, python_state, gauss = state["python"]
+    random.setstate((version, tuple(python_state), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (state dicts are saved without `module.`)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomically save a checkpoint dict (tensors and primitives only)."""
+    payload = {"version": CHECKPOINT_VERSION, **state}
+    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint without executing pickled code; one-line errors for bad files."""
+    path = Path(path)
+    if path.is_dir():
+        path = resolve_run_checkpoint(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found; pass a run directory or a .pt file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ValueError(
+            f"{path}: not a readable fcnseg checkpoint ({type(error).__name__}); pass a .pt "
+            "written by `fcnseg train`"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path}: not an fcnseg checkpoint (no 'model' entry)")
+    return state
+
+
+def resolve_run_checkpoint(run_dir: Path, prefer: tuple[str, ...] = ("last.pt",)) -> Path:
+    """The checkpoint file inside a run directory (`checkpoints/last.pt` by default)."""
+    for name in prefer:
+        for candidate in (run_dir / "checkpoints" / name, run_dir / name):
+            if candidate.is_file():
+                return candidate
+    raise FileNotFoundError(
+        f"{run_dir}: no {' or '.join(prefer)} in this run directory; pass the run directory "
+        "written by `fcnseg train` or a checkpoint file"
+    )
+
+
+def check_num_classes(source: str | Path, found: int, expected: int) -> None:
+    if found != expected:
+        raise ValueError(
+            f"{source}: weights are for {found} classes but the dataset has {expected}; use "
+            "weights trained on this dataset, or fine-tune from them with train.init"
+        )
+
+
+def save_weights(path: Path, model: nn.Module, metadata: dict[str, Any]) -> None:
+    """Write `model`'s weights as safetensors with a JSON description in the header."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        key: value.detach().cpu().contiguous() for key, value in unwrap(model).state_dict().items()
+    }
+    header = {WEIGHTS_METADATA_KEY: json.dumps(metadata)}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read safetensors weights and their fcnseg metadata (model, classes, palette, ...)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found; pass a .safetensors file")
+    try:
+        with safe_open(str(path), framework="pt") as stream:
+            header = stream.metadata() or {}
+            tensors = {key: stream.get_tensor(key) for key in stream.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+    if WEIGHTS_METADATA_KEY not in header:
+        raise ValueError(
+            f"{path}: safetensors header has no '{WEIGHTS_METADATA_KEY}' metadata; export "
+            "weights with `fcnseg export --format safetensors`"
+        )
+    return tensors, json.loads(header[WEIGHTS_METADATA_KEY])

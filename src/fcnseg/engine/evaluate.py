@@ -1,0 +1,144 @@
+"""Evaluation: the paper's four scores plus per-class IU, over a dataset split.
+
+The same `evaluate` runs periodic validation during training and `fcnseg eval`; logits come from
+`fcnseg.inference.predict_logits`, so whole-image, sliding-window and multi-scale evaluation are
+a config value (`eval.mode`), not separate code. Under torchrun each rank scores its shard and
+the confusion matrices are summed, so the scores are those of the whole split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from fcnseg.engine import distributed
+from fcnseg.metrics import ConfusionMatrix, SegmentationScores
+
+
+def predict_batch_logits(
+    model: nn.Module, images: Tensor, mode: str = "whole", options: dict[str, Any] | None = None
+):
+    """Logits of a normalised batch: the one place the engine chooses an inference mode."""
+    from fcnseg.inference import predict_logits
+
+    return predict_logits(model, images, mode=mode, **(options or {}))
+
+
+class _ShardedOrder(torch.utils.data.Sampler[int]):
+    """Rank r scores samples r, r + W, ...: every sample exactly once over all ranks."""
+
+    def __init__(self, length: int) -> None:
+        self.indices = list(range(length))[distributed.rank() :: distributed.world_size()]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def eval_loader(dataset: Dataset, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
+    """A sequential loader over this rank's shard (no RNG drawn from the global streams)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=_ShardedOrder(len(dataset)),  # type: ignore[arg-type]
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _primary(output: Any) -> Tensor:
+    """The semantic logits of a multi-head model (first head otherwise)."""
+    if isinstance(output, dict):
+        return output["semantic"] if "semantic" in output else next(iter(output.values()))
+    return output
+
+
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    ignore_index: int | None,
+    device: torch.device | str = "cpu",
+    mode: str = "whole",
+    options: dict[str, Any] | None = None,
+    amp: bool = False,
+    progress: bool = False,
+) -> SegmentationScores:
+    """Score `model` on `loader`; the confusion matrix is summed over ranks."""
+    device = torch.device(device)
+    confusion = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    was_training = model.training
+    model.eval()
+    batches = loader
+    if progress and distributed.is_main():
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
+    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        for images, masks in batches:
+            images = images.to(device, non_blocking=True)
+            masks = _primary(masks).to(device, non_blocking=True)
+            logits = _primary(predict_batch_logits(model, images, mode, options))
+            if logits.shape[-2:] != masks.shape[-2:]:
+                logits = torch.nn.functional.interpolate(
+                    logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
+                )
+            confusion.update(logits.argmax(1), masks)
+    confusion.reduce_()
+    model.train(was_training)
+    return confusion.scores()
+
+
+def _fmt(value: float) -> str:
+    return "  n/a" if math.isnan(value) else f"{100 * value:5.1f}"
+
+
+def format_scores(scores: SegmentationScores, class_names: tuple[str, ...] | list[str]) -> str:
+    """The four scores and a per-class IU / accuracy table, in percent."""
+    lines = [
+        f"pixel acc {_fmt(scores.pixel_accuracy)}  mean acc {_fmt(scores.mean_accuracy)}  "
+        f"mean IU {_fmt(scores.mean_iu)}  f.w. IU {_fmt(scores.frequency_weighted_iu)}",
+        "",
+        f"{'class':<20} {'IU':>6} {'acc':>6}",
+    ]
+    for index, (iu, acc) in enumerate(
+        zip(scores.per_class_iu, scores.per_class_accuracy, strict=True)
+    ):
+        name = class_names[index] if index < len(class_names) else str(index)
+        lines.append(f"{name:<20} {_fmt(iu):>6} {_fmt(acc):>6}")
+    return "\n".join(lines)
+
+
+def scores_json(scores: SegmentationScores, class_names: tuple[str, ...] | list[str]) -> dict:
+    """JSON-ready scores with the per-class IU keyed by class name (NaN -> null)."""
+
+    def clean(value: float) -> float | None:
+        return None if math.isnan(value) else value
+
+    data: dict[str, Any] = {
+        key: clean(value) for key, value in scores.as_dict().items() if not isinstance(value, list)
+    }
+    data["per_class_iu"] = {
+        str(class_names[i]) if i < len(class_names) else str(i): clean(v)
+        for i, v in enumerate(scores.per_class_iu)
+    }
+    data["per_class_accuracy"] = {
+        str(class_names[i]) if i < len(class_names) else str(i): clean(v)
+        for i, v in enumerate(scores.per_class_accuracy)
+    }
+    return data
+
+
+def write_scores(path: Path, payload: dict) -> None:
+    from fcnseg.engine.checkpoint import atomic_write
+
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))

@@ -1,0 +1,243 @@
+"""Training engine: schedules, presets, a tiny run end to end, and bit-exact resume after SIGKILL.
+
+The network is a two-layer conv net with dropout (so the resume test also covers the RNG
+streams) on 32x32 synthetic scenes, so the whole file runs in seconds on a shared CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fcnseg.config import config_from_dict
+from fcnseg.engine.checkpoint import load_checkpoint, load_weights
+from fcnseg.engine.schedules import lr_factor
+
+HERE = Path(__file__).resolve()
+
+
+class TinySegNet(nn.Module):
+    """conv3x3 -> ReLU -> dropout -> conv1x1: logits at the input size."""
+
+    normalization = "imagenet"
+
+    def __init__(self, num_classes: int, width: int = 8) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2)
+        )
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def tiny_datasets(num_train: int = 8, num_val: int = 4):
+    from fcnseg.data.datasets.registry import build_dataset
+
+    train_set = build_dataset("synthetic", None, "train", num_images=num_train, size=(32, 32))
+    val_set = build_dataset("synthetic", None, "val", num_images=num_val, size=(32, 32))
+    return train_set, val_set
+
+
+def tiny_config(**train_overrides):
+    train = {
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "epochs": 2,
+        "batch_size": 2,
+        "accumulate": 2,
+        "checkpoint_every": 1,
+        "seed": 3,
+        "deterministic": True,
+        "device": "cpu",
+        "progress": False,
+        "log_every": 1,
+        "warmup_steps": 1,
+    }
+    train.update(train_overrides)
+    raw = {
+        "name": "tiny",
+        "data": {"crop_size": [24, 24], "scale_range": [0.75, 1.25], "jitter": 0.1},
+        "train": train,
+    }
+    return config_from_dict(raw)
+
+
+def run_tiny(out: Path, resume: Path | None = None, **train_overrides):
+    from fcnseg.engine.train import train
+
+    torch.manual_seed(0)
+    train_set, val_set = tiny_datasets()
+    model = TinySegNet(train_set.num_classes)
+    return train(
+        tiny_config(**train_overrides),
+        out=out,
+        resume=resume,
+        model=model,
+        train_set=train_set,
+        val_set=val_set,
+    )
+
+
+# ----------------------------------------------------------------------------- schedules
+def test_schedules_shape():
+    assert lr_factor(0, 100, "fixed") == 1.0
+    assert lr_factor(50, 100, "poly", poly_power=1.0) == pytest.approx(0.5)
+    assert lr_factor(100, 100, "poly") == pytest.approx(0.0)
+    assert lr_factor(0, 100, "cosine") == pytest.approx(1.0)
+    assert lr_factor(50, 100, "cosine") == pytest.approx(0.5)
+    warm = [lr_factor(s, 100, "fixed", warmup_steps=4) for s in range(6)]
+    assert warm == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    with pytest.raises(ValueError, match="train.schedule"):
+        lr_factor(0, 10, "step")
+
+
+# ----------------------------------------------------------------------------- training
+def test_tiny_run_writes_run_directory(tmp_path):
+    out = tmp_path / "run"
+    result = run_tiny(out)
+    assert result.stopped == "completed"
+    assert result.steps == 4  # 2 epochs x (4 batches / accumulate 2)
+    for name in (
+        "config.yaml",
+        "versions.json",
+        "metrics.csv",
+        "summary.json",
+        "model.safetensors",
+    ):
+        assert (out / name).is_file(), name
+    assert (out / "checkpoints" / "last.pt").is_file()
+    assert (out / "checkpoints" / "best.pt").is_file()
+    assert any((out / "tensorboard").iterdir())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and 0.0 <= summary["best_mean_iu"] <= 1.0
+    tensors, meta = load_weights(out / "model.safetensors")
+    assert meta["num_classes"] == 6 and meta["normalization"] == "imagenet"
+    assert "head.weight" in tensors
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step,train_loss") and len(rows) > 2
+    checkpoint = load_checkpoint(out)
+    assert checkpoint["step"] == 4 and checkpoint["epoch"] == 2
+
+
+def test_training_reduces_loss(tmp_path):
+    result = run_tiny(tmp_path / "run", epochs=6, lr=0.1, checkpoint_every=0)
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < losses[0]
+
+
+def test_refuses_existing_run_dir(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match="--resume"):
+        run_tiny(out)
+    assert (out / "keep.txt").read_text() == "x"
+
+
+def test_time_budget_stops_with_checkpoint(tmp_path):
+    result = run_tiny(tmp_path / "run", max_minutes=0.0)
+    assert result.stopped == "time_budget"
+    assert result.steps == 1
+    assert load_checkpoint(tmp_path / "run")["step"] == 1
+
+
+def test_paper_preset_uses_constants():
+    from fcnseg import constants
+
+    config = config_from_dict({"model": {"name": "fcn16s_vgg16"}, "train": {"preset": "paper"}})
+    assert config.train.momentum == constants.PAPER_MOMENTUM
+    assert config.train.lr == constants.PAPER_LR["fcn16s"]
+    assert config.train.accumulate == constants.PAPER_EFFECTIVE_BATCH
+    assert config.train.loss_normalization == "sum"
+    override = config_from_dict({"train": {"preset": "paper", "lr": 1e-9}})
+    assert override.train.lr == 1e-9  # the recipe wins over the preset
+
+
+def test_median_frequency_weights_favour_rare_classes():
+    from fcnseg.engine.train import median_frequency_weights
+
+    train_set, _ = tiny_datasets(num_train=4)
+    weights = torch.tensor(median_frequency_weights(train_set))
+    counts = torch.zeros(train_set.num_classes)
+    image_pixels = torch.zeros(train_set.num_classes)
+    for index in range(len(train_set)):
+        mask = train_set.load(index)[1]
+        mask = mask[mask < train_set.num_classes]
+        per_image = torch.bincount(mask, minlength=train_set.num_classes).float()
+        counts += per_image
+        image_pixels += (per_image > 0).float() * mask.numel()
+    present = counts > 0
+    frequency = counts[present] / image_pixels[present]
+    # w_c * f_c is the same median frequency for every present class; absent classes get 0.
+    products = weights[present] * frequency
+    assert torch.allclose(products, products[0].expand_as(products), rtol=1e-5)
+    assert products[0] == pytest.approx(float(frequency.median()), rel=1e-5)
+    assert (weights[~present] == 0).all()
+    assert weights[present].argmin() == frequency.argmax()
+
+
+# ----------------------------------------------------------------------------- resume
+def _child(out: str, mode: str) -> None:
+    """Subprocess body: `full` trains, `killed` SIGKILLs itself after the step-3 checkpoint
+    (mid-epoch), `resume` continues the killed run."""
+    torch.set_num_threads(1)
+    if mode == "killed":
+        import fcnseg.engine.train as engine
+
+        original = engine.save_checkpoint
+
+        def save_then_die(path, state):
+            original(path, state)
+            if state["step"] == 3 and path.name == "last.pt":
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        engine.save_checkpoint = save_then_die
+    resume = Path(out) if mode == "resume" else None
+    run_tiny(Path(out), resume=resume, epochs=3)
+
+
+def _spawn(out: Path, mode: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(HERE), str(out), mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_exact(tmp_path):
+    full = _spawn(tmp_path / "full", "full")
+    assert full.returncode == 0, full.stderr
+    killed = _spawn(tmp_path / "cut", "killed")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    checkpoint = load_checkpoint(tmp_path / "cut")
+    assert checkpoint["step"] == 3 and 0 < checkpoint["batch_in_epoch"] < 4  # mid-epoch
+    resumed = _spawn(tmp_path / "cut", "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    reference = load_checkpoint(tmp_path / "full")
+    final = load_checkpoint(tmp_path / "cut")
+    assert final["step"] == reference["step"] == 6
+    for key, value in reference["model"].items():
+        assert torch.equal(value, final["model"][key]), key
+    for key, value in reference["optimizer"]["state"].items():
+        assert torch.equal(
+            value["momentum_buffer"], final["optimizer"]["state"][key]["momentum_buffer"]
+        )
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], sys.argv[2])
