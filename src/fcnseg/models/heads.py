@@ -217,11 +217,14 @@ class FCN(nn.Module):
         self.variant = variant
         #: Input preset the encoder weights expect (see fcnseg.data.transforms.normalize).
         self.normalization: str = getattr(backbone, "normalization", "imagenet")
+        #: Input channels; early fusion (fcnseg.models.fusion.expand_input_channels) raises it.
+        self.in_channels: int = 3
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"FCN expects a normalised N x 3 x H x W batch, got shape {tuple(x.shape)}"
+                f"FCN expects a normalised N x {self.in_channels} x H x W batch, "
+                f"got shape {tuple(x.shape)}"
             )
         return self.head(self.backbone(x), x.shape[-2:])
 

@@ -59,6 +59,7 @@ def _ensure_registered() -> None:
     """Import the modules whose decorators fill the registry (lazy, to keep import cheap)."""
     import fcnseg.models.fcn  # noqa: F401
     import fcnseg.models.heads  # noqa: F401
+    import fcnseg.models.fusion  # noqa: F401
 
 
 def list_models() -> list[str]:
