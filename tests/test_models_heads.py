@@ -202,3 +202,21 @@ def test_generic_timm_fcn():
         assert model(torch.randn(1, 3, 33, 47)).shape == (1, 3, 33, 47)
     with pytest.raises(ValueError, match="unknown option"):
         build_fcn(3, encoder="timm", timm_name="resnet10t", colour="red")
+
+
+def test_model_table_counts_parameters_and_flops():
+    from fcnseg.models.weights import offline_weights_available
+    from fcnseg.models.zoo import format_model_table, model_table
+
+    names = ["fcn8s_resnet18", "fcn8s_resnet50", "fcn8s_mobilenet_v2"]
+    rows = {row.name: row for row in model_table(names)}
+    assert set(rows) == set(names)
+    assert 11e6 < rows["fcn8s_resnet18"].parameters < 12e6  # ResNet-18 trunk is 11.2M
+    assert rows["fcn8s_resnet50"].gflops > rows["fcn8s_resnet18"].gflops > 0
+    assert rows["fcn8s_mobilenet_v2"].weights_offline == offline_weights_available("mobilenet_v2")
+    # Convolutional cost grows with the pixel count: half the side, about a quarter the FLOPs.
+    (small,) = model_table(["fcn8s_mobilenet_v2"], size=256)
+    assert small.gflops * 4 == pytest.approx(rows["fcn8s_mobilenet_v2"].gflops, rel=0.05)
+    (fast,) = model_table(["fcn8s_resnet18"], flops=False)
+    assert fast.gflops is None and fast.parameters == rows["fcn8s_resnet18"].parameters
+    assert "fcn8s_resnet50" in format_model_table(list(rows.values()))

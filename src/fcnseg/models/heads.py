@@ -39,6 +39,10 @@ FCN_VARIANT_STREAMS: dict[str, tuple[str, ...]] = {
     "4s": ("s32", "s16", "s8", "s4"),
 }
 
+#: Knots always appended by KnotUpsample: backbones give at least ceil(size / stride) features,
+#: which need at most one extra knot; 2 also covers floor-size features.
+_MIN_KNOT_PAD: int = 2
+
 UpsampleMode = Literal["deconv", "learnable", "bilinear"]
 UPSAMPLE_MODES: tuple[str, ...] = ("deconv", "learnable", "bilinear")
 
@@ -86,13 +90,16 @@ class KnotUpsample(nn.Module):
 
     def forward(self, x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
         """Upsample `x` and crop to `size` (height, width): knots i*factor, replicate border."""
-        height, width = int(size[0]), int(size[1])
+        # No int(): kept as traced sizes, the crops below stay symbolic in ONNX/TorchScript.
+        height, width = size[0], size[1]
         factor = self.factor
         # Knots needed: the last output pixel (size-1) must lie at or before the last knot.
-        pad_h = max(math.ceil((height - 1) / factor) - (x.shape[-2] - 1), 0)
-        pad_w = max(math.ceil((width - 1) / factor) - (x.shape[-1] - 1), 0)
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        # Always pad (at least _MIN_KNOT_PAD knots): knots beyond the needed ones only reach
+        # outputs past the crop, so the result is unchanged, and a traced graph has no
+        # size-dependent branch (export stays correct at every size; fcnseg.export checks it).
+        pad_h = max(math.ceil((int(height) - 1) / factor) - (x.shape[-2] - 1), _MIN_KNOT_PAD)
+        pad_w = max(math.ceil((int(width) - 1) / factor) - (x.shape[-1] - 1), _MIN_KNOT_PAD)
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         if factor == 1:
             return x[..., :height, :width]
         if self.deconv is None:
