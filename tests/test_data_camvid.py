@@ -77,7 +77,7 @@ def test_mask_with_no_image_in_folder_layout(tmp_path):
     _write_pair(tmp_path, "val", "a")
     _write_pair(tmp_path, "val", "b")
     (tmp_path / "val" / "b.png").unlink()
-    with pytest.raises(DataError, match="b: .*no image"):
+    with pytest.raises(DataError, match=r"mask .*b\.png has no image"):
         CamVid(tmp_path, "val")
 
 

@@ -198,3 +198,64 @@ def find_images(folder: Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
+
+
+def require_files(pairs: list[tuple[Path, Path]], source: str | Path) -> None:
+    """Raise one DataError naming every missing file of `pairs` (listed in `source`)."""
+    missing = [str(path) for pair in pairs for path in pair if not Path(path).is_file()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (
+            f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+        )
+        raise DataError(
+            f"{source}: {len(missing)} listed file(s) missing: {shown}; restore them or remove "
+            "their entries from the list"
+        )
+
+
+def read_id_list(list_file: Path) -> list[str]:
+    """Read a one-id-per-line list (VOC ImageSets style); the first column of each line."""
+    if not list_file.is_file():
+        raise DataError(
+            f"{list_file}: list file not found; check the dataset root and the split name"
+        )
+    ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise DataError(f"{list_file}: the list is empty; it must name one image id per line")
+    return ids
+
+
+def index_by_stem(folder: Path) -> dict[str, Path]:
+    """Image files of `folder` keyed by stem; two files with one stem are an error."""
+    by_stem: dict[str, Path] = {}
+    for path in find_images(folder):
+        if path.stem in by_stem:
+            raise DataError(
+                f"{path}: duplicate stem {path.stem!r} (also {by_stem[path.stem].name}); keep "
+                "one file per stem so images and masks pair unambiguously"
+            )
+        by_stem[path.stem] = path
+    return by_stem
+
+
+def pair_folders(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+    """Pair images and masks of two folders by file stem; unmatched files are errors."""
+    if not image_dir.is_dir():
+        raise DataError(f"{image_dir}: folder not found; check the dataset root and split name")
+    if not mask_dir.is_dir():
+        raise DataError(f"{mask_dir}: mask folder not found; put the masks there")
+    images, masks = index_by_stem(image_dir), index_by_stem(mask_dir)
+    if not images:
+        raise DataError(f"{image_dir}: no images found; check the dataset root and split name")
+    unmatched = sorted(set(images) ^ set(masks))
+    if unmatched:
+        stem = unmatched[0]
+        if stem in images:
+            problem = f"image {images[stem]} has no mask in {mask_dir}"
+        else:
+            problem = f"mask {masks[stem]} has no image in {image_dir}"
+        raise DataError(
+            f"{problem} ({len(unmatched)} unmatched file(s)); add the missing files or remove "
+            "the extra ones"
+        )
+    return [(images[stem], masks[stem]) for stem in sorted(images)]

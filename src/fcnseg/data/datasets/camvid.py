@@ -19,7 +19,7 @@ from torch import Tensor
 
 from fcnseg.constants import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID
 from fcnseg.data.datasets.base import ClassInfo, DataError, JointTransform, SegmentationDataset
-from fcnseg.data.io import check_pair, find_images, read_image, read_mask
+from fcnseg.data.io import check_pair, pair_folders, read_image, read_mask, require_files
 
 CAMVID_CLASS_INFO = ClassInfo(
     names=tuple(CAMVID_CLASSES), palette=tuple(CAMVID_PALETTE), ignore_index=CAMVID_VOID
@@ -39,7 +39,6 @@ def resolve_list_path(entry: str, root: Path) -> Path:
 def read_pair_list(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
     """Parse a two-column `<image> <label>` list; every missing file is named in one error."""
     pairs: list[tuple[Path, Path]] = []
-    missing: list[str] = []
     for number, line in enumerate(list_file.read_text().splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -50,42 +49,11 @@ def read_pair_list(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
                 "fix that line"
             )
         image, label = (resolve_list_path(field, root) for field in fields)
-        for path in (image, label):
-            if not path.is_file():
-                missing.append(str(path))
         pairs.append((image, label))
-    if missing:
-        shown = ", ".join(missing[:3]) + (
-            f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
-        )
-        raise DataError(
-            f"{list_file}: {len(missing)} listed file(s) missing: {shown}; restore them or "
-            "remove their lines"
-        )
+    require_files(pairs, list_file)
     if not pairs:
         raise DataError(f"{list_file}: the list is empty; it must name '<image> <label>' pairs")
     return pairs
-
-
-def pair_folders(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
-    """Pair images and masks of two folders by file stem; unmatched files are errors."""
-    images = {p.stem: p for p in find_images(image_dir)}
-    masks = {p.stem: p for p in find_images(mask_dir)}
-    if not images:
-        raise DataError(f"{image_dir}: no images found; check the dataset root and split name")
-    lonely = sorted(set(images) ^ set(masks))
-    if lonely:
-        stem = lonely[0]
-        where = (
-            f"{image_dir} has no mask in {mask_dir}"
-            if stem in images
-            else (f"{mask_dir} has no image in {image_dir}")
-        )
-        raise DataError(
-            f"{stem}: {where} ({len(lonely)} unmatched file(s)); add the missing files or "
-            "remove the extra ones"
-        )
-    return [(images[stem], masks[stem]) for stem in sorted(images)]
 
 
 class CamVid(SegmentationDataset):
