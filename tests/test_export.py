@@ -206,3 +206,26 @@ def test_load_engine_errors_name_the_file_and_fix(tmp_path: Path) -> None:
         load_engine(weights, "torch")
     with pytest.raises(ValueError, match="engine must be"):
         load_engine(weights, "tensorrt")  # type: ignore[arg-type]
+
+
+REAL_MODELS = [
+    # The paper net: pad 100, Caffe crops that depend on the input size (narrow for speed).
+    ("fcn8s_vgg16", {"width_divisor": 16}),
+    # A light encoder with the knot-upsampling skip head, BN, depthwise convolutions.
+    ("fcn8s_efficientnet_lite0", {"pretrained": False}),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "options"), REAL_MODELS)
+def test_real_models_export_at_five_odd_sizes(name: str, options: dict, tmp_path: Path) -> None:
+    import fcnseg
+
+    torch.manual_seed(0)
+    model = _trained_like(fcnseg.build_model(name, 5, **options))
+    onnx_path = export_onnx(model, tmp_path / f"{name}.onnx")  # checks DEFAULT_CHECK_SIZES
+    script_path = export_torchscript(model, tmp_path / f"{name}.pt", method="trace")
+    for path, engine in ((onnx_path, "onnxruntime"), (script_path, "torch")):
+        runnable = load_engine(path, engine)  # type: ignore[arg-type]
+        assert runnable.normalization == model.normalization
+        assert verify_engine(model, runnable, [(119, 87)], seed=3) <= 1e-3
