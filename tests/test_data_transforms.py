@@ -136,3 +136,21 @@ def test_eval_transform_resizes_and_normalizes():
 def test_pad_to_multiple():
     padded = pad_to_multiple(torch.ones(1, 3, 10, 33), 32)
     assert padded.shape == (1, 3, 32, 64) and padded[..., 10:, :].abs().sum() == 0
+
+
+def test_train_transform_pads_small_images_with_mean_and_void():
+    image = torch.full((3, 4, 5), 200, dtype=torch.uint8)
+    mask = torch.zeros(4, 5, dtype=torch.int64)
+    transform = train_transform(
+        "tf_lite", crop_size=(6, 8), scale_range=None, hflip=False, ignore_index=11
+    )
+    out_image, out_mask = transform(image, mask)
+    assert out_image.shape == (3, 6, 8) and out_mask.shape == (6, 8)
+    assert int((out_mask == 11).sum()) == 6 * 8 - 4 * 5
+    assert bool((out_image[:, 4:, :] == 0).all()) and bool((out_image[:, :4, :5] > 0).all())
+
+
+def test_random_crop_without_padding_never_exceeds_input():
+    image, mask = _pair(5, 9)
+    out_image, out_mask = RandomCrop((8, 4), pad=False)(image, mask)
+    assert out_image.shape == (3, 5, 4) and out_mask.shape == (5, 4)

@@ -84,12 +84,10 @@ def _resize_pair(image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Te
     """Bilinear (antialiased when shrinking) for the image, nearest for the mask."""
     if tuple(image.shape[-2:]) == tuple(size):
         return image, mask
-    dtype = image.dtype
+    # uint8 stays uint8: torch's integer bilinear kernel is about 2.5x faster than float's.
     resized = F.interpolate(
-        image[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True
+        image[None], size=size, mode="bilinear", align_corners=False, antialias=True
     )[0]
-    if dtype == torch.uint8:
-        resized = resized.round().clamp(0, _UINT8_MAX).to(torch.uint8)
     label = F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")[0, 0]
     return resized, label.to(mask.dtype)
 
@@ -150,20 +148,22 @@ class RandomCrop:
     """
 
     def __init__(
-        self, size: tuple[int, int], ignore_index: int = VOC_IGNORE_INDEX, image_fill: float = 0.0
+        self,
+        size: tuple[int, int],
+        ignore_index: int = VOC_IGNORE_INDEX,
+        image_fill: float = 0.0,
+        pad: bool = True,
     ) -> None:
         self.size = (int(size[0]), int(size[1]))
         self.ignore_index = ignore_index
         self.image_fill = image_fill
+        self.pad = pad
 
     def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        crop_h, crop_w = self.size
+        if self.pad:
+            image, mask = PadTo(self.size, self.ignore_index, self.image_fill)(image, mask)
         height, width = image.shape[-2:]
-        pad_h, pad_w = max(0, crop_h - height), max(0, crop_w - width)
-        if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h), value=self.image_fill)
-            mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
-            height, width = image.shape[-2:]
+        crop_h, crop_w = min(self.size[0], height), min(self.size[1], width)
         top = int(torch.randint(0, height - crop_h + 1, ()).item())
         left = int(torch.randint(0, width - crop_w + 1, ()).item())
         return (
@@ -173,6 +173,28 @@ class RandomCrop:
 
     def __repr__(self) -> str:
         return f"RandomCrop({self.size}, ignore_index={self.ignore_index})"
+
+
+class PadTo:
+    """Pad (bottom/right) to at least `size`: image with `image_fill`, mask with the void label."""
+
+    def __init__(
+        self, size: tuple[int, int], ignore_index: int = VOC_IGNORE_INDEX, image_fill: float = 0.0
+    ) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.ignore_index = ignore_index
+        self.image_fill = image_fill
+
+    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        height, width = image.shape[-2:]
+        pad_h, pad_w = max(0, self.size[0] - height), max(0, self.size[1] - width)
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h), value=self.image_fill)
+            mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
+        return image, mask
+
+    def __repr__(self) -> str:
+        return f"PadTo({self.size}, ignore_index={self.ignore_index})"
 
 
 class RandomHorizontalFlip:
@@ -249,15 +271,18 @@ def train_transform(
     jitter: float = 0.0,
     ignore_index: int = VOC_IGNORE_INDEX,
 ) -> Compose:
-    """Training pipeline: scale, flip, jitter, normalise, then pad/crop to `crop_size`.
+    """Training pipeline: scale, crop, flip, jitter, normalise, then pad to `crop_size`.
 
-    Cropping comes after normalisation so that padding with 0 is padding with the mean pixel
-    in every preset. `scale_range=None` or (1, 1) disables scaling; `crop_size=None` keeps the
-    (scaled) full image, which only batches if all images share a size.
+    The crop comes before the float conversion (less to convert after an upscale) and the
+    padding after normalisation, so that padding with 0 is padding with the mean pixel in every
+    preset. `scale_range=None` or (1, 1) disables scaling; `crop_size=None` keeps the (scaled)
+    full image, which only batches if all images share a size.
     """
     steps: list = []
     if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
         steps.append(RandomScale(scale_range))
+    if crop_size is not None:
+        steps.append(RandomCrop(crop_size, ignore_index=ignore_index, pad=False))
     if hflip:
         steps.append(RandomHorizontalFlip())
     steps.append(ToFloat())
@@ -265,7 +290,7 @@ def train_transform(
         steps.append(ColorJitter(jitter))
     steps.append(Normalize(preset))
     if crop_size is not None:
-        steps.append(RandomCrop(crop_size, ignore_index=ignore_index, image_fill=0.0))
+        steps.append(PadTo(crop_size, ignore_index=ignore_index, image_fill=0.0))
     return Compose(steps)
 
 
