@@ -34,7 +34,6 @@ from fcnseg.constants import (
 from fcnseg.models.backbones.vgg import (
     SequentialEncoder,
     alexnet_encoder,
-    alexnet_fc6_kernel,
     googlenet_encoder,
     vgg16_encoder,
 )
@@ -361,8 +360,8 @@ def fcn32s_alexnet(
     width_divisor: int = 1,
 ) -> FCN:
     """AlexNet FCN-32s (paper Table 1) on torchvision's AlexNet, fc6 as a 6x6 convolution."""
-    encoder = alexnet_encoder(width_divisor=width_divisor)
-    head, width = _fc_head(encoder.channels[DEEPEST], alexnet_fc6_kernel(), False, width_divisor)
+    encoder, fc6_kernel = alexnet_encoder(width_divisor=width_divisor)
+    head, width = _fc_head(encoder.channels[DEEPEST], fc6_kernel, False, width_divisor)
     model = FCN(
         encoder,
         head,

@@ -182,9 +182,16 @@ def _with_first_conv_pad(conv: nn.Conv2d, padded: bool) -> nn.Conv2d:
     return conv
 
 
-def alexnet_encoder(*, padded: bool = False, width_divisor: int = 1) -> SequentialEncoder:
-    """torchvision's AlexNet features (conv1 ... pool5) with Caffe ceil-mode pooling, tap s32."""
-    features = torchvision.models.alexnet(weights=None).features
+def alexnet_encoder(
+    *, padded: bool = False, width_divisor: int = 1
+) -> tuple[SequentialEncoder, int]:
+    """torchvision's AlexNet features (conv1 ... pool5) with Caffe ceil-mode pooling, tap s32.
+
+    Also returns the side of the feature grid torchvision's classifier reads (6), which is the
+    kernel of fc6 when the classifier becomes convolutional.
+    """
+    net = torchvision.models.alexnet(weights=None)
+    features = net.features
     layers: list[tuple[str, nn.Module]] = []
     torchvision_keys: dict[str, str] = {}
     counts = {"conv": 0, "relu": 0, "pool": 0}
@@ -214,13 +221,8 @@ def alexnet_encoder(*, padded: bool = False, width_divisor: int = 1) -> Sequenti
         channels={stride_key(32): _divide(channels[-1], width_divisor, "conv5")},
         torchvision_keys=torchvision_keys,
     )
-    return narrow_(encoder, width_divisor)
-
-
-def alexnet_fc6_kernel() -> int:
-    """Side of the feature grid torchvision's AlexNet classifier reads (its fc6 kernel size)."""
-    size = torchvision.models.alexnet(weights=None).avgpool.output_size
-    return int(size[0] if isinstance(size, tuple) else size)
+    grid = net.avgpool.output_size
+    return narrow_(encoder, width_divisor), int(grid[0] if isinstance(grid, tuple) else grid)
 
 
 #: GoogLeNet's layers up to the last inception block, in torchvision's names; the paper scores
