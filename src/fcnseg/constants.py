@@ -28,6 +28,9 @@ FCN_KNOWN_CROP_OFFSETS: dict[str, dict[str, int]] = {
     "fcn16s": {"pool4": 5, "final": 27},
     "fcn8s": {"pool4": 5, "pool3": 9, "final": 31},
 }
+#: The paper times inference on a 500 x 500 input (Table 1, "forward time ... 500 x 500 input"),
+#: the largest side of PASCAL VOC images.
+PAPER_TIMING_SIZE: int = 500
 #: Ignore label of the PASCAL VOC ground truth (VOC devkit; FCN `loss_param.ignore_label: 255`).
 VOC_IGNORE_INDEX: int = 255
 #: Solver of the paper (section 4.1 and the release's solver.prototxt): momentum 0.99 with batch 1
