@@ -1,0 +1,205 @@
+"""Inference speed of one model on this machine, engine by engine (`fcnseg bench`).
+
+Latency alone does not say whether a number is good; this module also counts the model's FLOPs
+(`torch.utils.flop_counter`) and measures, in the same process and moment, what a 2048x2048
+fp32 matmul achieves: the practical compute roofline of the CPU as PyTorch's BLAS sees it. The
+ratio achieved/roofline tells how much of the machine the model uses, independent of how busy
+the machine is (both are measured under the same load). Engines are compared against "eager"
+timed in the same run, and every non-exact engine reports its argmax agreement with eager.
+
+`benchmarks/speed.py` runs the same measurements in one subprocess per configuration (to
+isolate peak memory); `run_bench` is the in-process version behind the CLI.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from fcnseg.models.fuse import argmax_agreement, optimize_for_cpu
+
+Runnable = Callable[[Tensor], Tensor | dict[str, Tensor]]
+
+#: Engines run_bench knows: "eager" (fp32 NCHW), "channels_last" (NHWC), "fused" (conv+BN
+#: folded, NHWC), "compile" (fused + torch.compile/inductor), "onnxruntime" (exported graph),
+#: "bf16" (fused, NHWC, CPU autocast bfloat16).
+ENGINE_NAMES: tuple[str, ...] = (
+    "eager",
+    "channels_last",
+    "fused",
+    "compile",
+    "onnxruntime",
+    "bf16",
+)
+#: Side of the square fp32 matmul whose throughput is the roofline.
+ROOFLINE_MATMUL_SIZE: int = 2048
+#: Calls before timing: oneDNN picks kernels and allocates on the first calls.
+WARMUP_CALLS: int = 2
+
+
+@dataclass
+class BenchResult:
+    engine: str
+    median_s: float | None = None
+    gflops: float | None = None
+    agreement: float | None = None
+    error: str | None = None
+
+    def gflops_per_s(self) -> float | None:
+        if self.median_s and self.gflops:
+            return self.gflops / self.median_s
+        return None
+
+
+def _first_output(output: Tensor | dict[str, Tensor]) -> Tensor:
+    if isinstance(output, dict):
+        return next(iter(output.values()))
+    return output
+
+
+def count_gflops(model: Runnable, example: Tensor) -> float:
+    """GFLOPs (multiply and add counted separately) of one forward pass on `example`."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(example)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_roofline_gflops(size: int = ROOFLINE_MATMUL_SIZE, repeats: int = 5) -> float:
+    """Median GFLOP/s of a size x size fp32 matmul on the current torch thread setting."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator)
+    b = torch.randn(size, size, generator=generator)
+    times = time_calls(lambda _: a @ b, a, repeats=repeats)
+    return 2.0 * size**3 / statistics.median(times) / 1e9
+
+
+def time_calls(
+    fn: Runnable, example: Tensor, repeats: int, warmup: int = WARMUP_CALLS
+) -> list[float]:
+    """Wall-clock seconds of `repeats` calls after `warmup` untimed ones."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn(example)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(example)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def build_engine(model: nn.Module, engine: str, example: Tensor) -> Runnable:
+    """`model` prepared for `engine` (see ENGINE_NAMES)."""
+    model = model.eval()
+    if engine == "eager":
+        return model
+    if engine == "channels_last":
+        return optimize_for_cpu(model, example, fold_bn=False)
+    if engine == "fused":
+        return optimize_for_cpu(model, example)
+    if engine == "compile":
+        return optimize_for_cpu(model, example, compile=True)
+    if engine == "bf16":
+        return optimize_for_cpu(model, example, bf16=True)
+    if engine == "onnxruntime":
+        from fcnseg.export import load_engine
+
+        return load_engine(model, "onnxruntime", threads=torch.get_num_threads())
+    raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINE_NAMES)}")
+
+
+def bench_model(
+    model: nn.Module,
+    size: tuple[int, int],
+    engines: Sequence[str] = ("eager", "fused", "onnxruntime"),
+    repeats: int = 5,
+    batch: int = 1,
+) -> list[BenchResult]:
+    """Time `model` at `size` (height, width) under each engine; errors are recorded, not raised,
+    so that one engine missing on a machine (e.g. no compiler for inductor) loses one row."""
+    unknown = [e for e in engines if e not in ENGINE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown engines {unknown}; choose from {', '.join(ENGINE_NAMES)}")
+    model = model.eval()
+    example = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0))
+    gflops = count_gflops(model, example)
+    with torch.no_grad():
+        reference = _first_output(model(example))
+    results = []
+    for engine in engines:
+        result = BenchResult(engine, gflops=gflops)
+        try:
+            runnable = build_engine(model, engine, example)
+            with torch.no_grad():
+                result.agreement = argmax_agreement(reference, _first_output(runnable(example)))
+            result.median_s = statistics.median(time_calls(runnable, example, repeats))
+        except Exception as error:  # noqa: BLE001 - reported in the table
+            result.error = f"{type(error).__name__}: {str(error).splitlines()[0][:80]}"
+        results.append(result)
+    return results
+
+
+def format_table(results: Sequence[BenchResult], roofline: float, batch: int = 1) -> str:
+    """Markdown table: latency, images/s, GFLOP/s, share of roofline, speed-up, agreement."""
+    baseline = next((r.median_s for r in results if r.engine == "eager" and r.median_s), None)
+    lines = [
+        "| engine | median ms | images/s | GFLOP/s | % roofline | vs eager | argmax agree |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.error or not r.median_s:
+            lines.append(f"| {r.engine} | failed: {r.error} | | | | | |")
+            continue
+        rate = r.gflops_per_s() or 0.0
+        speedup = f"{baseline / r.median_s:.2f}x" if baseline else "-"
+        agreement = f"{r.agreement:.4f}" if r.agreement is not None else "-"
+        lines.append(
+            f"| {r.engine} | {r.median_s * 1e3:.1f} | {batch / r.median_s:.2f} | {rate:.1f} | "
+            f"{100 * rate / roofline:.0f}% | {speedup} | {agreement} |"
+        )
+    return "\n".join(lines)
+
+
+def run_bench(
+    model_name: str,
+    size: tuple[int, int] | int,
+    engines: Sequence[str] = ("eager", "fused", "onnxruntime"),
+    repeats: int = 5,
+    *,
+    num_classes: int = 21,
+    batch: int = 1,
+    threads: int | None = None,
+    **model_options: object,
+) -> str:
+    """Benchmark registry model `model_name` at `size`; returns a printable report (markdown).
+
+    Args:
+        size: (height, width) or one int for a square input.
+        engines: subset of ENGINE_NAMES, timed in this order; "eager" is the baseline.
+        repeats: timed calls per engine (the median is reported).
+        threads: torch intra-op threads (default: torch's current setting).
+        model_options: passed to `fcnseg.build_model` (e.g. pretrained=False).
+    """
+    from fcnseg.models.zoo import build_model
+
+    height, width = (size, size) if isinstance(size, int) else size
+    if height < 1 or width < 1 or repeats < 1:
+        raise ValueError(f"size and repeats must be positive, got size={size}, repeats={repeats}")
+    if threads:
+        torch.set_num_threads(threads)
+    model = build_model(model_name, num_classes, **model_options)
+    results = bench_model(model, (height, width), engines, repeats, batch)
+    roofline = matmul_roofline_gflops()
+    header = (
+        f"{model_name} at {height}x{width}, batch {batch}, {torch.get_num_threads()} threads; "
+        f"{results[0].gflops:.1f} GFLOP per forward; roofline ({ROOFLINE_MATMUL_SIZE}^2 fp32 "
+        f"matmul, same run) {roofline:.1f} GFLOP/s"
+    )
+    return header + "\n\n" + format_table(results, roofline, batch)
