@@ -275,3 +275,61 @@ def test_multihead_registered_model_forward_loss_backward():
     grads = [p.grad for p in model.trunk.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads)
     assert model.head_classes == HEADS
+
+
+class ChainFCN(nn.Module):
+    """Like VGG's fc6 -> relu6 -> drop6 -> fc7: shared layers as separate top-level modules,
+    in-place activations, dropout, and a head that modifies its input in place."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.fc6 = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu6 = nn.ReLU(inplace=True)
+        self.drop6 = nn.Dropout2d(0.5)
+        self.fc7 = nn.Conv2d(8, 8, 1)
+        self.relu7 = nn.ReLU(inplace=True)
+        self.score = nn.Conv2d(8, num_classes, 1)
+        self.num_classes = num_classes
+        self.calls = 0
+        self.fc7.register_forward_hook(self._count)
+
+    def _count(self, *args):
+        self.calls += 1
+
+    def forward(self, x):
+        h = self.relu7(self.fc7(self.drop6(self.relu6(self.fc6(x)))))
+        h.mul_(2.0)  # an in-place op on the (shared) trunk output inside the head
+        return self.score(h)
+
+
+def test_multihead_runs_a_chain_of_shared_layers_once_despite_inplace_ops():
+    torch.manual_seed(0)
+    model = MultiHeadFCN.from_builder(ChainFCN, HEADS).train()
+    assert model.shared == ["fc6", "relu6", "drop6", "fc7", "relu7"]
+    trunk_fc7_owner = model.heads["semantic"]
+    x = _images()
+    out = model(x)
+    assert trunk_fc7_owner.calls == 1
+    sum(o.square().mean() for o in out.values()).backward()  # no in-place autograd error
+    # One dropout mask for both heads: rescoring the semantic head's features with the
+    # geometric score layer reproduces the geometric output.
+    model.zero_grad()
+    torch.manual_seed(3)
+    out = model(x)
+    torch.manual_seed(3)
+    features = model.trunk["relu7"](
+        model.trunk["fc7"](model.trunk["drop6"](model.trunk["relu6"](model.trunk["fc6"](x))))
+    )
+    expected = model.heads["geometric"].score(features * 2.0)
+    torch.testing.assert_close(out["geometric"], expected)
+
+
+@pytest.mark.skipif("fcn16s_vgg16" not in list_models(), reason="VGG paper nets not registered")
+def test_multihead_on_the_paper_vgg_net_shares_through_fc7():
+    model = build_model("multihead", 33, base="fcn16s_vgg16", heads=HEADS, width_divisor=16)
+    assert {"fc6", "fc7"} <= set(model.shared)
+    out = model(_images(batch=1))
+    targets = {name: torch.randint(0, c, (1, *SIZE)) for name, c in HEADS.items()}
+    multitask_loss(out, targets, PixelCrossEntropy()).backward()
+    # The paper zero-initialises the score layers, so only "a gradient arrived" is checkable.
+    assert all(p.grad is not None for p in model.trunk.parameters())

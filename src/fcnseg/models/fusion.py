@@ -173,13 +173,17 @@ def _state_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def _same_structure(first: nn.Module, second: nn.Module) -> bool:
-    """Same type and the same non-empty set of parameter/buffer names and shapes.
+    """Same type, same printed configuration and same parameter/buffer names and shapes.
 
-    Parameter-free modules are never shared: their behaviour could still depend on the class
-    count (a stored size), and recomputing them costs nothing worth saving.
+    The printed form (`repr`) lists every child's configuration (channels, strides, dropout
+    rate...), so modules built differently never match even when their weights have equal
+    shapes; anything sized by the class count differs in it.
     """
-    shapes = _state_shapes(first)
-    return type(first) is type(second) and bool(shapes) and shapes == _state_shapes(second)
+    return (
+        type(first) is type(second)
+        and repr(first) == repr(second)
+        and _state_shapes(first) == _state_shapes(second)
+    )
 
 
 def share_class_independent_modules(primary: nn.Module, secondary: nn.Module) -> list[str]:
@@ -206,37 +210,74 @@ def share_class_independent_modules(primary: nn.Module, secondary: nn.Module) ->
     return shared
 
 
+class _ForwardCache:
+    """Results of shared modules during one `MultiHeadFCN` forward pass.
+
+    Entries are keyed by module and by the identity of the inputs, traced back through the
+    copies handed out (`aliases`), so a chain of shared modules (fc6 -> relu6 -> drop6 -> fc7)
+    runs once although each head receives its own copies.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.entries: dict[tuple, Any] = {}
+        self.aliases: dict[int, int] = {}
+        #: Everything whose id is used as a key stays alive until the pass ends.
+        self.keep: list[Any] = []
+
+    def reset(self, active: bool) -> None:
+        self.active = active
+        self.entries.clear()
+        self.aliases.clear()
+        self.keep.clear()
+
+    def canonical(self, value: Any) -> int:
+        return self.aliases.get(id(value), id(value))
+
+    def hand_out(self, value: Any) -> Any:
+        """A copy of a cached output, remembered as an alias of the original tensors."""
+        if isinstance(value, Tensor):
+            copy = value.clone()
+            self.aliases[id(copy)] = self.canonical(value)
+            self.keep.append(copy)
+            return copy
+        if isinstance(value, Mapping):
+            return type(value)((key, self.hand_out(item)) for key, item in value.items())
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.hand_out(item) for item in value)
+        return value
+
+
 class SharedModuleRef(nn.Module):
     """Stands in for a trunk module inside each head; the module itself is registered once.
 
     The target is held as a plain attribute (not a registered child), so parameters and
     `state_dict` see it once, under `MultiHeadFCN.trunk`. During a `MultiHeadFCN` forward the
-    first call with given inputs computes, and later calls with the same input tensors (the
-    other heads) reuse the result, so the trunk runs once per batch.
+    first call with given inputs computes and later calls (the other heads) reuse the result,
+    so the trunk runs once per batch. Each call returns fresh copies: heads may modify their
+    input in place (ReLU(inplace=True) after a shared layer), which must reach neither the
+    other heads nor the autograd record of the shared output.
     """
 
-    def __init__(self, target: nn.Module, key: str, cache: dict) -> None:
+    def __init__(self, target: nn.Module, key: str, cache: _ForwardCache) -> None:
         super().__init__()
         self.__dict__["target"] = target
         self.__dict__["cache"] = cache
         self.key = key
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        cache = self.__dict__["cache"]
-        if not cache.get(_CACHE_ACTIVE, False):
+        cache: _ForwardCache = self.__dict__["cache"]
+        if not cache.active:
             return self.target(*args, **kwargs)
-        entry_key = (self.key,) + tuple(id(value) for value in args)
-        entry_key += tuple((name, id(value)) for name, value in sorted(kwargs.items()))
-        if entry_key not in cache:
-            # Keeping the inputs alive means their ids cannot be reused during this forward.
-            cache[entry_key] = (args, kwargs, self.target(*args, **kwargs))
-        return cache[entry_key][2]
+        entry_key = (self.key,) + tuple(cache.canonical(value) for value in args)
+        entry_key += tuple((name, cache.canonical(v)) for name, v in sorted(kwargs.items()))
+        if entry_key not in cache.entries:
+            cache.keep.append((args, kwargs))
+            cache.entries[entry_key] = self.target(*args, **kwargs)
+        return cache.hand_out(cache.entries[entry_key])
 
     def extra_repr(self) -> str:
         return f"shared={self.key!r} ({type(self.target).__name__})"
-
-
-_CACHE_ACTIVE = "__active__"
 
 
 class MultiHeadFCN(nn.Module):
@@ -256,7 +297,7 @@ class MultiHeadFCN(nn.Module):
         self.normalization: str = getattr(first, "normalization", "imagenet")
         self.head_classes = {name: _num_classes(model) for name, model in models.items()}
         self.shared = list(shared)
-        self._cache: dict = {}
+        self._cache = _ForwardCache()
         self.trunk = nn.ModuleDict()
         for dotted in self.shared:
             target = first.get_submodule(dotted)
@@ -285,12 +326,11 @@ class MultiHeadFCN(nn.Module):
         return cls(models, shared)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        self._cache.clear()
-        self._cache[_CACHE_ACTIVE] = True
+        self._cache.reset(active=True)
         try:
             return {name: model(x) for name, model in self.heads.items()}
         finally:
-            self._cache.clear()
+            self._cache.reset(active=False)
 
 
 def _num_classes(model: nn.Module) -> int | None:
