@@ -184,3 +184,39 @@ def test_nyud_item_trains_the_fusion_model_end_to_end(nyud_root, model_name, mod
     loss = PixelCrossEntropy()(logits, mask)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def _config_paths(prefix):
+    from importlib.resources import files
+
+    return sorted(
+        p for p in files("fcnseg").joinpath("configs").iterdir() if p.name.startswith(prefix)
+    )
+
+
+def _small_model_options(base: str) -> dict:
+    """Shrink the shipped configs' models for a CPU test: VGG widths / 16, no weight loading."""
+    return {"width_divisor": 16} if "vgg" in base else {"pretrained": False}
+
+
+@pytest.mark.parametrize("config_path", _config_paths("nyud_"), ids=lambda p: p.name)
+def test_shipped_nyud_configs_build_data_and_model_and_train_a_step(nyud_root, config_path):
+    from fcnseg.config import load_config
+    from fcnseg.data.transforms import eval_transform
+
+    config = load_config(str(config_path))
+    assert config.data.format == "nyud"
+    dataset = build_dataset(
+        config.data.format, nyud_root, config.data.train_split, **config.data.options
+    )
+    options = dict(config.model.options)
+    model = build_model(
+        config.model.name, dataset.num_classes, **options, **_small_model_options(options["base"])
+    )
+    dataset.transform = eval_transform(model.normalization)
+    x = torch.stack([dataset[0][0], dataset[1][0]])
+    mask = torch.stack([dataset[0][1], dataset[1][1]])
+    assert x.shape[1] == dataset.in_channels
+    logits = model(x)
+    assert logits.shape == (2, NYUD_NUM_CLASSES, HEIGHT, WIDTH)
+    PixelCrossEntropy()(logits, mask).backward()

@@ -119,3 +119,45 @@ def test_label_out_of_range_is_reported(siftflow_root):
     _write_sample(siftflow_root, "coast_arnat59", semantic, geometric, 0)
     with pytest.raises(DataError, match="label values \\[39\\]"):
         SIFTFlow(siftflow_root, split="trainval").load(0)
+
+
+def _config_paths(prefix):
+    from importlib.resources import files
+
+    return sorted(
+        p for p in files("fcnseg").joinpath("configs").iterdir() if p.name.startswith(prefix)
+    )
+
+
+@pytest.mark.parametrize("config_path", _config_paths("siftflow_"), ids=lambda p: p.name)
+def test_shipped_siftflow_configs_build_data_and_model_and_train_a_step(siftflow_root, config_path):
+    from fcnseg import build_model
+    from fcnseg.config import load_config
+    from fcnseg.data.transforms import eval_transform
+    from fcnseg.losses import PixelCrossEntropy
+    from fcnseg.models.fusion import MultiHeadConfusion, multitask_loss
+
+    config = load_config(str(config_path))
+    options = dict(config.data.options)
+    if options.pop("check_size", False):  # the fixture is not the paper's 2488 images
+        with pytest.raises(DataError, match="2488"):
+            build_dataset(
+                config.data.format, siftflow_root, config.data.train_split, check_size=True
+            )
+    dataset = build_dataset(config.data.format, siftflow_root, config.data.train_split, **options)
+    model_options = dict(config.model.options)
+    small = {"width_divisor": 16} if "vgg" in model_options["base"] else {"pretrained": False}
+    model = build_model(config.model.name, dataset.num_classes, **model_options, **small)
+    assert model.head_classes == dataset.head_classes
+    dataset.transform = eval_transform(model.normalization)
+    items = [dataset[i] for i in range(len(dataset))]
+    images = torch.stack([item[0] for item in items])
+    targets = {
+        name: torch.stack([item[1][name] for item in items]) for name in dataset.head_classes
+    }
+    outputs = model(images)
+    loss = multitask_loss(outputs, targets, PixelCrossEntropy())
+    loss.backward()
+    confusion = MultiHeadConfusion(dataset.head_classes)
+    confusion.update({k: v.detach() for k, v in outputs.items()}, targets)
+    assert set(confusion.scores()) == {"semantic", "geometric"}
