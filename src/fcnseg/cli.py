@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--no-overlay", action="store_true", help="skip the overlay images")
     _add_inference_options(predict)
 
-    sub.add_parser("models", help="list the model names")
+    models = sub.add_parser("models", help="list the models (parameters, GFLOPs, weights)")
+    models.add_argument("names", nargs="*", help="only these models (default: all)")
+    models.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -93,8 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", required=True, help="output file")
 
-    bench = sub.add_parser("bench", help="inference speed (see benchmarks/)")
-    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for run_bench")
+    bench = sub.add_parser("bench", help="inference speed of a model per engine")
+    bench.add_argument("model", help="registry model name")
+    bench.add_argument("--size", type=int, nargs="+", default=[512], help="H [W] (default 512)")
+    bench.add_argument("--engines", nargs="+", default=None, help="eager, fused, onnxruntime, ...")
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--num-classes", type=int, default=21)
 
     demo = sub.add_parser("demo", help="train+eval+predict on the built-in synthetic data")
     demo.add_argument("--out", default=None, help="run directory (default runs/demo-<time>)")
@@ -137,7 +145,9 @@ def _dataset_for(meta: dict, args: argparse.Namespace):
     if root is not None and not Path(root).exists():
         raise FileNotFoundError(f"dataset root {root}: directory not found; pass --data-root")
     split = args.split or recipe.get("val_split") or "val"
-    options = recipe.get("options", {}) if data_format == recipe.get("format") else {}
+    options = {}
+    if data_format == recipe.get("format"):
+        options = {**recipe.get("options", {}), **recipe.get("val_options", {})}
     size = tuple(args.size) if args.size else None
     transform = eval_transform(meta.get("normalization", "imagenet"), size)
     dataset = build_dataset(data_format, root, split, transform=transform, **options)
@@ -214,21 +224,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from fcnseg.models import zoo
 
-    table = getattr(zoo, "model_table", None)
-    if table is not None:
-        print(table())
-    else:
-        for name in zoo.list_models():
-            info = zoo.model_info(name)
-            print(f"{name:<32} {info.family:<16} {info.description}")
+    names = args.names or None
+    for name in names or []:
+        zoo.model_info(name)  # unknown name -> one-line error before any model is built
+    print(zoo.format_model_table(zoo.model_table(names, flops=not args.no_flops)))
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    try:
-        from fcnseg.data.check import check_dataset, format_report
-    except ImportError:
-        raise CliError("data check: fcnseg.data.check is not available in this install") from None
+    from fcnseg.data.check import check_dataset, format_report
+
     if not Path(args.root).exists():
         raise FileNotFoundError(f"--root {args.root}: directory not found; fix the path")
     kwargs = {"splits": args.splits} if args.splits else {}
@@ -257,11 +262,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    try:
-        from fcnseg.inference.bench import run_bench
-    except ImportError:
-        raise CliError("bench: fcnseg.inference.bench is not available in this install") from None
-    return int(run_bench(args.rest) or 0)
+    from fcnseg.inference.bench import run_bench
+
+    size = tuple(args.size) if len(args.size) > 1 else args.size[0]
+    options = {"engines": tuple(args.engines)} if args.engines else {}
+    report = run_bench(
+        args.model,
+        size,
+        repeats=args.repeats,
+        num_classes=args.num_classes,
+        batch=args.batch,
+        threads=args.threads,
+        pretrained=False,
+        **options,
+    )
+    print(report)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -311,8 +327,9 @@ def _write_demo_inputs(config, folder: Path, count: int = 4) -> Path:
     from PIL import Image
 
     from fcnseg.data.datasets.registry import build_dataset
+    from fcnseg.engine.train import eval_options
 
-    dataset = build_dataset(config.data.format, None, "test", **config.data.options)
+    dataset = build_dataset(config.data.format, None, "test", **eval_options(config))
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(min(count, len(dataset))):
         image, _ = dataset.load(index)

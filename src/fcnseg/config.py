@@ -50,6 +50,8 @@ class DataConfig:
     val_split: str = "val"
     #: Extra keyword arguments for `build_dataset` (e.g. the synthetic set's size).
     options: dict[str, Any] = field(default_factory=dict)
+    #: Overrides of `options` for the validation/test splits (e.g. fewer synthetic images).
+    val_options: dict[str, Any] = field(default_factory=dict)
     #: Random crop (height, width) for training; null trains on whole images (batch 1 advised).
     crop_size: list[int] | None = None
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])

@@ -119,10 +119,15 @@ def build_datasets(config: Config) -> tuple[Dataset, Dataset | None]:
             "pass --data-root or data.root=PATH"
         )
     train_set = build_dataset(data.format, root, data.train_split, **data.options)
-    val_set = (
-        build_dataset(data.format, root, data.val_split, **data.options) if data.val_split else None
-    )
+    val_set = None
+    if data.val_split:
+        val_set = build_dataset(data.format, root, data.val_split, **eval_options(config))
     return train_set, val_set
+
+
+def eval_options(config: Config) -> dict[str, Any]:
+    """Dataset options of the validation/test splits: `data.options` updated by `val_options`."""
+    return {**config.data.options, **config.data.val_options}
 
 
 def attach_transforms(config: Config, normalization: str, train_set: Any, val_set: Any) -> None:
@@ -146,25 +151,14 @@ def attach_transforms(config: Config, normalization: str, train_set: Any, val_se
 
 
 def median_frequency_weights(dataset: Any) -> list[float]:
-    """Median-frequency balancing (Eigen & Fergus 2015): w_c = median(f) / f_c.
+    """Median-frequency class weights of `dataset` (decoded masks, no augmentation), computed
+    by the same scan as `fcnseg data check` so both report identical numbers."""
+    from fcnseg.data.check import scan_dataset
 
-    f_c is the pixel count of class c divided by the pixel count of the images in which c
-    appears; computed on the decoded masks (no augmentation). Absent classes get weight 0.
-    """
-    num_classes = dataset.num_classes
-    pixels = torch.zeros(num_classes, dtype=torch.float64)
-    image_pixels = torch.zeros(num_classes, dtype=torch.float64)
-    for index in range(len(dataset)):
-        _, mask = dataset.load(index)
-        valid = mask[(mask >= 0) & (mask < num_classes)]
-        counts = torch.bincount(valid.reshape(-1), minlength=num_classes).double()
-        pixels += counts
-        image_pixels += (counts > 0).double() * valid.numel()
-    present = image_pixels > 0
-    frequency = torch.where(present, pixels / image_pixels.clamp(min=1), torch.zeros_like(pixels))
-    median = frequency[present].median() if present.any() else torch.tensor(1.0)
-    weights = torch.where(present, median / frequency.clamp(min=1e-12), torch.zeros_like(pixels))
-    return weights.tolist()
+    problems, statistics = scan_dataset(dataset, max_problems=1)
+    if problems:
+        raise ValueError(f"data.class_weights: cannot scan the training set: {problems[0]}")
+    return statistics.median_frequency_weights
 
 
 def parameter_groups(model: nn.Module, lr: float, encoder_mult: float, weight_decay: float):
