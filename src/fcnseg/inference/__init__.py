@@ -98,9 +98,11 @@ def _scores(
     """(scores, are_probabilities): logits for whole/sliding, probabilities for multiscale."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
+    # RGB-D / RGB+HHA models (fcnseg.models.fusion) declare more input channels.
+    channels = getattr(model, "in_channels", 3)
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != channels:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"image_batch must be a float tensor N x 3 x H x W, got {shape}")
+        raise ValueError(f"image_batch must be a float tensor N x {channels} x H x W, got {shape}")
     if mode == "whole":
         return model(images), False
     if mode == "sliding":
