@@ -180,3 +180,19 @@ def test_models_lists_names(capsys):
     assert MODEL in capsys.readouterr().out
     assert main(["models", "fcn9s_nothing"]) == 2
     assert "fcn9s_nothing" in _error_line(capsys)
+
+
+def test_data_check(tmp_path, capsys):
+    assert main(["data", "check", "--format", "synthetic", "--splits", "val"]) == 0
+    assert "val" in capsys.readouterr().out
+    assert main(["data", "check", "--root", str(tmp_path / "nothing"), "--format", "camvid"]) == 2
+    assert "nothing" in _error_line(capsys)
+
+
+@pytest.mark.slow
+def test_bench_reports_eager(capsys):
+    args = ["bench", MODEL, "--size", "32", "48", "--engines", "eager", "--repeats", "1"]
+    assert main(args) == 0
+    assert "eager" in capsys.readouterr().out
+    assert main(["bench", "fcn9s_nothing", "--size", "32"]) == 2
+    assert "fcn9s_nothing" in _error_line(capsys)

@@ -31,6 +31,13 @@ def test_layering_yaml_then_overrides(tmp_path):
     assert config.data.crop_size == [32, 32]
     assert config.model.options == {"output_stride": 16}
     assert config.train.batch_size == 8  # dataclass default untouched
+    recipe.write_text("data:\n  options: {num_images: 4, size: [32, 32]}\n")
+    assert load_config(recipe, ["data.options.seed=2"]).data.options == {
+        "num_images": 4,
+        "size": [32, 32],
+        "seed": 2,
+    }
+    assert load_config(recipe, ["data.options={}"]).data.options == {}
 
 
 def test_ints_become_floats_and_types_are_checked():

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="scan a dataset for problems")
-    check.add_argument("--root", required=True)
+    check.add_argument("--root", default=None, help="dataset directory (not for synthetic)")
     check.add_argument("--format", required=True)
     check.add_argument("--splits", nargs="+", default=None)
 
@@ -234,7 +234,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from fcnseg.data.check import check_dataset, format_report
 
-    if not Path(args.root).exists():
+    if args.root is not None and not Path(args.root).exists():
         raise FileNotFoundError(f"--root {args.root}: directory not found; fix the path")
     kwargs = {"splits": args.splits} if args.splits else {}
     report = check_dataset(args.root, args.format, **kwargs)

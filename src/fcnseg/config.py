@@ -261,14 +261,15 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     """Build a `Config` from a nested dict plus `key.sub=value` overrides (see module doc)."""
     merged = dict(raw or {})
     for text in overrides:
+        # An override replaces the value at its key (a mapping value replaces a mapping, so
+        # `data.options={}` clears the recipe's options).
         path, value = parse_override(text)
-        node: dict[str, Any] = {}
-        cursor = node
+        cursor = merged = _merge(merged, {})
         for part in path[:-1]:
-            cursor[part] = {}
+            child = cursor.get(part)
+            cursor[part] = dict(child) if isinstance(child, dict) else {}
             cursor = cursor[part]
         cursor[path[-1]] = value
-        merged = _merge(merged, node)
     train_raw = merged.get("train") or {}
     model_raw = merged.get("model") or {}
     if not isinstance(train_raw, dict) or not isinstance(model_raw, dict):
