@@ -18,11 +18,12 @@ from fcnseg.models.backbones.vgg import VGG16_BLOCKS
 from fcnseg.models.fcn import FCN, fcn32s_alexnet, fcn32s_googlenet, fcn_vgg16
 from fcnseg.models.geometry import BilinearResize, CoordMap, layer_map, path_map
 from fcnseg.models.surgery import (
+    _torchvision_enum,
     init_finer_from_coarser,
     resize_score_layers,
     transplant_linear,
 )
-from fcnseg.models.zoo import build_model, list_models
+from fcnseg.models.zoo import build_model, list_models, model_info
 
 #: Narrowest VGG16 that keeps every width whole (64 / 64 = 1 channel): same geometry, ~no compute.
 GEOMETRY_DIVISOR = 64
@@ -110,7 +111,7 @@ def test_vgg_output_size_equals_input_size(name: str, upsample: str) -> None:
 @pytest.mark.parametrize(
     "builder",
     [
-        lambda: fcn32s_alexnet(3, width_divisor=SMALL_DIVISOR),
+        lambda: fcn32s_alexnet(3, width_divisor=16),
         lambda: fcn32s_googlenet(3, width_divisor=SMALL_DIVISOR),
     ],
     ids=["alexnet", "googlenet"],
@@ -118,8 +119,70 @@ def test_vgg_output_size_equals_input_size(name: str, upsample: str) -> None:
 def test_alexnet_googlenet_output_size(builder) -> None:
     model = builder().eval()
     with torch.no_grad():
-        for height, width in [(1, 1), (17, 250), (224, 33), (301, 97)]:
+        for size in SIZES:
+            height, width = size, SIZES[-1] + 1 - size
             assert model(torch.randn(1, 3, height, width)).shape == (1, 3, height, width)
+
+
+def test_inception_block_keeps_coordinates() -> None:
+    """GoogLeNet's parallel branches must each map pixels onto themselves to be concatenated."""
+    net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
+    assert layer_map(net.inception3a) == CoordMap()
+    net.inception3a.branch2[1].conv.padding = (0, 0)
+    with pytest.raises(ValueError, match="different geometry"):
+        layer_map(net.inception3a)
+
+
+def _linearised(model: nn.Module) -> nn.Module:
+    """Same geometry, but linear with symmetric kernels: every layer's response to an input
+    pixel is centred on the pixel the coordinate map says. Max pooling becomes average pooling,
+    ReLU the identity, every conv a positive constant; upsampling stays bilinear."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.MaxPool2d):
+            replacement = nn.AvgPool2d(
+                child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode
+            )
+            setattr(model, name, replacement)
+        elif isinstance(child, nn.ReLU):
+            setattr(model, name, nn.Identity())
+        elif type(child) is nn.Conv2d:
+            with torch.no_grad():
+                child.weight.fill_(1.0 / child.weight[0].numel())
+                if child.bias is not None:
+                    child.bias.zero_()
+        else:
+            _linearised(child)
+    return model
+
+
+@pytest.mark.parametrize(
+    "builder",
+    [
+        *(
+            (lambda name=name: build_model(name, 1, width_divisor=GEOMETRY_DIVISOR))
+            for name in VGG_NAMES
+        ),
+        lambda: fcn_vgg16(1, variant="fcn8s", upsample="bilinear", width_divisor=64),
+        lambda: fcn32s_alexnet(1, width_divisor=16),
+        lambda: fcn32s_googlenet(1, width_divisor=SMALL_DIVISOR),
+    ],
+    ids=[*VGG_NAMES, "fcn8s_vgg16_bilinear", "alexnet", "googlenet"],
+)
+def test_output_pixel_is_centred_on_its_input_pixel(builder) -> None:
+    """End-to-end check of every crop: the input-gradient of output pixel (y, x) of the
+    linearised net is symmetric about (y, x). A crop off by one pixel moves its centroid."""
+    model = _linearised(builder()).double().eval()
+    size = 512
+    image = torch.ones(1, 3, size, size, dtype=torch.float64, requires_grad=True)
+    rows = torch.arange(size, dtype=torch.float64)
+    for y, x in [(256, 256), (251, 262)]:
+        image.grad = None
+        model(image)[0, 0, y, x].backward()
+        weight = image.grad.sum(dim=(0, 1))
+        assert weight.min() >= 0 and weight[0].abs().max() == 0  # support inside the image
+        centre_y = float((weight.sum(1) * rows).sum() / weight.sum())
+        centre_x = float((weight.sum(0) * rows).sum() / weight.sum())
+        assert centre_y == pytest.approx(y, abs=1e-6) and centre_x == pytest.approx(x, abs=1e-6)
 
 
 def test_bilinear_mode_rejects_half_pixel_geometry() -> None:
@@ -251,6 +314,20 @@ def test_encoder_weights_from_file(tmp_path, suffix: str) -> None:
     assert model.normalization == "imagenet"
 
 
+def test_encoder_weights_from_weights_enum_like_object() -> None:
+    """torchvision enums are used through `get_state_dict`; a stand-in avoids the download."""
+
+    class FakeWeights:
+        def get_state_dict(self, progress: bool = True) -> dict[str, torch.Tensor]:
+            return _torchvision_format_vgg16_state(SMALL_DIVISOR, seed=5)
+
+    model = fcn_vgg16(2, encoder_weights=FakeWeights(), width_divisor=SMALL_DIVISOR)
+    expected = _torchvision_format_vgg16_state(SMALL_DIVISOR, seed=5)["features.2.weight"]
+    torch.testing.assert_close(model.encoder.conv1_2.weight, expected)
+    assert _torchvision_enum("VGG16_Weights.IMAGENET1K_V1") is not None
+    assert _torchvision_enum("weights/vgg16.pth") is None
+
+
 def test_encoder_weights_errors(tmp_path) -> None:
     missing = tmp_path / "nope.pth"
     with pytest.raises(FileNotFoundError, match="nope.pth"):
@@ -347,6 +424,7 @@ def test_resize_score_layers_keeps_surviving_classes() -> None:
 def test_registry_and_builder_options() -> None:
     names = set(list_models())
     assert {*VGG_NAMES, "fcn32s_alexnet", "fcn32s_googlenet"} <= names
+    assert isinstance(model_info("fcn8s_vgg16").weights_available(), bool)
     model = build_model(
         "fcn16s_vgg16", 5, normalization="caffe_bgr", width_divisor=GEOMETRY_DIVISOR
     )

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from torch import nn
+from torch import Tensor, nn
 
 #: Layers that do not move pixels: they map each coordinate onto itself.
 _POINTWISE = (
@@ -94,7 +94,7 @@ class BilinearResize(nn.Module):
             raise ValueError(f"resize factor must be >= 1, got {factor}")
         self.factor = factor
 
-    def forward(self, x):  # noqa: D401 - torch signature
+    def forward(self, x: Tensor) -> Tensor:
         return nn.functional.interpolate(
             x, scale_factor=self.factor, mode="bilinear", align_corners=False
         )

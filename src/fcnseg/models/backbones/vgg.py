@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from fcnseg.constants import FCN_CONV1_PAD, IMAGENET_MEAN, IMAGENET_STD
 from fcnseg.models.backbones.base import Backbone, stride_key
+from fcnseg.models.geometry import CoordMap, path_map
 
 #: Image channels of the RGB input; never divided by `width_divisor`.
 IMAGE_CHANNELS = 3
@@ -76,10 +77,8 @@ class SequentialEncoder(Backbone):
         names = [name for name, _ in self.named_children()]
         return [getattr(self, name) for name in names[: names.index(layer) + 1]]
 
-    def tap_map(self, key: str):
-        """Coordinate map of the tap `key` (imported lazily: geometry depends on nothing here)."""
-        from fcnseg.models.geometry import path_map
-
+    def tap_map(self, key: str) -> CoordMap:
+        """Coordinate map of the tap `key`: image coordinates of its pixels."""
         return path_map(self.path_to(key))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
