@@ -44,28 +44,15 @@ def default_data_root() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
 
 
-def load_trained_model(weights: Path, model_name: str | None) -> tuple[torch.nn.Module, dict]:
-    """Model and metadata from a .safetensors weights file, a checkpoint .pt or a run dir."""
-    import fcnseg
-    from fcnseg.engine.checkpoint import load_checkpoint, load_weights
+def load_model(weights: Path) -> tuple[torch.nn.Module, dict]:
+    """Eval-mode model and metadata from a .safetensors file, a checkpoint .pt or a run dir."""
+    from fcnseg.engine.predict import load_trained_model
 
+    if weights.is_dir():
+        return load_trained_model(run=weights)
     if weights.suffix == ".safetensors":
-        state, meta = load_weights(weights)
-    else:
-        checkpoint = load_checkpoint(weights)
-        state, meta = checkpoint["model"], dict(checkpoint.get("meta") or {})
-    name = model_name or meta.get("model")
-    if not name:
-        raise ValueError(f"{weights}: metadata names no model; pass --model NAME")
-    options: dict[str, Any] = dict(meta.get("model_options") or {})
-    options["pretrained"] = False  # the trained weights replace the encoder's anyway
-    try:
-        model = fcnseg.build_model(name, int(meta["num_classes"]), **options)
-    except (TypeError, ValueError):  # builders without a `pretrained` option (paper nets)
-        options.pop("pretrained")
-        model = fcnseg.build_model(name, int(meta["num_classes"]), **options)
-    model.load_state_dict(state)
-    return model.eval(), meta
+        return load_trained_model(weights=weights)
+    return load_trained_model(checkpoint=weights)
 
 
 def evaluate_modes(
@@ -141,7 +128,6 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", type=Path, required=True, help=".safetensors, .pt or run dir")
-    parser.add_argument("--model", help="registry name (default: from the weights' metadata)")
     parser.add_argument("--data", type=Path, default=None, help="CamVid root")
     parser.add_argument("--split", default="val")
     parser.add_argument("--modes", nargs="+", default=list(ALL_MODES), choices=ALL_MODES)
@@ -157,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from fcnseg.data.datasets.camvid import CamVid
 
     try:
-        model, meta = load_trained_model(args.weights, args.model)
+        model, meta = load_model(args.weights)
         dataset = CamVid(args.data or default_data_root(), args.split)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -182,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{started:%Y-%m-%d %H:%M} UTC",
             "",
             f"Command: `python benchmarks/inference_modes.py {' '.join(argv or sys.argv[1:])}`. "
-            f"Model {meta.get('model', args.model)} ({args.weights}), {images} images, sliding "
+            f"Model {meta.get('model')} ({args.weights}), {images} images, sliding "
             f"tile {args.tile}, scales {args.scales} + flip, CRF {args.crf_iterations} "
             f"iterations with DeepLab's kernels (crf = on multi-scale+flip probabilities). "
             f"Machine: 2-core CPU, shared and noisy (load average {load:.1f} at start); "

@@ -57,6 +57,8 @@ def test_roofline_is_positive() -> None:
 
 @pytest.mark.slow
 def test_run_bench_on_a_registry_model() -> None:
-    report = run_bench("fcn32s_vgg16_padded", 64, ("eager",), 1, num_classes=3, width_divisor=16)
+    report = run_bench(
+        "fcn32s_vgg16_padded", 64, ("eager",), 1, num_classes=3, width_divisor=16, pretrained=False
+    )
     assert report.startswith("fcn32s_vgg16_padded at 64x64")
     assert "| eager |" in report and "GFLOP per forward" in report

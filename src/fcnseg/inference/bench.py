@@ -194,7 +194,14 @@ def run_bench(
         raise ValueError(f"size and repeats must be positive, got size={size}, repeats={repeats}")
     if threads:
         torch.set_num_threads(threads)
-    model = build_model(model_name, num_classes, **model_options)
+    try:
+        model = build_model(model_name, num_classes, **model_options)
+    except (TypeError, ValueError):
+        if "pretrained" not in model_options:
+            raise
+        # The paper nets have no `pretrained` switch (their encoder weights are opt-in).
+        options = {k: v for k, v in model_options.items() if k != "pretrained"}
+        model = build_model(model_name, num_classes, **options)
     results = bench_model(model, (height, width), engines, repeats, batch)
     roofline = matmul_roofline_gflops()
     header = (
