@@ -222,7 +222,8 @@ class FCN(nn.Module):
             )
         for name in ("score_fr", *(f"score_{skip}" for skip in skips)):
             # Paper section 4.1: zero-initialising the class scoring layers is sufficient; for
-            # the skips it also makes a finer net start out equal to the coarser one.
+            # the skips it also makes a finer net start out with the coarser net's scores
+            # (only its bilinear upsampling path differs: x2 then x16 is not one x32).
             nn.init.zeros_(getattr(self, name).weight)
             nn.init.zeros_(getattr(self, name).bias)
 
