@@ -220,3 +220,18 @@ def test_model_table_counts_parameters_and_flops():
     (fast,) = model_table(["fcn8s_resnet18"], flops=False)
     assert fast.gflops is None and fast.parameters == rows["fcn8s_resnet18"].parameters
     assert "fcn8s_resnet50" in format_model_table(list(rows.values()))
+
+
+def test_stage_wise_initialisation_is_exact_on_a_real_encoder():
+    """32s -> 16s -> 8s on EfficientNet-Lite0 (TF 'same' padding): outputs stay identical."""
+    torch.manual_seed(0)
+    backbone_options = {"encoder": "efficientnet_lite0", "pretrained": False}
+    previous = build_fcn(4, variant="32s", **backbone_options).eval()
+    x = torch.randn(1, 3, 45, 67)
+    with torch.no_grad():
+        expected = previous(x)
+        for variant in ("16s", "8s"):
+            finer = build_fcn(4, variant=variant, **backbone_options).eval()
+            init_finer_from_coarser(finer, previous)
+            assert torch.allclose(finer(x), expected, atol=1e-4), variant
+            previous = finer
