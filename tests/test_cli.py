@@ -196,3 +196,26 @@ def test_bench_reports_eager(capsys):
     assert "eager" in capsys.readouterr().out
     assert main(["bench", "fcn9s_nothing", "--size", "32"]) == 2
     assert "fcn9s_nothing" in _error_line(capsys)
+
+
+def test_demo_pipeline_small(tmp_path):
+    out = tmp_path / "demo"
+    tiny = [
+        "model.pretrained=false",
+        "data.options={num_images: 4, size: [32, 32]}",
+        "data.val_options={num_images: 2}",
+        "data.crop_size=[32, 32]",
+        "train.epochs=1",
+        "train.progress=false",
+        "train.device=cpu",
+    ]
+    assert main(["demo", "--out", str(out), *tiny]) == 0
+    assert json.loads((out / "eval-synthetic-test.json").read_text())["images"] == 2
+    assert len(list((out / "predictions").glob("*_overlay.jpg"))) == 2
+
+
+def test_eval_checkpoint_source(trained_run, tmp_path):
+    out = tmp_path / "c.json"
+    checkpoint = str(trained_run / "checkpoints" / "best.pt")
+    assert main(["eval", "--checkpoint", checkpoint, "--out", str(out), "--size", "24", "24"]) == 0
+    assert json.loads(out.read_text())["split"] == "val"

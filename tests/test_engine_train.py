@@ -188,6 +188,31 @@ def test_median_frequency_weights_favour_rare_classes():
     assert weights[present].argmin() == frequency.argmax()
 
 
+def test_bf16_autocast_on_cpu_trains(tmp_path):
+    result = run_tiny(tmp_path / "run", amp=True, epochs=1, checkpoint_every=0)
+    assert result.steps == 2
+    assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result.history)
+
+
+def test_encoder_lr_multiplier_groups():
+    from fcnseg.engine.train import build_optimizer
+
+    config = config_from_dict({"train": {"lr": 0.01, "encoder_lr_mult": 0.1}})
+    optimizer = build_optimizer(config, TinySegNet(6))
+    rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    assert rates == {"encoder": pytest.approx(0.001), "head": pytest.approx(0.01)}
+
+
+def test_class_weights_must_match_class_count(tmp_path):
+    from fcnseg.engine.train import train
+
+    train_set, val_set = tiny_datasets(num_train=2, num_val=1)
+    config = tiny_config()
+    config.data.class_weights = [1.0, 2.0]
+    with pytest.raises(ValueError, match="2 weights for 6 classes"):
+        train(config, out=tmp_path / "r", model=TinySegNet(6), train_set=train_set, val_set=val_set)
+
+
 # ----------------------------------------------------------------------------- resume
 def _child(out: str, mode: str) -> None:
     """Subprocess body: `full` trains, `killed` SIGKILLs itself after the step-3 checkpoint

@@ -67,6 +67,10 @@ def load_trained_model(
         state = load_checkpoint(source)
         tensors, meta = state["model"], dict(state["meta"])
         meta["config"] = state.get("config")
+    if run is not None and meta.get("config") is None and (run / "config.yaml").is_file():
+        import yaml
+
+        meta["config"] = yaml.safe_load((run / "config.yaml").read_text())
     model = _build(meta, tensors, source)
     model.eval()
     meta["source"] = str(source)
