@@ -47,7 +47,8 @@ class DataConfig:
     #: looked up in the data directory ($FCNSEG_DATA, else ../shared/data from the repo root).
     root: str | None = None
     train_split: str = "train"
-    val_split: str = "val"
+    #: null trains without validation.
+    val_split: str | None = "val"
     #: Extra keyword arguments for `build_dataset` (e.g. the synthetic set's size).
     options: dict[str, Any] = field(default_factory=dict)
     #: Overrides of `options` for the validation/test splits (e.g. fewer synthetic images).
