@@ -45,7 +45,7 @@ def _child(out: str, world: int) -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    train_set, val_set = tiny_datasets(num_train=8, num_val=2)
+    train_set, val_set = tiny_datasets(num_train=8, num_val=3)  # uneven val shards
     model = TinySegNet(train_set.num_classes)
     model.encoder[2].p = 0.0  # dropout masks would differ between 1 and 2 processes
     config = tiny_config(

@@ -520,8 +520,10 @@ def train(
             }
             loss_sum, loss_count = 0.0, 0
             if validate_now:
+                # The bare module: DDP's forward would broadcast buffers, a collective that
+                # hangs when the ranks' validation shards differ in length.
                 scores = evaluate(
-                    model,
+                    unwrap(model),
                     eval_loader(val_set, config.eval.batch_size, config.data.num_workers),
                     num_classes,
                     dataset_meta.ignore_index,  # type: ignore[attr-defined]
