@@ -13,6 +13,7 @@ isolate peak memory); `run_bench` is the in-process version behind the CLI.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ ENGINE_NAMES: tuple[str, ...] = (
 )
 #: Side of the square fp32 matmul whose throughput is the roofline.
 ROOFLINE_MATMUL_SIZE: int = 2048
+ROOFLINE_KEY: str = "roofline matmul"
 #: Calls before timing: oneDNN picks kernels and allocates on the first calls.
 WARMUP_CALLS: int = 2
 
@@ -50,6 +52,9 @@ class BenchResult:
     gflops: float | None = None
     agreement: float | None = None
     error: str | None = None
+    #: Median GFLOP/s of the roofline matmul, timed interleaved with this engine.
+    roofline_gflops: float | None = None
+    times_s: list[float] | None = None
 
     def gflops_per_s(self) -> float | None:
         if self.median_s and self.gflops:
@@ -80,6 +85,14 @@ def matmul_roofline_gflops(size: int = ROOFLINE_MATMUL_SIZE, repeats: int = 5) -
     return 2.0 * size**3 / statistics.median(times) / 1e9
 
 
+def roofline_call(size: int = ROOFLINE_MATMUL_SIZE) -> tuple[Callable[[], object], float]:
+    """(a call doing one size x size fp32 matmul, its FLOPs) for interleaved timing."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator)
+    b = torch.randn(size, size, generator=generator)
+    return (lambda: a @ b), 2.0 * size**3
+
+
 def time_calls(
     fn: Runnable, example: Tensor, repeats: int, warmup: int = WARMUP_CALLS
 ) -> list[float]:
@@ -92,6 +105,29 @@ def time_calls(
             start = time.perf_counter()
             fn(example)
             times.append(time.perf_counter() - start)
+    return times
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], object]], rounds: int, warmup: int = WARMUP_CALLS
+) -> dict[str, list[float]]:
+    """Seconds per call of each entry, timed round-robin: one call of each per round.
+
+    On a shared machine the load changes within seconds; timing engine after engine would
+    charge a load spike to whichever engine ran during it. Round-robin spreads the load over
+    all entries alike, so ratios between them (speed-ups, share of the roofline when the
+    roofline matmul is one of the entries) stay meaningful even when absolute times are not.
+    """
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for call in calls.values():
+                call()
+        for _ in range(rounds):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -132,21 +168,33 @@ def bench_model(
     gflops = count_gflops(model, example)
     with torch.no_grad():
         reference = _first_output(model(example))
-    results = []
+    results: list[BenchResult] = []
+    calls: dict[str, Callable[[], object]] = {}
     for engine in engines:
         result = BenchResult(engine, gflops=gflops)
         try:
             runnable = build_engine(model, engine, example)
             with torch.no_grad():
                 result.agreement = argmax_agreement(reference, _first_output(runnable(example)))
-            result.median_s = statistics.median(time_calls(runnable, example, repeats))
+            calls[engine] = functools.partial(runnable, example)
         except Exception as error:  # noqa: BLE001 - reported in the table
             result.error = f"{type(error).__name__}: {str(error).splitlines()[0][:80]}"
         results.append(result)
+    matmul, matmul_flops = roofline_call()
+    calls[ROOFLINE_KEY] = matmul
+    times = time_interleaved(calls, repeats)
+    roofline = matmul_flops / statistics.median(times[ROOFLINE_KEY]) / 1e9
+    for result in results:
+        if result.engine in times:
+            result.times_s = times[result.engine]
+            result.median_s = statistics.median(result.times_s)
+            result.roofline_gflops = roofline
     return results
 
 
-def format_table(results: Sequence[BenchResult], roofline: float, batch: int = 1) -> str:
+def format_table(
+    results: Sequence[BenchResult], roofline: float | None = None, batch: int = 1
+) -> str:
     """Markdown table: latency, images/s, GFLOP/s, share of roofline, speed-up, agreement."""
     baseline = next((r.median_s for r in results if r.engine == "eager" and r.median_s), None)
     lines = [
@@ -158,11 +206,12 @@ def format_table(results: Sequence[BenchResult], roofline: float, batch: int = 1
             lines.append(f"| {r.engine} | failed: {r.error} | | | | | |")
             continue
         rate = r.gflops_per_s() or 0.0
+        roof = r.roofline_gflops or roofline or float("nan")
         speedup = f"{baseline / r.median_s:.2f}x" if baseline else "-"
         agreement = f"{r.agreement:.4f}" if r.agreement is not None else "-"
         lines.append(
             f"| {r.engine} | {r.median_s * 1e3:.1f} | {batch / r.median_s:.2f} | {rate:.1f} | "
-            f"{100 * rate / roofline:.0f}% | {speedup} | {agreement} |"
+            f"{100 * rate / roof:.0f}% | {speedup} | {agreement} |"
         )
     return "\n".join(lines)
 
@@ -203,10 +252,10 @@ def run_bench(
         options = {k: v for k, v in model_options.items() if k != "pretrained"}
         model = build_model(model_name, num_classes, **options)
     results = bench_model(model, (height, width), engines, repeats, batch)
-    roofline = matmul_roofline_gflops()
+    roofline = next((r.roofline_gflops for r in results if r.roofline_gflops), float("nan"))
     header = (
         f"{model_name} at {height}x{width}, batch {batch}, {torch.get_num_threads()} threads; "
         f"{results[0].gflops:.1f} GFLOP per forward; roofline ({ROOFLINE_MATMUL_SIZE}^2 fp32 "
-        f"matmul, same run) {roofline:.1f} GFLOP/s"
+        f"matmul, timed round-robin with the engines) {roofline:.1f} GFLOP/s"
     )
-    return header + "\n\n" + format_table(results, roofline, batch)
+    return header + "\n\n" + format_table(results, batch=batch)
