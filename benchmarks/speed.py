@@ -147,6 +147,7 @@ def timing_worker(config: dict, repeats: int) -> dict:
                 "times_s": r.times_s,
                 "gflops": r.gflops,
                 "roofline_gflops": r.roofline_gflops,
+                "rooflines": r.rooflines,
                 "agreement": r.agreement,
                 "error": r.error,
             }
@@ -335,13 +336,28 @@ def main() -> None:
             f"({os.cpu_count()} logical CPUs, {platform.machine()}), shared and noisy: other "
             f"workers were running (load average {load_before[0]:.1f} before, "
             f"{load_after[0]:.1f} after, from uptime). torch threads {threads}. Per model, all "
-            "engines and the 2048x2048 fp32 matmul roofline are timed round-robin in one "
+            "engines and the roofline are timed round-robin in one "
             f"process ({args.repeats} rounds, medians), so ratios are robust to load drift; "
+            "roofline = the faster of a 2048x2048 fp32 matmul by torch.matmul (MKL) and the "
+            "same product as a channels_last 1x1 convolution (oneDNN); the table gives both "
+            "below. "
             "absolute times are not. Peak RSS: one subprocess per engine (build + 2 calls). "
             "'vs eager' = speed-up over eager of the same model in the same rounds; argmax "
             "agreement is with eager of the same model on the same random input.",
             "",
             *table,
+            "",
+            "Rooflines (GFLOP/s, median over the same rounds) per model: "
+            + "; ".join(
+                f"{name}: "
+                + ", ".join(
+                    f"{key} {value:.0f}"
+                    for key, value in (
+                        next(iter(t.get("engines", {}).values()), {}).get("rooflines") or {}
+                    ).items()
+                )
+                for name, t in timings.items()
+            ),
             "",
             "Sliding-window predict (`predict_logits(mode='sliding')`), one subprocess each:",
             "",
