@@ -171,7 +171,8 @@ def export_onnx(
             `classes` and `normalization`), so a deployed .onnx is self-describing.
         check_sizes: overrides the verification sizes; an empty list skips verification.
 
-    Returns the path. Raises ExportError when onnxruntime disagrees with PyTorch.
+    The model is put in eval mode on the CPU in float32 (export and check run there). Returns
+    the path. Raises ExportError when onnxruntime disagrees with PyTorch.
     """
     import onnx
 
