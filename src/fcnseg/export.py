@@ -223,7 +223,11 @@ class OnnxRuntimeModel:
         path: str | os.PathLike[str],
         threads: int | None = None,
         providers: Sequence[str] | None = None,
+        spin: bool = False,
     ) -> None:
+        """Open `path`. `spin=False` stops onnxruntime's worker threads from busy-waiting
+        after each run: on a small or shared CPU the spinning threads steal the cores that
+        PyTorch (pre/post-processing, other models) needs between runs."""
         import onnxruntime as ort
 
         path = Path(path)
@@ -233,6 +237,9 @@ class OnnxRuntimeModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.path = path
         self.session = ort.InferenceSession(
             str(path), options, providers=list(providers or ["CPUExecutionProvider"])
