@@ -267,3 +267,24 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
 
 if __name__ == "__main__":
     _child(sys.argv[1], sys.argv[2])
+
+
+def test_encoder_parameters_are_found_inside_wrappers():
+    from fcnseg.engine.train import parameter_groups
+
+    class Stream(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Conv2d(3, 4, 1)
+            self.score = nn.Conv2d(4, 2, 1)
+
+    class Fused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rgb = Stream()
+            self.hha = Stream()
+
+    groups = {g["name"]: g for g in parameter_groups(Fused(), 1.0, 0.1, 0.0)}
+    assert len(groups["encoder"]["params"]) == 4  # both streams' backbone weight + bias
+    assert len(groups["head"]["params"]) == 4
+    assert groups["encoder"]["lr"] == pytest.approx(0.1)

@@ -433,3 +433,14 @@ def test_registry_and_builder_options() -> None:
         build_model("fcn16s_vgg16", 5, normalization="bgr", width_divisor=GEOMETRY_DIVISOR)
     with pytest.raises(ValueError, match="width_divisor"):
         build_model("fcn16s_vgg16", 5, width_divisor=3)
+
+
+def test_pretrained_without_weights_is_a_one_line_error_or_auto_fallback() -> None:
+    from fcnseg.models.zoo import build_model
+
+    with pytest.raises(ValueError, match="encoder_weights=PATH") as info:
+        build_model("fcn32s_vgg16", num_classes=3, pretrained=True, width_divisor=16)
+    assert "\n" not in str(info.value)
+    with pytest.warns(UserWarning, match="random weights"):
+        model = build_model("fcn32s_vgg16", num_classes=3, pretrained="auto", width_divisor=16)
+    assert model(torch.zeros(1, 3, 40, 40)).shape == (1, 3, 40, 40)

@@ -44,7 +44,10 @@ from fcnseg.engine.schedules import apply_lr, lr_factor
 from fcnseg.losses import PixelCrossEntropy
 
 #: Parameter-name prefixes that belong to the (pretrained) encoder, for `encoder_lr_mult`.
-ENCODER_PREFIXES: tuple[str, ...] = ("backbone.", "encoder.", "features.")
+#: A parameter belongs to the encoder when a module on its path has one of these names; matching
+#: any path component (not just the first) covers wrappers such as fusion streams
+#: (`rgb.backbone.`) and benchmark adapters (`model.encoder.`).
+ENCODER_MODULE_NAMES: frozenset[str] = frozenset({"backbone", "encoder", "features"})
 METRIC_COLUMNS = (
     "epoch",
     "step",
@@ -162,12 +165,13 @@ def median_frequency_weights(dataset: Any) -> list[float]:
 
 
 def parameter_groups(model: nn.Module, lr: float, encoder_mult: float, weight_decay: float):
-    """Encoder parameters (see ENCODER_PREFIXES) at lr x encoder_mult, the rest at lr."""
+    """Encoder parameters (see ENCODER_MODULE_NAMES) at lr x encoder_mult, the rest at lr."""
     encoder, head = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (encoder if name.startswith(ENCODER_PREFIXES) else head).append(parameter)
+        in_encoder = not ENCODER_MODULE_NAMES.isdisjoint(name.split(".")[:-1])
+        (encoder if in_encoder else head).append(parameter)
     groups = []
     if encoder:
         groups.append({"params": encoder, "base_lr": lr * encoder_mult, "name": "encoder"})

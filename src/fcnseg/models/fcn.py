@@ -16,6 +16,7 @@ paper-exact nets reproduce the release's offsets (19; 5, 27; 5, 9, 31).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -300,7 +301,28 @@ def _fc_head(
     return head, width
 
 
-def _finish(model: FCN, encoder_weights: Any) -> FCN:
+def _finish(model: FCN, encoder_weights: Any, pretrained: bool | str, enum_name: str) -> FCN:
+    """Load the encoder weights the caller named, or resolve the `pretrained` policy.
+
+    `pretrained=True` with no `encoder_weights` uses torchvision's ImageNet checkpoint only if it
+    is already in the local torch hub cache (nothing is downloaded implicitly); otherwise it is a
+    one-line error saying how to pass a file. `"auto"` falls back to random weights with a
+    warning instead; False never loads anything.
+    """
+    if encoder_weights is None and pretrained:
+        if _torchvision_weights_cached(enum_name)():
+            encoder_weights = enum_name
+        elif pretrained == "auto":
+            warnings.warn(
+                f"no {enum_name} weights on this machine; the encoder starts from random weights",
+                stacklevel=3,
+            )
+        else:
+            raise ValueError(
+                f"pretrained=True but no {enum_name} weights are on this machine; pass "
+                "encoder_weights=PATH (e.g. model.options.encoder_weights=vgg16.pth), "
+                "pretrained='auto' or pretrained=False"
+            )
     if encoder_weights is not None:
         load_classifier_weights(model, encoder_weights)
     return model
@@ -320,6 +342,7 @@ def fcn_vgg16(
     padded: bool = False,
     upsample: str = "deconv_frozen",
     encoder_weights: Any = None,
+    pretrained: bool | str = False,
     normalization: str = "imagenet",
     width_divisor: int = 1,
 ) -> FCN:
@@ -331,6 +354,8 @@ def fcn_vgg16(
         padded: the cheaper variant without the 100-pixel padding (fc6 padded by 3 instead).
         encoder_weights: torchvision VGG16 weights: a `VGG16_Weights` enum or its name (needs
             internet on first use), a `.pth` / `.safetensors` path, or a state dict.
+        pretrained: without `encoder_weights`, True uses torchvision's checkpoint if it is in the
+            local hub cache and is an error otherwise; "auto" falls back to random weights.
         normalization: input preset the weights expect: "imagenet" for torchvision weights,
             "caffe_bgr" for weights converted from the Caffe release.
         width_divisor: divide every width (tests: same geometry, little compute).
@@ -349,7 +374,7 @@ def fcn_vgg16(
         fc_sources={"fc6": "classifier.0", "fc7": "classifier.3"},
         normalization=normalization,
     )
-    return _finish(model, encoder_weights)
+    return _finish(model, encoder_weights, pretrained, "VGG16_Weights.IMAGENET1K_V1")
 
 
 def fcn32s_alexnet(
@@ -357,6 +382,7 @@ def fcn32s_alexnet(
     *,
     upsample: str = "deconv_frozen",
     encoder_weights: Any = None,
+    pretrained: bool | str = False,
     normalization: str = "imagenet",
     width_divisor: int = 1,
 ) -> FCN:
@@ -372,7 +398,7 @@ def fcn32s_alexnet(
         fc_sources={"fc6": "classifier.1", "fc7": "classifier.4"},
         normalization=normalization,
     )
-    return _finish(model, encoder_weights)
+    return _finish(model, encoder_weights, pretrained, "AlexNet_Weights.IMAGENET1K_V1")
 
 
 def fcn32s_googlenet(
@@ -381,6 +407,7 @@ def fcn32s_googlenet(
     padded: bool = False,
     upsample: str = "deconv_frozen",
     encoder_weights: Any = None,
+    pretrained: bool | str = False,
     normalization: str = "tf_lite",
     width_divisor: int = 1,
 ) -> FCN:
@@ -399,7 +426,7 @@ def fcn32s_googlenet(
         upsample=upsample,
         normalization=normalization,
     )
-    return _finish(model, encoder_weights)
+    return _finish(model, encoder_weights, pretrained, "GoogLeNet_Weights.IMAGENET1K_V1")
 
 
 def _torchvision_weights_cached(enum_name: str):
