@@ -1,0 +1,132 @@
+"""Release a trained run as `weights/<name>.safetensors` plus a model card.
+
+The best weights of the run are evaluated on the validation split in fp32 and, stored as fp16,
+evaluated again; the fp16 file is shipped only if mean IU moves by less than 0.1 point (issue 8's
+rule), otherwise fp32. The card records data, recipe, commit, the four FCN metrics, per-class IoU
+and the licence note of the data. Example:
+
+    .venv/bin/python benchmarks/release_weights.py runs/camvid_fcn4s_lite0 \
+        --name camvid_fcn4s_lite0 --data-root ../shared/data/camvid
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+from safetensors.torch import save_file
+
+from fcnseg.cli import main as fcnseg_main
+from fcnseg.engine.checkpoint import WEIGHTS_METADATA_KEY, atomic_write, load_weights
+
+#: Largest mean-IU change (fraction) for which the fp16 file may replace the fp32 one.
+FP16_TOLERANCE = 0.001
+CAMVID_LICENCE = (
+    "CamVid (Brostow, Fauqueur, Cipolla, 'Semantic Object Classes in Video: A High-Definition "
+    "Ground Truth Database', Pattern Recognition Letters 2008), SegNet 11-class split: research "
+    "and non-commercial use, with attribution. The weights are derived from it and from the "
+    "EfficientNet-Lite0 ImageNet weights (Apache-2.0)."
+)
+
+
+def evaluate_file(weights: Path, data_root: str, split: str, out_json: Path) -> dict:
+    args = ["eval", "--weights", str(weights), "--split", split, "--device", "cpu"]
+    args += ["--data-root", data_root, "--out", str(out_json)]
+    if fcnseg_main(args) != 0:
+        raise SystemExit(f"evaluation of {weights} failed")
+    return json.loads(out_json.read_text())
+
+
+def write_fp16(source: Path, target: Path) -> None:
+    tensors, metadata = load_weights(source)
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
+    header = {WEIGHTS_METADATA_KEY: json.dumps({**metadata, "dtype": "float16"})}
+    save_file(half, str(target), metadata=header)
+
+
+def card(name: str, run_dir: Path, scores: dict, dtype: str, size_mb: float) -> str:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    accuracy = scores["per_class_accuracy"]
+    rows = "\n".join(
+        f"| {cls} | {100 * (iu or 0):.1f} | {100 * (accuracy[cls] or 0):.1f} |"
+        for cls, iu in scores["per_class_iu"].items()
+    )
+    return f"""# {name}
+
+FCN skip head on an ImageNet-pretrained encoder, trained by fcnseg on a 2-core CPU.
+
+- Model: `{config["model"]["name"]}` (options {config["model"].get("options", {})}), {dtype},
+  {size_mb:.1f} MB. Input: RGB, normalisation preset stored in the file's metadata.
+- Data: CamVid 11 classes, SegNet split: trained on train (367 images), selected on val (101);
+  void (id 11) ignored in loss and metrics.
+- Recipe: `configs/{name}.yaml` (resolved copy in the run's config.yaml); run stopped:
+  {summary["stopped"]} after {summary["steps"]} steps, {summary["elapsed_s"] / 60:.0f} minutes.
+- Commit: {commit}. Reproduce: `fcnseg train --config configs/{name}.yaml`, then
+  `python benchmarks/release_weights.py RUN_DIR --name {name} --data-root ROOT`.
+
+## Validation scores ({scores["split"]}, {scores["images"]} images, full 360x480, mode {scores["mode"]})
+
+| pixel acc. | mean acc. | mean IU | f.w. IU |
+|---|---|---|---|
+| {100 * scores["pixel_accuracy"]:.1f} | {100 * scores["mean_accuracy"]:.1f} | {100 * scores["mean_iu"]:.1f} | {100 * scores["frequency_weighted_iu"]:.1f} |
+
+| class | IoU | accuracy |
+|---|---|---|
+{rows}
+
+## Use
+
+    fcnseg predict --weights weights/{name}.safetensors image.png --out predictions
+    fcnseg eval --weights weights/{name}.safetensors --data-root ROOT --split test
+
+## Licence
+
+{CAMVID_LICENCE}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--out-dir", type=Path, default=Path("weights"))
+    args = parser.parse_args()
+    best = args.run_dir / "model.safetensors"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        fp32 = evaluate_file(best, args.data_root, args.split, tmp_dir / "fp32.json")
+        half_path = tmp_dir / "fp16.safetensors"
+        write_fp16(best, half_path)
+        fp16 = evaluate_file(half_path, args.data_root, args.split, tmp_dir / "fp16.json")
+        change = abs(fp16["mean_iu"] - fp32["mean_iu"])
+        use_half = change < FP16_TOLERANCE
+        print(
+            f"mean IU fp32 {fp32['mean_iu']:.5f}, fp16 {fp16['mean_iu']:.5f}: "
+            f"{'shipping fp16' if use_half else 'shipping fp32'}"
+        )
+        chosen, scores = (half_path, fp16) if use_half else (best, fp32)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        target = args.out_dir / f"{args.name}.safetensors"
+        data = chosen.read_bytes()
+        atomic_write(target, lambda path: path.write_bytes(data))
+    size_mb = target.stat().st_size / 1e6
+    text = card(args.name, args.run_dir, scores, "fp16" if use_half else "fp32", size_mb)
+    text += (
+        f"\nfp32 mean IU {100 * fp32['mean_iu']:.2f}; fp16 mean IU {100 * fp16['mean_iu']:.2f}.\n"
+    )
+    (args.out_dir / f"{args.name}.md").write_text(text)
+    print(f"wrote {target} ({size_mb:.1f} MB) and {args.out_dir / (args.name + '.md')}")
+
+
+if __name__ == "__main__":
+    main()
