@@ -157,8 +157,9 @@ def _dataset_for(meta: dict, args: argparse.Namespace):
 def cmd_eval(args: argparse.Namespace) -> int:
     from fcnseg.engine.checkpoint import check_num_classes
     from fcnseg.engine.evaluate import (
+        PRIMARY_HEAD,
         eval_loader,
-        evaluate,
+        evaluate_heads,
         format_scores,
         scores_json,
         write_scores,
@@ -171,7 +172,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dataset, data_format, split = _dataset_for(meta, args)
     check_num_classes(meta["source"], int(meta["num_classes"]), dataset.num_classes)
     model.to(device)
-    scores = evaluate(
+    per_head = evaluate_heads(
         model,
         eval_loader(dataset),
         dataset.num_classes,
@@ -181,6 +182,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         options=_inference_options(args),
         progress=sys.stderr.isatty(),
     )
+    primary = PRIMARY_HEAD if PRIMARY_HEAD in per_head else next(iter(per_head))
+    scores = per_head[primary]
     print(format_scores(scores, dataset.classes))
     payload = {
         "source": meta["source"],
@@ -190,6 +193,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "mode": args.mode,
         **scores_json(scores, dataset.classes),
     }
+    if len(per_head) > 1:  # multi-head models (SIFT Flow): every head's scores, by head name
+        head_info = getattr(dataset, "head_class_info", {})
+        payload["heads"] = {}
+        for head, head_scores in per_head.items():
+            info = head_info.get(head)
+            count = len(head_scores.per_class_iu)
+            names = list(info.names) if info else [str(i) for i in range(count)]
+            if head != primary:
+                print(f"\n[{head} head]\n" + format_scores(head_scores, names))
+            payload["heads"][head] = scores_json(head_scores, names)
     out = Path(args.out) if args.out else None
     if out is None:
         folder = Path(args.run) if args.run else Path(".")

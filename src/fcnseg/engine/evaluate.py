@@ -54,11 +54,73 @@ def eval_loader(dataset: Dataset, batch_size: int = 1, num_workers: int = 0) -> 
     )
 
 
+PRIMARY_HEAD = "semantic"
+
+
 def _primary(output: Any) -> Tensor:
     """The semantic logits of a multi-head model (first head otherwise)."""
     if isinstance(output, dict):
-        return output["semantic"] if "semantic" in output else next(iter(output.values()))
+        return output[PRIMARY_HEAD] if PRIMARY_HEAD in output else next(iter(output.values()))
     return output
+
+
+def _as_heads(value: Any) -> dict[str, Tensor]:
+    """Single-head outputs/masks as a one-entry dict, so one loop scores every kind of model."""
+    return dict(value) if isinstance(value, dict) else {PRIMARY_HEAD: value}
+
+
+def evaluate_heads(
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    ignore_index: int | None,
+    device: torch.device | str = "cpu",
+    mode: str = "whole",
+    options: dict[str, Any] | None = None,
+    amp: bool = False,
+    progress: bool = False,
+) -> dict[str, SegmentationScores]:
+    """Scores per output head (one entry, "semantic", for single-head models).
+
+    Multi-head models (SIFT Flow: semantic + geometric) are scored on every head for which the
+    dataset gives a label map; `num_classes` is the primary head's, the others take their class
+    count from the logits. The confusion matrices are summed over ranks.
+    """
+    device = torch.device(device)
+    confusions: dict[str, ConfusionMatrix] = {}
+    was_training = model.training
+    model.eval()
+    batches = loader
+    if progress and distributed.is_main():
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
+    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        for images, masks in batches:
+            images = images.to(device, non_blocking=True)
+            outputs = _as_heads(predict_batch_logits(model, images, mode, options))
+            if isinstance(masks, dict):
+                targets = dict(masks)
+            else:  # one label map: it belongs to the primary head
+                first = PRIMARY_HEAD if PRIMARY_HEAD in outputs else next(iter(outputs))
+                targets = {first: masks}
+            for head, target in targets.items():
+                if head not in outputs:
+                    continue
+                logits, target = outputs[head], target.to(device, non_blocking=True)
+                if logits.shape[-2:] != target.shape[-2:]:
+                    logits = torch.nn.functional.interpolate(
+                        logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False
+                    )
+                if head not in confusions:
+                    classes = num_classes if head == PRIMARY_HEAD else logits.shape[1]
+                    confusions[head] = ConfusionMatrix(classes, ignore_index, device)
+                confusions[head].update(logits.argmax(1), target)
+    for confusion in confusions.values():
+        confusion.reduce_()
+    model.train(was_training)
+    return {head: confusion.scores() for head, confusion in confusions.items()}
 
 
 def evaluate(
@@ -72,30 +134,13 @@ def evaluate(
     amp: bool = False,
     progress: bool = False,
 ) -> SegmentationScores:
-    """Score `model` on `loader`; the confusion matrix is summed over ranks."""
-    device = torch.device(device)
-    confusion = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
-    was_training = model.training
-    model.eval()
-    batches = loader
-    if progress and distributed.is_main():
-        from tqdm import tqdm
-
-        batches = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
-    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
-    with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-        for images, masks in batches:
-            images = images.to(device, non_blocking=True)
-            masks = _primary(masks).to(device, non_blocking=True)
-            logits = _primary(predict_batch_logits(model, images, mode, options))
-            if logits.shape[-2:] != masks.shape[-2:]:
-                logits = torch.nn.functional.interpolate(
-                    logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
-                )
-            confusion.update(logits.argmax(1), masks)
-    confusion.reduce_()
-    model.train(was_training)
-    return confusion.scores()
+    """Score `model` on `loader` (its primary head); the confusion matrix is summed over ranks."""
+    per_head = evaluate_heads(
+        model, loader, num_classes, ignore_index, device, mode, options, amp, progress
+    )
+    if not per_head:
+        return ConfusionMatrix(num_classes, ignore_index).scores()
+    return per_head[PRIMARY_HEAD] if PRIMARY_HEAD in per_head else next(iter(per_head.values()))
 
 
 def _fmt(value: float) -> str:
