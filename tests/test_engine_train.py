@@ -288,3 +288,15 @@ def test_encoder_parameters_are_found_inside_wrappers():
     assert len(groups["encoder"]["params"]) == 4  # both streams' backbone weight + bias
     assert len(groups["head"]["params"]) == 4
     assert groups["encoder"]["lr"] == pytest.approx(0.1)
+
+
+def test_time_budget_counts_the_time_before_a_resume(tmp_path):
+    first = run_tiny(tmp_path / "run", max_minutes=0.0)
+    assert first.stopped == "time_budget" and first.steps == 1
+    spent = load_checkpoint(tmp_path / "run")["elapsed_s"]
+    assert spent > 0
+    # A resumed run whose budget is already spent stops after one more step, not a fresh budget.
+    budget_minutes = spent / 60 / 2
+    second = run_tiny(tmp_path / "run", resume=tmp_path / "run", max_minutes=budget_minutes)
+    assert second.stopped == "time_budget"
+    assert second.steps == 2

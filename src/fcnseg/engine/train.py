@@ -382,6 +382,8 @@ def train(
         step = int(checkpoint["step"])
         best_mean_iu = checkpoint.get("best_mean_iu")
         set_rng_state(checkpoint["rng"])
+        # The time budget (train.max_minutes) covers the whole run, not each resumed part.
+        started = time.monotonic() - float(checkpoint.get("elapsed_s", 0.0))
 
     run_dir: Path | None = None
     if distributed.is_main():
@@ -409,6 +411,7 @@ def train(
             "step": step,
             "sampler_seed": train_cfg.seed,
             "best_mean_iu": best_mean_iu,
+            "elapsed_s": time.monotonic() - started,
             "config": config.to_dict(),
             "meta": meta,
         }
