@@ -1,4 +1,6 @@
-"""Learning curve of a run: training loss and validation mean IU against time, as a PNG.
+"""Learning curve of a run: training loss and validation mean IU against step, as a PNG.
+
+Steps, not wall-clock time, go on the x axis: a resumed run's clock restarts, its steps do not.
 
     .venv/bin/python benchmarks/plot_learning_curve.py runs/camvid_fcn4s_lite0 \
         --out benchmarks/camvid_fcn4s_lite0_curve.png
@@ -30,11 +32,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     rows = read_metrics(args.run_dir)
-    train = [(float(r["elapsed_s"]) / 60, float(r["train_loss"])) for r in rows if r["train_loss"]]
-    val = [(float(r["elapsed_s"]) / 60, 100 * float(r["mean_iu"])) for r in rows if r["mean_iu"]]
+    train = [(int(r["step"]), float(r["train_loss"])) for r in rows if r["train_loss"]]
+    val = [(int(r["step"]), 100 * float(r["mean_iu"])) for r in rows if r["mean_iu"]]
     figure, loss_axis = plt.subplots(figsize=(7, 4))
     loss_axis.plot(*zip(*train, strict=True), color="tab:blue", linewidth=1, label="train loss")
-    loss_axis.set_xlabel("minutes (2-core CPU)")
+    loss_axis.set_xlabel("step (batch 8)")
     loss_axis.set_ylabel("training loss (weighted CE)", color="tab:blue")
     iu_axis = loss_axis.twinx()
     if val:
