@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ from fcnseg.constants import CAMVID_SIZE_HW, CAMVID_SPLIT_SIZES, CAMVID_VOID
 from fcnseg.data.datasets.base import DataError
 from fcnseg.data.datasets.camvid import CamVid
 from fcnseg.data.datasets.registry import build_dataset
-from fcnseg.data.io import default_data_dir
 
 
 def _write_pair(root: Path, split: str, stem: str, height=6, width=8, label_max=CAMVID_VOID):
@@ -88,19 +86,10 @@ def test_label_out_of_range_is_reported_on_load(tmp_path):
         CamVid(tmp_path, "train").load(0)
 
 
-def _real_camvid() -> Path:
-    root = default_data_dir() / "camvid"
-    if not (root / "train.txt").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the CamVid copy is missing at {root}")
-        pytest.skip(f"real CamVid not found at {root} (set FCNSEG_DATA to its parent)")
-    return root
-
-
 @pytest.mark.data
 @pytest.mark.parametrize("split", ["train", "val"])
-def test_real_camvid_counts_sizes_and_labels(split):
-    dataset = CamVid(_real_camvid(), split)
+def test_real_camvid_counts_sizes_and_labels(split, real_camvid):
+    dataset = CamVid(real_camvid, split)
     assert len(dataset) == CAMVID_SPLIT_SIZES[split]
     for index in (0, len(dataset) - 1):
         image, mask = dataset[index]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
@@ -18,7 +17,6 @@ from fcnseg.data.check import (
 )
 from fcnseg.data.datasets.base import DataError
 from fcnseg.data.datasets.camvid import CamVid
-from fcnseg.data.io import default_data_dir
 
 
 def test_median_frequency_definition():
@@ -84,12 +82,8 @@ def test_synthetic_check_is_clean_and_weights_rare_classes_up():
 
 @pytest.mark.slow
 @pytest.mark.data
-def test_real_camvid_histogram_matches_its_readme():
-    root = default_data_dir() / "camvid"
-    if not (root / "train.txt").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the CamVid copy is missing at {root}")
-        pytest.skip(f"real CamVid not found at {root} (set FCNSEG_DATA to its parent)")
+def test_real_camvid_histogram_matches_its_readme(real_camvid):
+    root = real_camvid
     report = check_dataset(root, "camvid", ["train"])
     assert report.ok, report.problems[:3]
     readme = (root / "README.md").read_text()
