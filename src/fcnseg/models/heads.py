@@ -226,6 +226,13 @@ class FCN(nn.Module):
         self.normalization: str = getattr(backbone, "normalization", "imagenet")
         #: Input channels; early fusion (fcnseg.models.fusion.expand_input_channels) raises it.
         self.in_channels: int = 3
+        #: Inputs are zero-padded (the mean colour, after normalisation) at the bottom/right to a
+        #: multiple of the output stride and the logits cropped back. Why: encoders with
+        #: TF-"same" padding (EfficientNet-Lite) place their stride-2 samples differently when a
+        #: stage's size is odd, so a net trained on crops that are multiples of 32 is misaligned
+        #: by a fraction of a stride at other sizes; on CamVid val (360 rows) this padding was
+        #: worth +6 mean IU points (benchmarks/RESULTS.md). Set to 1 to disable.
+        self.pad_multiple: int = backbone.output_stride
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -233,7 +240,12 @@ class FCN(nn.Module):
                 f"FCN expects a normalised N x {self.in_channels} x H x W batch, "
                 f"got shape {tuple(x.shape)}"
             )
-        return self.head(self.backbone(x), x.shape[-2:])
+        height, width = x.shape[-2:]
+        pad_bottom = (self.pad_multiple - height % self.pad_multiple) % self.pad_multiple
+        pad_right = (self.pad_multiple - width % self.pad_multiple) % self.pad_multiple
+        padded = F.pad(x, (0, pad_right, 0, pad_bottom))
+        logits = self.head(self.backbone(padded), padded.shape[-2:])
+        return logits[..., :height, :width]
 
 
 # --- Registry -------------------------------------------------------------------------------
