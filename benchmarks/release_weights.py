@@ -21,7 +21,13 @@ import yaml
 from safetensors.torch import save_file
 
 from fcnseg.cli import main as fcnseg_main
-from fcnseg.engine.checkpoint import WEIGHTS_METADATA_KEY, atomic_write, load_weights
+from fcnseg.engine.checkpoint import (
+    WEIGHTS_METADATA_KEY,
+    atomic_write,
+    load_weights,
+    save_weights,
+)
+from fcnseg.engine.predict import load_trained_model
 
 #: Largest mean-IU change (fraction) for which the fp16 file may replace the fp32 one.
 FP16_TOLERANCE = 0.001
@@ -100,10 +106,22 @@ def main() -> None:
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--split", default="val")
     parser.add_argument("--out-dir", type=Path, default=Path("weights"))
+    parser.add_argument(
+        "--checkpoint",
+        choices=["best", "last"],
+        default="best",
+        help="best = the run's model.safetensors (best val mean IU during training); "
+        "last = checkpoints/last.pt (the end of the schedule)",
+    )
     args = parser.parse_args()
-    best = args.run_dir / "model.safetensors"
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
+        best = args.run_dir / "model.safetensors"
+        if args.checkpoint == "last":
+            model, meta = load_trained_model(None, args.run_dir / "checkpoints" / "last.pt", None)
+            best = tmp_dir / "last.safetensors"
+            meta = {k: v for k, v in meta.items() if k != "source"}
+            save_weights(best, model, meta)
         fp32 = evaluate_file(best, args.data_root, args.split, tmp_dir / "fp32.json")
         half_path = tmp_dir / "fp16.safetensors"
         write_fp16(best, half_path)
