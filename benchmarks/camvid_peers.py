@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fcnseg.config import load_config
 from fcnseg.engine.train import train
 from fcnseg.models.backbones.timm import build_efficientnet_lite
+from fcnseg.models.heads import pad_to_multiple
 from fcnseg.models.zoo import build_model
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "camvid_fcn4s_lite0.yaml"
@@ -50,9 +50,7 @@ class PadToMultiple(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
-        pad_h = -height % self.multiple
-        pad_w = -width % self.multiple
-        logits = self.model(F.pad(x, (0, pad_w, 0, pad_h), mode="reflect"))
+        logits = self.model(pad_to_multiple(x, self.multiple, mode="reflect"))
         return logits[..., :height, :width]
 
 

@@ -301,6 +301,13 @@ def _fc_head(
     return head, width
 
 
+#: torchvision ImageNet weights of each paper encoder, by enum name (used for `pretrained=True`
+#: when cached locally, and for the `weights_available` flag of `fcnseg models`).
+VGG16_WEIGHTS = "VGG16_Weights.IMAGENET1K_V1"
+ALEXNET_WEIGHTS = "AlexNet_Weights.IMAGENET1K_V1"
+GOOGLENET_WEIGHTS = "GoogLeNet_Weights.IMAGENET1K_V1"
+
+
 def _finish(model: FCN, encoder_weights: Any, pretrained: bool | str, enum_name: str) -> FCN:
     """Load the encoder weights the caller named, or resolve the `pretrained` policy.
 
@@ -374,7 +381,7 @@ def fcn_vgg16(
         fc_sources={"fc6": "classifier.0", "fc7": "classifier.3"},
         normalization=normalization,
     )
-    return _finish(model, encoder_weights, pretrained, "VGG16_Weights.IMAGENET1K_V1")
+    return _finish(model, encoder_weights, pretrained, VGG16_WEIGHTS)
 
 
 def fcn32s_alexnet(
@@ -398,7 +405,7 @@ def fcn32s_alexnet(
         fc_sources={"fc6": "classifier.1", "fc7": "classifier.4"},
         normalization=normalization,
     )
-    return _finish(model, encoder_weights, pretrained, "AlexNet_Weights.IMAGENET1K_V1")
+    return _finish(model, encoder_weights, pretrained, ALEXNET_WEIGHTS)
 
 
 def fcn32s_googlenet(
@@ -426,7 +433,7 @@ def fcn32s_googlenet(
         upsample=upsample,
         normalization=normalization,
     )
-    return _finish(model, encoder_weights, pretrained, "GoogLeNet_Weights.IMAGENET1K_V1")
+    return _finish(model, encoder_weights, pretrained, GOOGLENET_WEIGHTS)
 
 
 def _torchvision_weights_cached(enum_name: str):
@@ -441,7 +448,7 @@ def _torchvision_weights_cached(enum_name: str):
     return available
 
 
-_VGG_WEIGHTS = _torchvision_weights_cached("VGG16_Weights.IMAGENET1K_V1")
+_VGG_WEIGHTS = _torchvision_weights_cached(VGG16_WEIGHTS)
 for _variant in VARIANT_SKIPS:
     for _padded in (False, True):
         _suffix = "_padded" if _padded else ""
@@ -470,11 +477,11 @@ register_model(
     "fcn32s_alexnet",
     description="AlexNet FCN-32s (paper Table 1), torchvision AlexNet definition",
     family="fcn-paper",
-    weights_available=_torchvision_weights_cached("AlexNet_Weights.IMAGENET1K_V1"),
+    weights_available=_torchvision_weights_cached(ALEXNET_WEIGHTS),
 )(fcn32s_alexnet)
 register_model(
     "fcn32s_googlenet",
     description="GoogLeNet FCN-32s (paper Table 1), last inception output scored",
     family="fcn-paper",
-    weights_available=_torchvision_weights_cached("GoogLeNet_Weights.IMAGENET1K_V1"),
+    weights_available=_torchvision_weights_cached(GOOGLENET_WEIGHTS),
 )(fcn32s_googlenet)

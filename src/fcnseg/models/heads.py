@@ -241,11 +241,21 @@ class FCN(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
         height, width = x.shape[-2:]
-        pad_bottom = (self.pad_multiple - height % self.pad_multiple) % self.pad_multiple
-        pad_right = (self.pad_multiple - width % self.pad_multiple) % self.pad_multiple
-        padded = F.pad(x, (0, pad_right, 0, pad_bottom))
+        padded = pad_to_multiple(x, self.pad_multiple)
         logits = self.head(self.backbone(padded), padded.shape[-2:])
         return logits[..., :height, :width]
+
+
+def pad_to_multiple(x: Tensor, multiple: int, mode: str = "constant") -> Tensor:
+    """Pad the bottom/right of an N x C x H x W batch so H and W are multiples of `multiple`.
+
+    "constant" pads zeros, which after normalisation is the mean colour. Callers crop their
+    output back to the input's size.
+    """
+    height, width = x.shape[-2:]
+    pad_bottom = (multiple - height % multiple) % multiple
+    pad_right = (multiple - width % multiple) % multiple
+    return F.pad(x, (0, pad_right, 0, pad_bottom), mode=mode)
 
 
 # --- Registry -------------------------------------------------------------------------------
