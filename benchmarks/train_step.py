@@ -17,7 +17,7 @@ import time
 import torch
 
 from fcnseg import build_model
-from fcnseg.losses import PixelCrossEntropy
+from fcnseg.losses import PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
 
 
 def main() -> None:
@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps after one warm-up")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--head-channels", type=int, default=64)
+    parser.add_argument("--input-scale", type=float, default=1.0, help="FCN input_scale option")
+    parser.add_argument("--jaccard-weight", type=float, default=0.0, help="soft-Jaccard term")
+    parser.add_argument("--bf16-only", action="store_true", help="skip the fp32 timing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -35,18 +38,24 @@ def main() -> None:
     masks = torch.randint(0, 11, (args.batch, *args.size))
     print(
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
-        f"{args.threads} threads, batch {args.batch} at {args.size[0]}x{args.size[1]}"
+        f"{args.threads} threads, batch {args.batch} at {args.size[0]}x{args.size[1]}, "
+        f"input_scale {args.input_scale}, jaccard_weight {args.jaccard_weight}"
     )
-    for amp in (True, False):
+    for amp in (True,) if args.bf16_only else (True, False):
         model = build_model(
             args.model,
             num_classes=11,
             pretrained=False,
             head_channels=args.head_channels,
             upsample="bilinear",
+            input_scale=args.input_scale,
         )
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        loss_fn = PixelCrossEntropy(ignore_index=11)
+        loss_fn: torch.nn.Module = PixelCrossEntropy(ignore_index=11)
+        if args.jaccard_weight > 0:
+            loss_fn = WeightedSumLoss(
+                [(1.0, loss_fn), (args.jaccard_weight, SoftJaccardLoss(ignore_index=11))]
+            )
         times = []
         for _ in range(args.steps + 1):
             start = time.perf_counter()

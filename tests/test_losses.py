@@ -61,3 +61,34 @@ def test_size_mismatch_and_bad_normalisation_are_errors() -> None:
         PixelCrossEntropy(normalization="avg")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="size"):
         PixelCrossEntropy()(torch.randn(1, 2, 4, 4), torch.zeros(1, 5, 5, dtype=torch.int64))
+
+
+def test_soft_jaccard_is_one_minus_mean_iou_of_present_classes_for_hard_scores() -> None:
+    from fcnseg.losses import SoftJaccardLoss
+
+    target = torch.tensor([[[0, 0, 1, 1], [0, 2, 2, 9]]])  # 9 = void, class 3 absent
+    prediction = torch.tensor([[[0, 1, 1, 1], [0, 2, 3, 3]]])
+    logits = F.one_hot(prediction, 4).permute(0, 3, 1, 2).float() * 100.0
+    loss = SoftJaccardLoss(ignore_index=9, smooth=0.0)(logits, target)
+    # IoU: class 0 = 2/3, class 1 = 2/3, class 2 = 1/2; class 3 has no pixels (not averaged),
+    # the void pixel's prediction counts nowhere.
+    expected = 1.0 - (2 / 3 + 2 / 3 + 1 / 2) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    assert SoftJaccardLoss(ignore_index=9)(logits, torch.full_like(target, 9)).item() == 0.0
+
+
+def test_soft_jaccard_gradient_raises_the_thin_class_and_sum_adds_terms() -> None:
+    from fcnseg.losses import SoftJaccardLoss, WeightedSumLoss
+
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, :, 3] = 1  # a one-pixel-wide "pole"
+    logits = torch.zeros(1, 2, 8, 8, requires_grad=True)
+    SoftJaccardLoss(ignore_index=255)(logits, target).backward()
+    assert (logits.grad[0, 1, :, 3] < 0).all()  # descent raises the pole score on the pole
+    ce = PixelCrossEntropy(ignore_index=255)
+    jac = SoftJaccardLoss(ignore_index=255)
+    both = WeightedSumLoss([(1.0, ce), (0.5, jac)])
+    value = both(logits.detach(), target)
+    assert value.item() == pytest.approx(
+        ce(logits.detach(), target).item() + 0.5 * jac(logits.detach(), target).item()
+    )

@@ -235,3 +235,34 @@ def test_stage_wise_initialisation_is_exact_on_a_real_encoder():
             init_finer_from_coarser(finer, previous)
             assert torch.allclose(finer(x), expected, atol=1e-4), variant
             previous = finer
+
+
+def test_input_scale_runs_the_net_on_the_resized_image_and_returns_input_size():
+    torch.manual_seed(0)
+    plain = build_fcn(
+        5, encoder="efficientnet_lite0", variant="8s", pretrained=False, upsample="bilinear"
+    ).eval()
+    scaled = build_fcn(
+        5,
+        encoder="efficientnet_lite0",
+        variant="8s",
+        pretrained=False,
+        upsample="bilinear",
+        input_scale=1.5,
+    ).eval()
+    scaled.load_state_dict(plain.state_dict())
+    image = torch.randn(1, 3, 61, 97)
+    with torch.no_grad():
+        out = scaled(image)
+        assert out.shape == (1, 5, 61, 97)
+        # The same net run by hand on the 1.5x image, logits resized back, is the same output.
+        big = torch.nn.functional.interpolate(
+            image, scale_factor=1.5, mode="bilinear", align_corners=False
+        )
+        by_hand = torch.nn.functional.interpolate(
+            plain(big), size=(61, 97), mode="bilinear", align_corners=False
+        )
+        torch.testing.assert_close(out, by_hand)
+        assert not torch.allclose(out, plain(image), atol=1e-3)
+    with pytest.raises(ValueError, match="input_scale"):
+        build_fcn(5, encoder="efficientnet_lite0", pretrained=False, input_scale=0.0)

@@ -87,6 +87,8 @@ class TrainConfig:
     accumulate: int = 1
     #: "mean" over labelled pixels, or "sum" per image as the paper's Caffe nets.
     loss_normalization: Literal["sum", "mean"] = "mean"
+    #: Weight of a soft-Jaccard (mean IoU) term added to the cross-entropy (0: plain paper loss).
+    jaccard_weight: float = 0.0
     #: Mixed precision: bf16 autocast on CPU, fp16 autocast + GradScaler on CUDA.
     amp: bool = False
     #: Validate every N epochs (0: only at the end).

@@ -41,7 +41,7 @@ from fcnseg.engine.checkpoint import (
 )
 from fcnseg.engine.evaluate import eval_loader, evaluate, format_scores, scores_json
 from fcnseg.engine.schedules import apply_lr, lr_factor
-from fcnseg.losses import PixelCrossEntropy
+from fcnseg.losses import PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
 
 #: Parameter-name prefixes that belong to the (pretrained) encoder, for `encoder_lr_mult`.
 #: A parameter belongs to the encoder when a module on its path has one of these names; matching
@@ -232,7 +232,7 @@ def new_run_dir(config: Config, out: str | Path | None, force: bool) -> Path:
     return out
 
 
-def _loss_of(criterion: PixelCrossEntropy, logits: Any, masks: Any) -> Tensor:
+def _loss_of(criterion: nn.Module, logits: Any, masks: Any) -> Tensor:
     if isinstance(logits, dict):
         if not isinstance(masks, dict):
             raise ValueError("a multi-head model needs a dataset returning a dict of masks")
@@ -343,11 +343,24 @@ def train(
             f"data.class_weights: {len(class_weights)} weights for {num_classes} classes; give "
             "one per class"
         )
-    criterion = PixelCrossEntropy(
-        ignore_index=dataset_meta.ignore_index,  # type: ignore[attr-defined]
+    ignore_index = dataset_meta.ignore_index  # type: ignore[attr-defined]
+    criterion: nn.Module = PixelCrossEntropy(
+        ignore_index=ignore_index,
         class_weights=class_weights,
         normalization=train_cfg.loss_normalization,
-    ).to(device)
+    )
+    if train_cfg.jaccard_weight < 0:
+        raise ValueError(f"train.jaccard_weight must be >= 0, got {train_cfg.jaccard_weight}")
+    if train_cfg.jaccard_weight > 0 and train_cfg.loss_normalization != "mean":
+        raise ValueError(
+            "train.jaccard_weight needs train.loss_normalization=mean (a per-pixel-summed "
+            "cross-entropy would dwarf an IoU term in [0, 1])"
+        )
+    if train_cfg.jaccard_weight > 0:
+        criterion = WeightedSumLoss(
+            [(1.0, criterion), (train_cfg.jaccard_weight, SoftJaccardLoss(ignore_index))]
+        )
+    criterion = criterion.to(device)
 
     optimizer = build_optimizer(config, model)
     use_scaler = train_cfg.amp and device.type == "cuda"

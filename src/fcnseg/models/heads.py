@@ -214,8 +214,11 @@ class FCN(nn.Module):
         variant: str = "8s",
         head_channels: int = 0,
         upsample: UpsampleMode = "deconv",
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not input_scale > 0:
+            raise ValueError(f"input_scale must be a positive factor, got {input_scale}")
         self.backbone = backbone
         self.head = FCNHead(
             backbone.channels, backbone.strides, num_classes, variant, head_channels, upsample
@@ -233,6 +236,12 @@ class FCN(nn.Module):
         #: by a fraction of a stride at other sizes; on CamVid val (360 rows) this padding was
         #: worth +6 mean IU points (benchmarks/RESULTS.md). Set to 1 to disable.
         self.pad_multiple: int = backbone.output_stride
+        #: The net runs on the input resized by this factor and its logits are resized back, so
+        #: predictions stay at the caller's resolution. Why: thin structures (CamVid's poles are
+        #: 1-3 px wide at 360x480) vanish at a stride-4 head; seen larger they survive. Training
+        #: crops are resized by the same factor inside the net, so train and test agree (a 224x288
+        #: crop at 1.5 costs what a 336x432 crop costs at 1.0).
+        self.input_scale: float = float(input_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -241,9 +250,23 @@ class FCN(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
         height, width = x.shape[-2:]
+        if self.input_scale != 1.0:
+            x = F.interpolate(
+                x,
+                scale_factor=self.input_scale,
+                mode="bilinear",
+                align_corners=False,
+                recompute_scale_factor=False,
+            )
+        scaled_height, scaled_width = x.shape[-2:]
         padded = pad_to_multiple(x, self.pad_multiple)
         logits = self.head(self.backbone(padded), padded.shape[-2:])
-        return logits[..., :height, :width]
+        logits = logits[..., :scaled_height, :scaled_width]
+        if self.input_scale != 1.0:
+            logits = F.interpolate(
+                logits, size=(height, width), mode="bilinear", align_corners=False
+            )
+        return logits
 
 
 def pad_to_multiple(x: Tensor, multiple: int, mode: str = "constant") -> Tensor:
@@ -315,6 +338,7 @@ def build_fcn(
     upsample: UpsampleMode = "deconv",
     head_channels: int = 0,
     timm_name: str | None = None,
+    input_scale: float = 1.0,
     **unexpected: Any,
 ) -> FCN:
     """Builder behind every `fcn*_<encoder>` registry entry (see FCN and FCNHead)."""
@@ -324,7 +348,7 @@ def build_fcn(
     backbone = build_backbone(
         encoder, pretrained, encoder_weights, output_stride, timm_name, model_name=name
     )
-    return FCN(backbone, num_classes, variant, head_channels, upsample)
+    return FCN(backbone, num_classes, variant, head_channels, upsample, input_scale)
 
 
 def _register_all() -> None:
