@@ -219,3 +219,24 @@ def test_eval_checkpoint_source(trained_run, tmp_path):
     checkpoint = str(trained_run / "checkpoints" / "best.pt")
     assert main(["eval", "--checkpoint", checkpoint, "--out", str(out), "--size", "24", "24"]) == 0
     assert json.loads(out.read_text())["split"] == "val"
+
+
+def test_train_data_root_option_reads_that_directory(tmp_path, capsys):
+    root = tmp_path / "camvid"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for index in range(2):
+            image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            labels = rng.integers(0, 12, (32, 32), dtype=np.uint8)
+            Image.fromarray(image).save(root / split / f"f{index}.png")
+            Image.fromarray(labels, mode="L").save(root / f"{split}annot" / f"f{index}.png")
+    camvid = [*TINY, "data.format=camvid", "data.options={}", "train.max_steps=1"]
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--data-root", str(root), *camvid]) == 0
+    assert f"root: {root}" in (out / "config.yaml").read_text()
+    missing = tmp_path / "elsewhere"
+    assert main(["train", "--out", str(missing), "--data-root", "/nonexistent/cv", *camvid]) == 2
+    assert "--data-root /nonexistent/cv" in _error_line(capsys)
+    assert not missing.exists()

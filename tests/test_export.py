@@ -213,6 +213,11 @@ REAL_MODELS = [
     ("fcn8s_vgg16", {"width_divisor": 16}),
     # A light encoder with the knot-upsampling skip head, BN, depthwise convolutions.
     ("fcn8s_efficientnet_lite0", {"pretrained": False}),
+    # The CamVid release: input resized 1.5x inside the net, logits resized back.
+    (
+        "fcn4s_efficientnet_lite0",
+        {"pretrained": False, "head_channels": 8, "upsample": "bilinear", "input_scale": 1.5},
+    ),
 ]
 
 

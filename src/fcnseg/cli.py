@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
     train.add_argument("--resume", help="run directory or checkpoint to continue exactly")
     train.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    train.add_argument("--data-root", help="dataset directory (same as data.root=PATH)")
     train.add_argument("overrides", nargs="*", help="key.sub=value, e.g. train.lr=0.01")
 
     evaluate = sub.add_parser("eval", help="the four FCN scores + per-class IU on a split")
@@ -115,6 +116,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fcnseg.config import load_config
     from fcnseg.engine.train import config_from_checkpoint, train
 
+    if args.data_root is not None:
+        if not Path(args.data_root).is_dir():
+            raise FileNotFoundError(
+                f"--data-root {args.data_root}: directory not found; fix the path"
+            )
+        args.overrides = [*args.overrides, f"data.root={args.data_root}"]
     if args.resume:
         if args.config:
             config = load_config(args.config, args.overrides)
