@@ -64,6 +64,19 @@ def test_cityscapes_maps_label_ids_to_train_ids(tmp_path):
     assert sorted(CITYSCAPES_ID_TO_TRAINID.values()) == list(range(19))
 
 
+def test_cityscapes_reads_label_train_ids_when_prepared(tmp_path):
+    name = "bonn_000000_000019"
+    _save_image(tmp_path / f"leftImg8bit/val/bonn/{name}_leftImg8bit.png")
+    train_ids = np.array([[0, 1, 13, 18, 255, 5]] * H, dtype=np.uint8)
+    _save_labels(tmp_path / f"gtFine/val/bonn/{name}_gtFine_labelTrainIds.png", train_ids)
+    dataset = build_dataset("cityscapes", tmp_path, "val")
+    assert dataset[0][1][0].tolist() == [0, 1, 13, 18, 255, 5]
+    bad = np.array([[0, 1, 19, 18, 255, 5]] * H, dtype=np.uint8)
+    _save_labels(tmp_path / f"gtFine/val/bonn/{name}_gtFine_labelTrainIds.png", bad)
+    with pytest.raises(DataError, match="labelTrainIds"):
+        build_dataset("cityscapes", tmp_path, "val").load(0)
+
+
 def test_cityscapes_missing_label_names_it(tmp_path):
     _save_image(tmp_path / "leftImg8bit/val/bonn/b_000000_leftImg8bit.png")
     with pytest.raises(DataError, match="b_000000_gtFine_labelIds.png"):

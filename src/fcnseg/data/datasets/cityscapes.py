@@ -3,6 +3,9 @@
 Layout: `leftImg8bit/<split>/<city>/<name>_leftImg8bit.png` and
 `gtFine/<split>/<city>/<name>_gtFine_labelIds.png`. The 34 `labelIds` are mapped to the 19
 `trainIds` of the official table (constants.CITYSCAPES_ID_TO_TRAINID); every other id is 255.
+A copy prepared by cityscapesScripts' createTrainIdLabelImgs also has
+`<name>_gtFine_labelTrainIds.png` (already 0-18 and 255); where that file exists it is read as
+is, so either preparation works and both give the same labels.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ CITYSCAPES_CLASS_INFO = ClassInfo(
 )
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _LABEL_SUFFIX = "_gtFine_labelIds.png"
+_TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
 _LABEL_ID_COUNT = 256  # labelIds are 8-bit
 
 
@@ -61,8 +65,11 @@ class Cityscapes(SegmentationDataset):
         self.samples = []
         for image in images:
             stem = image.name[: -len(_IMAGE_SUFFIX)]
-            label = label_dir / image.parent.name / f"{stem}{_LABEL_SUFFIX}"
-            if not label.is_file():
+            city = label_dir / image.parent.name
+            train_ids, label = city / f"{stem}{_TRAIN_ID_SUFFIX}", city / f"{stem}{_LABEL_SUFFIX}"
+            if train_ids.is_file():
+                label = train_ids
+            elif not label.is_file():
                 raise DataError(
                     f"{image}: no label {label}; unpack gtFine_trainvaltest.zip into the same root"
                 )
@@ -71,6 +78,9 @@ class Cityscapes(SegmentationDataset):
 
     def load(self, index: int) -> tuple[Tensor, Tensor]:
         image_path, mask_path = self.samples[index]
-        image, label_ids = read_image(image_path), read_mask(mask_path)
-        check_pair(image, label_ids, _LABEL_ID_COUNT, -1, image_path, mask_path)
-        return image, self.id_to_train_id[label_ids]
+        image, labels = read_image(image_path), read_mask(mask_path)
+        if mask_path.name.endswith(_TRAIN_ID_SUFFIX):
+            check_pair(image, labels, self.num_classes, self.ignore_index, image_path, mask_path)
+            return image, labels
+        check_pair(image, labels, _LABEL_ID_COUNT, -1, image_path, mask_path)
+        return image, self.id_to_train_id[labels]
