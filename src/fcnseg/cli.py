@@ -96,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", required=True, help="output file")
 
+    caffe = sub.add_parser(
+        "import-caffe", help="a Caffe .caffemodel (the FCN release) -> .safetensors weights"
+    )
+    caffe.add_argument("caffemodel", help="the .caffemodel file")
+    caffe.add_argument(
+        "--model", required=True, help="paper net with the same layers, e.g. fcn8s_vgg16"
+    )
+    caffe.add_argument(
+        "--format", default="voc", help="dataset whose classes the net scores (default voc)"
+    )
+    caffe.add_argument("--out", required=True, help="output .safetensors")
+    caffe.add_argument(
+        "--partial", action="store_true", help="allow net layers the caffemodel lacks (keep init)"
+    )
+    caffe.add_argument(
+        "--options", nargs="+", default=[], help="model options key=value, e.g. at_once=true"
+    )
+
     bench = sub.add_parser("bench", help="inference speed of a model per engine")
     bench.add_argument("model", help="registry model name")
     bench.add_argument("--size", type=int, nargs="+", default=[512], help="H [W] (default 512)")
@@ -281,6 +299,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_caffe(args: argparse.Namespace) -> int:
+    import yaml
+
+    from fcnseg.data.datasets.registry import get_dataset_class
+    from fcnseg.engine.checkpoint import save_weights
+    from fcnseg.models.caffe import load_caffemodel
+    from fcnseg.models.zoo import build_model
+
+    options: dict = {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item}: model options are key=value, e.g. at_once=true")
+        options[key] = yaml.safe_load(value)
+    options.setdefault("normalization", "caffe_bgr")  # what every Caffe FCN net was trained on
+    info = get_dataset_class(args.format).class_info
+    model = build_model(args.model, len(info.names), pretrained=False, **options)
+    loaded, unused = load_caffemodel(model, args.caffemodel, strict=not args.partial)
+    meta = {
+        "model": args.model,
+        "model_options": options,
+        "num_classes": len(info.names),
+        "classes": list(info.names),
+        "palette": [list(colour) for colour in info.palette],
+        "normalization": getattr(model, "normalization", options["normalization"]),
+        "ignore_index": int(info.ignore_index),
+        "data_format": args.format,
+        "converted_from": Path(args.caffemodel).name,
+    }
+    save_weights(Path(args.out), model, meta)
+    print(f"wrote {args.out}: {len(loaded)} layers from {args.caffemodel}")
+    if unused:
+        print(f"caffemodel layers not in {args.model} (skipped): {', '.join(unused)}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from fcnseg.inference.bench import run_bench
 
@@ -364,6 +418,7 @@ COMMANDS = {
     "models": cmd_models,
     "data": cmd_data,
     "export": cmd_export,
+    "import-caffe": cmd_import_caffe,
     "bench": cmd_bench,
     "demo": cmd_demo,
 }
