@@ -300,3 +300,13 @@ def test_time_budget_counts_the_time_before_a_resume(tmp_path):
     second = run_tiny(tmp_path / "run", resume=tmp_path / "run", max_minutes=budget_minutes)
     assert second.stopped == "time_budget"
     assert second.steps == 2
+
+
+def test_jaccard_term_changes_training_and_is_checked(tmp_path):
+    plain = run_tiny(tmp_path / "plain", epochs=1, checkpoint_every=0)
+    with_iou = run_tiny(tmp_path / "iou", epochs=1, checkpoint_every=0, jaccard_weight=1.0)
+    assert with_iou.history[0]["train_loss"] > plain.history[0]["train_loss"]  # extra term >= 0
+    with pytest.raises(ValueError, match="jaccard_weight must be >= 0"):
+        run_tiny(tmp_path / "neg", jaccard_weight=-1.0)
+    with pytest.raises(ValueError, match="loss_normalization=mean"):
+        run_tiny(tmp_path / "sum", jaccard_weight=1.0, loss_normalization="sum")
