@@ -129,6 +129,14 @@ def test_tiny_run_writes_run_directory(tmp_path):
     assert rows[0].startswith("epoch,step,train_loss") and len(rows) > 2
     checkpoint = load_checkpoint(out)
     assert checkpoint["step"] == 4 and checkpoint["epoch"] == 2
+    # One JSON line per validation (val_every defaults to every epoch), per-class IU included,
+    # agreeing with metrics.csv's mean IU of the same step.
+    lines = (out / "val_scores.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(len(r["per_class_iu"]) == 6 for r in records)
+    last_row = dict(zip(rows[0].split(","), rows[-1].split(","), strict=True))
+    assert float(last_row["mean_iu"]) == pytest.approx(records[-1]["mean_iu"])
 
 
 def test_training_reduces_loss(tmp_path):

@@ -60,6 +60,9 @@ METRIC_COLUMNS = (
     "elapsed_s",
 )
 
+#: Per-validation scores with per-class IU, one JSON object a line, in the run directory.
+VAL_SCORES_FILE = "val_scores.jsonl"
+
 
 @dataclass
 class TrainResult:
@@ -275,6 +278,24 @@ class _RunFiles:
             for key, value in row.items():
                 if key not in ("epoch", "step") and isinstance(value, float):
                     self.writer.add_scalar(key, value, row["step"])
+            self.writer.flush()
+
+    def log_validation(self, epoch: int, step: int, scores: dict[str, Any]) -> None:
+        """Append one validation's full scores, per-class IU included, to val_scores.jsonl.
+
+        metrics.csv keeps a fixed set of columns, but a recipe is often decided by one thin
+        class (CamVid's Pole), whose curve needs its own record; TensorBoard gets each class's
+        IU as `val_iu/<class>` for the same reason.
+        """
+        if self.run_dir is None:
+            return
+        line = json.dumps({"epoch": epoch, "step": step, **scores})
+        with open(self.run_dir / VAL_SCORES_FILE, "a") as stream:
+            stream.write(line + "\n")
+        if self.writer is not None:
+            for name, value in scores.get("per_class_iu", {}).items():
+                if value is not None:
+                    self.writer.add_scalar(f"val_iu/{name}", value, step)
             self.writer.flush()
 
     def close(self) -> None:
@@ -553,6 +574,7 @@ def train(
                     amp=train_cfg.amp,
                 )
                 last_scores = scores_json(scores, dataset_meta.classes)  # type: ignore[attr-defined]
+                files.log_validation(epoch, step, last_scores)
                 row.update(
                     {
                         key: float(value or 0.0)
