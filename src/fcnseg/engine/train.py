@@ -1,7 +1,8 @@
 """Training loop: one function, `train(config)`, from recipe to run directory.
 
 What a run directory holds (rank 0 writes it): `config.yaml` (the resolved recipe),
-`versions.json`, `metrics.csv`, `tensorboard/`, `checkpoints/last.pt` and `best.pt`,
+`versions.json`, `metrics.csv`, `val_scores.jsonl` (every validation's per-class IU),
+`tensorboard/`, `checkpoints/last.pt` and `best.pt`,
 `model.safetensors` (best weights, self-describing), `summary.json`.
 
 Exact resume: augmentation is seeded per sample from (seed, epoch, index), the epoch order from
