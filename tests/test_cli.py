@@ -127,6 +127,33 @@ def test_missing_dataset_root_exits_2(tmp_path, capsys):
     _error_line(capsys)
 
 
+def test_missing_init_weights_exit_2_before_writing(tmp_path, capsys):
+    # A later stage (the CamVid hi-res fine-tune, FCN-16s from FCN-32s) started too early.
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), *TINY, f"model.init={tmp_path / 'stage1.safetensors'}"]
+    assert main(args) == 2
+    assert "model.init" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_stage_two_initialises_from_stage_one(trained_run, tmp_path):
+    from fcnseg.engine.checkpoint import load_weights
+
+    out = tmp_path / "stage2"
+    init = trained_run / "model.safetensors"
+    args = ["train", "--out", str(out), *TINY, f"model.init={init}", "train.lr=1e-12"]
+    assert main(args) == 0
+    # At lr 1e-12 the parameters barely move, so stage 2 must hold what stage 1 wrote; a fresh
+    # random initialisation would be far off (batch norm statistics still update in training
+    # mode, so those buffers are left out).
+    before, _ = load_weights(init)
+    after, _ = load_weights(out / "model.safetensors")
+    assert before.keys() == after.keys()
+    learned = [k for k in before if "running_" not in k and "num_batches" not in k]
+    assert len(learned) > 10
+    assert all(np.allclose(before[k].numpy(), after[k].numpy(), atol=1e-8) for k in learned)
+
+
 def test_weights_for_other_class_count_exit_2(tmp_path, capsys):
     from fcnseg import build_model
     from fcnseg.engine.checkpoint import save_weights

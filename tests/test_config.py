@@ -50,6 +50,12 @@ def test_ints_become_floats_and_types_are_checked():
         config_from_dict({}, ["train.batch_size=0"])
     with pytest.raises(ValueError, match="data.class_weights"):
         config_from_dict({}, ["data.class_weights=inverse"])
+    # YAML 1.1 leaves "1e-4" a string; a float field still reads it as the number.
+    assert config_from_dict({}, ["train.lr=1e-4"]).train.lr == pytest.approx(1e-4)
+    assert config_from_dict({"train": {"lr": "2.5E-3"}}).train.lr == pytest.approx(2.5e-3)
+    for bad in ("fast", "nan", "inf"):
+        with pytest.raises(ValueError, match="train.lr: expected a number"):
+            config_from_dict({}, [f"train.lr={bad}"])
 
 
 def test_unknown_keys_are_errors():

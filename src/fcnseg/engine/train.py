@@ -334,6 +334,13 @@ def train(
         checkpoint = load_checkpoint(resume)
         resume_path = Path(resume)
         out = resume_path if resume_path.is_dir() else resume_path.parent.parent
+    if config.model.init and checkpoint is None and not Path(config.model.init).is_file():
+        # Checked before anything is built or written: a later stage (FCN-16s from FCN-32s,
+        # CamVid's hi-res fine-tune) started before its earlier stage leaves no run directory.
+        raise FileNotFoundError(
+            f"model.init {config.model.init}: file not found; train the earlier stage first or "
+            "pass model.init=PATH to its model.safetensors"
+        )
     train_cfg = config.train
     seed_everything(train_cfg.seed, train_cfg.deterministic)
 
