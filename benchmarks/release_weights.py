@@ -7,6 +7,11 @@ and the licence note of the data. Example:
 
     .venv/bin/python benchmarks/release_weights.py runs/camvid_fcn4s_lite0 \
         --name camvid_fcn4s_lite0 --data-root ../shared/data/camvid
+
+A model trained in stages (CamVid: configs/camvid_fcn4s_lite0.yaml, then the hi-res fine-tune
+configs/camvid_fcn4s_lite0_hires.yaml initialised from it) is released from its last stage's run
+with `--earlier-runs` naming the earlier stages' run directories, so that the card lists every
+recipe and counts the training time of all stages.
 """
 
 from __future__ import annotations
@@ -54,9 +59,38 @@ def write_fp16(source: Path, target: Path) -> None:
     save_file(half, str(target), metadata=header)
 
 
-def card(name: str, run_dir: Path, scores: dict, dtype: str, size_mb: float) -> str:
+def stage_line(run_dir: Path) -> tuple[str, float]:
+    """'`recipe` (run stopped ..., N minutes)' for one training stage, and its minutes."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
+    minutes = summary["elapsed_s"] / 60
+    recipe = f"configs/{config['name']}.yaml"
+    init = config["model"].get("init")
+    start = f", initialised from the previous stage ({init})" if init else ""
+    line = (
+        f"`{recipe}`{start}: {summary['stopped']} after {summary['steps']} steps "
+        f"({summary['epochs_done']} epochs), {minutes:.0f} minutes"
+    )
+    return line, minutes
+
+
+def card(
+    name: str,
+    run_dir: Path,
+    scores: dict,
+    dtype: str,
+    size_mb: float,
+    earlier_runs: tuple[Path, ...] = (),
+) -> str:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    stages = [stage_line(run) for run in (*earlier_runs, run_dir)]
+    total_minutes = sum(minutes for _, minutes in stages)
+    recipe_lines = "\n".join(f"  {i + 1}. {line}" for i, (line, _) in enumerate(stages))
+    commands = "; then ".join(
+        f"`fcnseg train --config configs/"
+        f"{yaml.safe_load((run / 'config.yaml').read_text())['name']}.yaml`"
+        for run in (*earlier_runs, run_dir)
+    )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -73,10 +107,12 @@ FCN skip head on an ImageNet-pretrained encoder, trained by fcnseg on a 2-core C
   {size_mb:.1f} MB. Input: RGB, normalisation preset stored in the file's metadata.
 - Data: CamVid 11 classes, SegNet split: trained on train (367 images), selected on val (101);
   void (id 11) ignored in loss and metrics.
-- Recipe: `configs/{name}.yaml` (resolved copy in the run's config.yaml); run stopped:
-  {summary["stopped"]} after {summary["steps"]} steps, {summary["elapsed_s"] / 60:.0f} minutes.
-- Commit: {commit}. Reproduce: `fcnseg train --config configs/{name}.yaml`, then
-  `python benchmarks/release_weights.py RUN_DIR --name {name} --data-root ROOT`.
+- Recipe, stage by stage (resolved copies in each run's config.yaml); training wall clock
+  {total_minutes:.0f} minutes in all on the 2-core CPU:
+{recipe_lines}
+- Commit: {commit}. Reproduce: {commands}, then
+  `python benchmarks/release_weights.py RUN_DIR --name {name} --data-root ROOT`
+  (with `--earlier-runs` naming the earlier stages' run directories).
 
 ## Validation scores ({scores["split"]}, {scores["images"]} images, full 360x480, mode {scores["mode"]})
 
@@ -106,6 +142,13 @@ def main() -> None:
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--split", default="val")
     parser.add_argument("--out-dir", type=Path, default=Path("weights"))
+    parser.add_argument(
+        "--earlier-runs",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="run directories of the earlier training stages, in order (listed on the card)",
+    )
     parser.add_argument(
         "--checkpoint",
         choices=["best", "last"],
@@ -138,7 +181,8 @@ def main() -> None:
         data = chosen.read_bytes()
         atomic_write(target, lambda path: path.write_bytes(data))
     size_mb = target.stat().st_size / 1e6
-    text = card(args.name, args.run_dir, scores, "fp16" if use_half else "fp32", size_mb)
+    dtype = "fp16" if use_half else "fp32"
+    text = card(args.name, args.run_dir, scores, dtype, size_mb, tuple(args.earlier_runs))
     text += (
         f"\nfp32 mean IU {100 * fp32['mean_iu']:.2f}; fp16 mean IU {100 * fp16['mean_iu']:.2f}.\n"
     )
