@@ -31,6 +31,7 @@ from fcnseg.engine.checkpoint import (
     atomic_write,
     load_weights,
     save_weights,
+    update_weights_metadata,
 )
 from fcnseg.engine.predict import load_trained_model
 
@@ -44,9 +45,14 @@ CAMVID_LICENCE = (
 )
 
 
-def evaluate_file(weights: Path, data_root: str, split: str, out_json: Path) -> dict:
+def evaluate_file(
+    weights: Path, data_root: str, split: str, out_json: Path, mode: str | None = "whole"
+) -> dict:
+    """`fcnseg eval` of a weights file; mode None runs the inference stored in the file."""
     args = ["eval", "--weights", str(weights), "--split", split, "--device", "cpu"]
     args += ["--data-root", data_root, "--out", str(out_json)]
+    if mode is not None:
+        args += ["--mode", mode]
     if fcnseg_main(args) != 0:
         raise SystemExit(f"evaluation of {weights} failed")
     return json.loads(out_json.read_text())
@@ -57,6 +63,23 @@ def write_fp16(source: Path, target: Path) -> None:
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
     header = {WEIGHTS_METADATA_KEY: json.dumps({**metadata, "dtype": "float16"})}
     save_file(half, str(target), metadata=header)
+
+
+def score_tables(scores: dict) -> str:
+    """The four FCN scores and the per-class IoU / accuracy table, in percent, as Markdown."""
+    accuracy = scores["per_class_accuracy"]
+    rows = "\n".join(
+        f"| {cls} | {100 * (iu or 0):.1f} | {100 * (accuracy[cls] or 0):.1f} |"
+        for cls, iu in scores["per_class_iu"].items()
+    )
+    return f"""| pixel acc. | mean acc. | mean IU | f.w. IU |
+|---|---|---|---|
+| {100 * scores["pixel_accuracy"]:.1f} | {100 * scores["mean_accuracy"]:.1f} | {100 * scores["mean_iu"]:.1f} | {100 * scores["frequency_weighted_iu"]:.1f} |
+
+| class | IoU | accuracy |
+|---|---|---|
+{rows}
+"""
 
 
 def stage_line(run_dir: Path) -> tuple[str, float]:
@@ -94,11 +117,6 @@ def card(
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    accuracy = scores["per_class_accuracy"]
-    rows = "\n".join(
-        f"| {cls} | {100 * (iu or 0):.1f} | {100 * (accuracy[cls] or 0):.1f} |"
-        for cls, iu in scores["per_class_iu"].items()
-    )
     return f"""# {name}
 
 FCN skip head on an ImageNet-pretrained encoder, trained by fcnseg on a 2-core CPU.
@@ -116,14 +134,7 @@ FCN skip head on an ImageNet-pretrained encoder, trained by fcnseg on a 2-core C
 
 ## Validation scores ({scores["split"]}, {scores["images"]} images, full 360x480, mode {scores["mode"]})
 
-| pixel acc. | mean acc. | mean IU | f.w. IU |
-|---|---|---|---|
-| {100 * scores["pixel_accuracy"]:.1f} | {100 * scores["mean_accuracy"]:.1f} | {100 * scores["mean_iu"]:.1f} | {100 * scores["frequency_weighted_iu"]:.1f} |
-
-| class | IoU | accuracy |
-|---|---|---|
-{rows}
-
+{score_tables(scores)}
 ## Use
 
     fcnseg predict --weights weights/{name}.safetensors image.png --out predictions
@@ -135,6 +146,18 @@ FCN skip head on an ImageNet-pretrained encoder, trained by fcnseg on a 2-core C
 """
 
 
+def recommended_section(name: str, scales: list[float], scores: dict) -> str:
+    """Card section for the inference stored in the file (what `fcnseg eval` runs by default)."""
+    factors = " ".join(f"{scale:g}" for scale in scales)
+    return f"""
+## Default inference stored in the file: flip + scales {factors}
+
+`fcnseg eval/predict --weights weights/{name}.safetensors` run it unless `--mode` is given
+(`--mode whole` gives the table above). Scores on {scores["split"]} ({scores["images"]} images):
+
+{score_tables(scores)}"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -142,6 +165,14 @@ def main() -> None:
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--split", default="val")
     parser.add_argument("--out-dir", type=Path, default=Path("weights"))
+    parser.add_argument(
+        "--recommend-scales",
+        type=float,
+        nargs="+",
+        default=None,
+        help="store flip + these multi-scale factors as the file's default inference and add "
+        "its scores to the card (chosen beforehand, e.g. with benchmarks/tta_scales.py)",
+    )
     parser.add_argument(
         "--earlier-runs",
         type=Path,
@@ -186,6 +217,14 @@ def main() -> None:
     text += (
         f"\nfp32 mean IU {100 * fp32['mean_iu']:.2f}; fp16 mean IU {100 * fp16['mean_iu']:.2f}.\n"
     )
+    if args.recommend_scales:
+        inference = {"mode": "multiscale", "options": {"scales": args.recommend_scales}}
+        update_weights_metadata(target, inference=inference)
+        with tempfile.TemporaryDirectory() as tmp:
+            recommended = evaluate_file(
+                target, args.data_root, args.split, Path(tmp) / "r.json", mode=None
+            )
+        text += recommended_section(args.name, args.recommend_scales, recommended)
     (args.out_dir / f"{args.name}.md").write_text(text)
     print(f"wrote {target} ({size_mb:.1f} MB) and {args.out_dir / (args.name + '.md')}")
 

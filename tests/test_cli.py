@@ -77,6 +77,39 @@ def test_eval_run_and_weights(trained_run, tmp_path, capsys):
     assert json.loads(out.read_text())["split"] == "val"
 
 
+def test_weights_recommended_inference_is_the_default(trained_run, tmp_path, capsys):
+    import shutil
+
+    from fcnseg.engine.checkpoint import update_weights_metadata
+
+    weights = tmp_path / "w.safetensors"
+    shutil.copy(trained_run / "model.safetensors", weights)
+    base = ["eval", "--weights", str(weights), "--format", "synthetic", "--device", "cpu"]
+
+    def mode_used(*extra: str) -> tuple[str, dict]:
+        out = tmp_path / "s.json"
+        assert main([*base, "--out", str(out), *extra]) == 0
+        scores = json.loads(out.read_text())
+        return scores["mode"], scores["inference_options"]
+
+    assert mode_used() == ("whole", {})  # nothing stored: whole-image inference
+    update_weights_metadata(
+        weights, inference={"mode": "multiscale", "options": {"scales": [1.0, 1.5]}}
+    )
+    assert mode_used() == ("multiscale", {"scales": [1.0, 1.5]})
+    assert mode_used("--scales", "0.5") == ("multiscale", {"scales": [0.5]})  # CLI overrides
+    assert mode_used("--mode", "whole")[0] == "whole"
+    predictions = tmp_path / "pred"
+    image = tmp_path / "img.png"
+    Image.fromarray(np.full((20, 24, 3), 128, np.uint8)).save(image)
+    assert main(["predict", "--weights", str(weights), str(image), "--out", str(predictions)]) == 0
+    assert (predictions / "img.png").is_file()
+
+    update_weights_metadata(weights, inference={"mode": "multiscale", "options": {"tiles": 3}})
+    assert main(base) == 2
+    assert "inference" in _error_line(capsys)
+
+
 def test_predict_folder_writes_palette_pngs(trained_run, tmp_path):
     images = tmp_path / "images"
     images.mkdir()

@@ -31,7 +31,10 @@ def _add_model_source(parser: argparse.ArgumentParser) -> None:
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     parser.add_argument(
-        "--mode", default="whole", choices=["whole", "sliding", "multiscale"], help="inference mode"
+        "--mode",
+        default=None,
+        choices=["whole", "sliding", "multiscale"],
+        help="inference mode (default: the one the weights recommend, else whole)",
     )
     parser.add_argument("--tile-size", type=int, nargs="+", help="sliding-window tile (H [W])")
     parser.add_argument("--scales", type=float, nargs="+", help="multi-scale factors")
@@ -189,11 +192,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         scores_json,
         write_scores,
     )
-    from fcnseg.engine.predict import load_trained_model
+    from fcnseg.engine.predict import inference_settings, load_trained_model
     from fcnseg.engine.train import resolve_device
 
     device = resolve_device(args.device)
     model, meta = load_trained_model(args.weights, args.checkpoint, args.run)
+    mode, options = inference_settings(meta, args.mode, _inference_options(args))
     dataset, data_format, split = _dataset_for(meta, args)
     check_num_classes(meta["source"], int(meta["num_classes"]), dataset.num_classes)
     model.to(device)
@@ -203,8 +207,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dataset.num_classes,
         dataset.ignore_index,
         device,
-        mode=args.mode,
-        options=_inference_options(args),
+        mode=mode,
+        options=options,
         progress=sys.stderr.isatty(),
     )
     primary = PRIMARY_HEAD if PRIMARY_HEAD in per_head else next(iter(per_head))
@@ -215,7 +219,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "format": data_format,
         "split": split,
         "images": len(dataset),
-        "mode": args.mode,
+        "mode": mode,
+        "inference_options": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in options.items()
+        },
         **scores_json(scores, dataset.classes),
     }
     if len(per_head) > 1:  # multi-head models (SIFT Flow): every head's scores, by head name
@@ -238,20 +245,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fcnseg.engine.predict import collect_inputs, load_trained_model, predict_files
+    from fcnseg.engine.predict import (
+        collect_inputs,
+        inference_settings,
+        load_trained_model,
+        predict_files,
+    )
     from fcnseg.engine.train import resolve_device
 
     device = resolve_device(args.device)
     files = collect_inputs(args.inputs)
     model, meta = load_trained_model(args.weights, args.checkpoint, args.run)
+    mode, options = inference_settings(meta, args.mode, _inference_options(args))
     written = predict_files(
         model,
         meta,
         files,
         Path(args.out),
         device,
-        mode=args.mode,
-        options=_inference_options(args),
+        mode=mode,
+        options=options,
         overlay=not args.no_overlay,
         progress=sys.stderr.isatty(),
     )

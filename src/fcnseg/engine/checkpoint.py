@@ -152,3 +152,16 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
             "weights with `fcnseg export --format safetensors`"
         )
     return tensors, json.loads(header[WEIGHTS_METADATA_KEY])
+
+
+def update_weights_metadata(path: str | Path, **entries: Any) -> None:
+    """Add or replace entries of a weights file's fcnseg metadata; the tensors stay as they are.
+
+    Used to record how a released model is meant to be run (the "inference" entry, read by
+    `fcnseg eval/predict` when no --mode is given) after it has been evaluated.
+    """
+    from safetensors.torch import save_file
+
+    tensors, metadata = load_weights(path)
+    header = {WEIGHTS_METADATA_KEY: json.dumps({**metadata, **entries})}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))

@@ -23,6 +23,46 @@ from fcnseg.engine.evaluate import _primary, predict_batch_logits
 #: Opacity of the class colours in the overlay images.
 OVERLAY_ALPHA: float = 0.5
 
+#: Inference modes a weights file may recommend (metadata "inference"), with the options each
+#: may carry (keyword arguments of fcnseg.inference.predict_logits).
+RECOMMENDABLE_OPTIONS: dict[str, frozenset[str]] = {
+    "whole": frozenset(),
+    "sliding": frozenset({"tile_size", "overlap", "blend"}),
+    "multiscale": frozenset({"scales", "flip"}),
+}
+
+
+def inference_settings(
+    meta: dict[str, Any], mode: str | None, options: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """(mode, options) for eval/predict: the command line's mode when given, else the one the
+    weights recommend in their metadata ("inference"), else whole-image inference.
+
+    Why: a released model can need a particular inference to reach its card's numbers (the CamVid
+    model clears 0.30 IoU on every class only with flip + scale 1.25); stored with the weights,
+    the plain `fcnseg eval --weights W` reproduces the card. Options given on the command line
+    (e.g. --scales) override the stored ones.
+    """
+    if mode is not None:
+        return mode, options
+    stored = meta.get("inference") or {}
+    stored_mode = stored.get("mode", "whole")
+    stored_options = stored.get("options", {})
+    allowed = RECOMMENDABLE_OPTIONS.get(stored_mode)
+    if (
+        allowed is None
+        or not isinstance(stored_options, dict)
+        or not set(stored_options) <= allowed
+    ):
+        raise ValueError(
+            f"{meta.get('source', 'weights')}: unusable 'inference' metadata {stored!r}; "
+            "pass --mode whole|sliding|multiscale"
+        )
+    merged = {**stored_options, **options}
+    if "scales" in merged:
+        merged["scales"] = tuple(float(scale) for scale in merged["scales"])
+    return stored_mode, merged
+
 
 def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], source: Path) -> nn.Module:
     from fcnseg.models.zoo import build_model
