@@ -42,9 +42,9 @@ def describe_batch(run_dir: Path) -> str:
 
 def read_class_curves(run_dir: Path, classes: list[str]) -> dict[str, list[tuple[int, float]]]:
     """Val IU (%) by step of each named class; a repeated step (after a resume) keeps the last."""
-    path = run_dir / "val_scores.jsonl"
     if not classes:
         return {}
+    path = run_dir / "val_scores.jsonl"
     if not path.is_file():
         raise SystemExit(f"{path}: no per-class scores in this run; drop --classes")
     by_step: dict[int, dict] = {}

@@ -23,15 +23,14 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from safetensors.torch import save_file
 
 from fcnseg.cli import main as fcnseg_main
 from fcnseg.engine.checkpoint import (
-    WEIGHTS_METADATA_KEY,
     atomic_write,
     load_weights,
     save_weights,
     update_weights_metadata,
+    write_weights,
 )
 from fcnseg.engine.predict import load_trained_model
 
@@ -61,8 +60,7 @@ def evaluate_file(
 def write_fp16(source: Path, target: Path) -> None:
     tensors, metadata = load_weights(source)
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
-    header = {WEIGHTS_METADATA_KEY: json.dumps({**metadata, "dtype": "float16"})}
-    save_file(half, str(target), metadata=header)
+    write_weights(target, half, {**metadata, "dtype": "float16"})
 
 
 def score_tables(scores: dict) -> str:
@@ -82,8 +80,8 @@ def score_tables(scores: dict) -> str:
 """
 
 
-def stage_line(run_dir: Path) -> tuple[str, float]:
-    """'`recipe` (run stopped ..., N minutes)' for one training stage, and its minutes."""
+def stage_line(run_dir: Path) -> tuple[str, str, float]:
+    """One training stage: (card line, recipe path, minutes), from the run's config and summary."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     minutes = summary["elapsed_s"] / 60
@@ -94,7 +92,7 @@ def stage_line(run_dir: Path) -> tuple[str, float]:
         f"`{recipe}`{start}: {summary['stopped']} after {summary['steps']} steps "
         f"({summary['epochs_done']} epochs), {minutes:.0f} minutes"
     )
-    return line, minutes
+    return line, recipe, minutes
 
 
 def card(
@@ -107,13 +105,9 @@ def card(
 ) -> str:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     stages = [stage_line(run) for run in (*earlier_runs, run_dir)]
-    total_minutes = sum(minutes for _, minutes in stages)
-    recipe_lines = "\n".join(f"  {i + 1}. {line}" for i, (line, _) in enumerate(stages))
-    commands = "; then ".join(
-        f"`fcnseg train --config configs/"
-        f"{yaml.safe_load((run / 'config.yaml').read_text())['name']}.yaml`"
-        for run in (*earlier_runs, run_dir)
-    )
+    total_minutes = sum(minutes for _, _, minutes in stages)
+    recipe_lines = "\n".join(f"  {i + 1}. {line}" for i, (line, _, _) in enumerate(stages))
+    commands = "; then ".join(f"`fcnseg train --config {recipe}`" for _, recipe, _ in stages)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()

@@ -220,9 +220,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "split": split,
         "images": len(dataset),
         "mode": mode,
-        "inference_options": {
-            k: list(v) if isinstance(v, tuple) else v for k, v in options.items()
-        },
+        "inference_options": options,
         **scores_json(scores, dataset.classes),
     }
     if len(per_head) > 1:  # multi-head models (SIFT Flow): every head's scores, by head name

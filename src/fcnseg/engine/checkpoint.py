@@ -124,11 +124,16 @@ def check_num_classes(source: str | Path, found: int, expected: int) -> None:
 
 def save_weights(path: Path, model: nn.Module, metadata: dict[str, Any]) -> None:
     """Write `model`'s weights as safetensors with a JSON description in the header."""
-    from safetensors.torch import save_file
-
     tensors = {
         key: value.detach().cpu().contiguous() for key, value in unwrap(model).state_dict().items()
     }
+    write_weights(path, tensors, metadata)
+
+
+def write_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Write tensors as safetensors with the fcnseg metadata in the header (atomically)."""
+    from safetensors.torch import save_file
+
     header = {WEIGHTS_METADATA_KEY: json.dumps(metadata)}
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
@@ -160,8 +165,5 @@ def update_weights_metadata(path: str | Path, **entries: Any) -> None:
     Used to record how a released model is meant to be run (the "inference" entry, read by
     `fcnseg eval/predict` when no --mode is given) after it has been evaluated.
     """
-    from safetensors.torch import save_file
-
     tensors, metadata = load_weights(path)
-    header = {WEIGHTS_METADATA_KEY: json.dumps({**metadata, **entries})}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    write_weights(path, tensors, {**metadata, **entries})

@@ -58,10 +58,7 @@ def inference_settings(
             f"{meta.get('source', 'weights')}: unusable 'inference' metadata {stored!r}; "
             "pass --mode whole|sliding|multiscale"
         )
-    merged = {**stored_options, **options}
-    if "scales" in merged:
-        merged["scales"] = tuple(float(scale) for scale in merged["scales"])
-    return stored_mode, merged
+    return stored_mode, {**stored_options, **options}
 
 
 def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], source: Path) -> nn.Module:

@@ -334,13 +334,6 @@ def train(
         checkpoint = load_checkpoint(resume)
         resume_path = Path(resume)
         out = resume_path if resume_path.is_dir() else resume_path.parent.parent
-    if config.model.init and checkpoint is None and not Path(config.model.init).is_file():
-        # Checked before anything is built or written: a later stage (FCN-16s from FCN-32s,
-        # CamVid's hi-res fine-tune) started before its earlier stage leaves no run directory.
-        raise FileNotFoundError(
-            f"model.init {config.model.init}: file not found; train the earlier stage first or "
-            "pass model.init=PATH to its model.safetensors"
-        )
     train_cfg = config.train
     seed_everything(train_cfg.seed, train_cfg.deterministic)
 
@@ -653,6 +646,13 @@ def _initialise_from(model: nn.Module, source: str, num_classes: int) -> None:
     """Copy every same-named, same-shaped tensor from weights/checkpoint `source` (fine-tuning,
     or the paper's stage-wise init of FCN-16s from FCN-32s)."""
     path = Path(source)
+    if not path.is_file():
+        # Runs before the run directory is made, so a later stage (FCN-16s from FCN-32s,
+        # CamVid's hi-res fine-tune) started before its earlier stage writes nothing.
+        raise FileNotFoundError(
+            f"model.init {source}: file not found; train the earlier stage first or "
+            "pass model.init=PATH to its model.safetensors"
+        )
     if path.suffix == ".safetensors":
         tensors, _ = load_weights(path)
     else:
