@@ -25,7 +25,7 @@ import torchvision
 from torch import nn
 
 from fcnseg.constants import CAMVID_NUM_CLASSES, CAMVID_SIZE_HW
-from fcnseg.models.zoo import build_model
+from fcnseg.models import build_model
 
 ENCODERS = (
     "efficientnet_lite0",

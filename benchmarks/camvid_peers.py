@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from fcnseg.config import load_config
 from fcnseg.engine.train import train
+from fcnseg.models import build_model
 from fcnseg.models.backbones.timm import build_efficientnet_lite
-from fcnseg.models.heads import pad_to_multiple
-from fcnseg.models.zoo import build_model
+from fcnseg.models.skip_fcn import pad_to_multiple
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "camvid_fcn4s_lite0.yaml"
 FCN_VARIANTS = ("fcn32s", "fcn16s", "fcn8s", "fcn4s")

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fcnseg.constants import PAPER_TIMING_SIZE, VOC_CLASSES
-from fcnseg.models.zoo import build_model
+from fcnseg.models import build_model
 
 BASELINE = "torchvision fcn_resnet50"
 MODELS = ("fcn8s_vgg16", "fcn8s_vgg16_padded", "fcn32s_vgg16")

@@ -1,4 +1,4 @@
-"""CPU fast-path helpers (fcnseg.models.fuse): folding is exact, layouts are transparent."""
+"""CPU fast-path helpers (fcnseg.inference.cpu_fast): folding is exact, layouts are transparent."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fcnseg.models.fuse import (
+from fcnseg.inference.cpu_fast import (
     ChannelsLast,
     argmax_agreement,
     count_batchnorms,

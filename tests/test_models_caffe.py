@@ -11,8 +11,8 @@ import torch
 
 from fcnseg.cli import main
 from fcnseg.engine.predict import load_trained_model
+from fcnseg.models import build_model
 from fcnseg.models.caffe import CaffeModelError, load_caffemodel, read_caffemodel
-from fcnseg.models.zoo import build_model
 
 # --- a minimal protobuf writer (the test's own, independent of the reader under test) ---
 

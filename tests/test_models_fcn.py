@@ -14,16 +14,16 @@ from fcnseg.constants import (
     FCN_CONV1_PAD,
     FCN_KNOWN_CROP_OFFSETS,
 )
+from fcnseg.models import build_model, list_models, model_info
 from fcnseg.models.backbones.vgg import VGG16_BLOCKS
-from fcnseg.models.fcn import FCN, fcn32s_alexnet, fcn32s_googlenet, fcn_vgg16
 from fcnseg.models.geometry import BilinearResize, CoordMap, layer_map, path_map
+from fcnseg.models.paper_fcn import PaperFCN, fcn32s_alexnet, fcn32s_googlenet, fcn_vgg16
 from fcnseg.models.surgery import (
     _torchvision_enum,
     init_finer_from_coarser,
     resize_score_layers,
     transplant_linear,
 )
-from fcnseg.models.zoo import build_model, list_models, model_info
 
 #: Narrowest VGG16 that keeps every width whole (64 / 64 = 1 channel): same geometry, ~no compute.
 GEOMETRY_DIVISOR = 64
@@ -428,7 +428,7 @@ def test_registry_and_builder_options() -> None:
     model = build_model(
         "fcn16s_vgg16", 5, normalization="caffe_bgr", width_divisor=GEOMETRY_DIVISOR
     )
-    assert isinstance(model, FCN) and model.normalization == "caffe_bgr"
+    assert isinstance(model, PaperFCN) and model.normalization == "caffe_bgr"
     with pytest.raises(ValueError, match="normalization"):
         build_model("fcn16s_vgg16", 5, normalization="bgr", width_divisor=GEOMETRY_DIVISOR)
     with pytest.raises(ValueError, match="width_divisor"):
@@ -436,7 +436,7 @@ def test_registry_and_builder_options() -> None:
 
 
 def test_pretrained_without_weights_is_a_one_line_error_or_auto_fallback() -> None:
-    from fcnseg.models.zoo import build_model
+    from fcnseg.models import build_model
 
     with pytest.raises(ValueError, match="encoder_weights=PATH") as info:
         build_model("fcn32s_vgg16", num_classes=3, pretrained=True, width_divisor=16)

@@ -47,8 +47,11 @@ class TinyFCN(nn.Module):
         super().__init__()
         self.backbone = TinyBackbone()
         self.score = nn.Conv2d(8, num_classes, 1)
+        # The model contract (fcnseg.models.protocol.SegmentationModel).
         self.num_classes = num_classes
         self.normalization = "imagenet"
+        self.in_channels = 3
+        self.head_classes: dict[str, int] = {}
 
     def forward(self, x):
         score = self.score(self.backbone(x))
@@ -290,6 +293,7 @@ class ChainFCN(nn.Module):
         self.relu7 = nn.ReLU(inplace=True)
         self.score = nn.Conv2d(8, num_classes, 1)
         self.num_classes = num_classes
+        self.normalization, self.in_channels, self.head_classes = "imagenet", 3, {}
         self.calls = 0
         self.fc7.register_forward_hook(self._count)
 

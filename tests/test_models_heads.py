@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fcnseg.models import build_model, list_models
+from fcnseg.models.backbones import build_backbone
 from fcnseg.models.backbones.base import Backbone
-from fcnseg.models.heads import (
-    FCN,
+from fcnseg.models.skip_fcn import (
     FCNHead,
     KnotUpsample,
-    build_backbone,
+    SkipFCN,
     build_fcn,
     tent_kernel_1d,
 )
 from fcnseg.models.surgery import init_finer_from_coarser
-from fcnseg.models.zoo import build_model, list_models
 
 ODD_SIZES = [(33, 47), (97, 61)]
 
@@ -26,7 +26,6 @@ class PoolBackbone(Backbone):
     def __init__(self, output_stride: int = 32, width: int = 4) -> None:
         super().__init__()
         self.channels, self.strides = {}, {}
-        self.mean, self.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         self.normalization = "imagenet"
         layers, in_channels, stride = [], 3, 1
         for level in range(5):
@@ -62,7 +61,7 @@ def test_tent_kernel_interpolates_linearly():
         tent_kernel_1d(0)
 
 
-@pytest.mark.parametrize("mode", ["deconv", "learnable"])
+@pytest.mark.parametrize("mode", ["deconv_frozen", "deconv_learnable"])
 def test_deconv_upsampling_equals_knot_aligned_bilinear(mode):
     x = torch.randn(2, 3, 5, 4)
     deconv = KnotUpsample(3, 4, mode)(x, (19, 13))
@@ -82,17 +81,17 @@ def test_upsample_by_two_then_sixteen_equals_thirty_two():
     assert torch.allclose(once, twice, atol=1e-5)
 
 
-@pytest.mark.parametrize("variant", ["32s", "16s", "8s", "4s"])
-@pytest.mark.parametrize("upsample", ["deconv", "bilinear"])
+@pytest.mark.parametrize("variant", ["fcn32s", "fcn16s", "fcn8s", "fcn4s"])
+@pytest.mark.parametrize("upsample", ["deconv_frozen", "bilinear"])
 def test_output_matches_any_input_size(variant, upsample):
-    model = FCN(PoolBackbone(), 5, variant, upsample=upsample).eval()
+    model = SkipFCN(PoolBackbone(), 5, variant, upsample=upsample).eval()
     for size in ODD_SIZES:
         assert model(torch.randn(1, 3, *size)).shape == (1, 5, *size)
 
 
 @pytest.mark.parametrize("output_stride,factors", [(16, (1, 2)), (8, (1, 1))])
 def test_atrous_backbone_fuses_equal_strides_without_upsampling(output_stride, factors):
-    model = FCN(PoolBackbone(output_stride), 3, "8s", head_channels=4).eval()
+    model = SkipFCN(PoolBackbone(output_stride), 3, "fcn8s", head_channels=4).eval()
     assert model.head.output_stride == 8
     assert (model.head.upscore_s16.factor, model.head.upscore_s8.factor) == factors
     for size in ODD_SIZES:
@@ -100,12 +99,14 @@ def test_atrous_backbone_fuses_equal_strides_without_upsampling(output_stride, f
 
 
 @pytest.mark.parametrize("head_channels", [0, 6])
-@pytest.mark.parametrize("coarse,fine", [("32s", "16s"), ("16s", "8s"), ("8s", "4s")])
+@pytest.mark.parametrize(
+    "coarse,fine", [("fcn32s", "fcn16s"), ("fcn16s", "fcn8s"), ("fcn8s", "fcn4s")]
+)
 def test_finer_initialised_from_coarser_gives_identical_output(coarse, fine, head_channels):
     torch.manual_seed(0)
-    coarse_model = FCN(PoolBackbone(), 4, coarse, head_channels).eval()
+    coarse_model = SkipFCN(PoolBackbone(), 4, coarse, head_channels).eval()
     _randomise_skips(coarse_model)
-    fine_model = FCN(PoolBackbone(), 4, fine, head_channels).eval()
+    fine_model = SkipFCN(PoolBackbone(), 4, fine, head_channels).eval()
     copied = init_finer_from_coarser(fine_model, coarse_model)
     assert "head.score_fr.score.weight" in copied
     x = torch.randn(2, 3, 45, 67)
@@ -119,8 +120,8 @@ def test_finer_initialised_from_coarser_gives_identical_output(coarse, fine, hea
 
 
 def test_frozen_upsampling_is_not_trained_but_learnable_is():
-    frozen = FCN(PoolBackbone(), 3, "8s")
-    learnable = FCN(PoolBackbone(), 3, "8s", upsample="learnable")
+    frozen = SkipFCN(PoolBackbone(), 3, "fcn8s")
+    learnable = SkipFCN(PoolBackbone(), 3, "fcn8s", upsample="deconv_learnable")
     assert not frozen.head.upscore_s8.deconv.weight.requires_grad
     assert learnable.head.upscore_s8.deconv.weight.requires_grad
 
@@ -131,25 +132,25 @@ def test_head_rejects_bad_configuration():
         FCNHead(backbone.channels, backbone.strides, 3, "2s")
     without_s4 = {k: v for k, v in backbone.channels.items() if k != "s4"}
     with pytest.raises(ValueError, match="lacks"):
-        FCNHead(without_s4, backbone.strides, 3, "4s")
+        FCNHead(without_s4, backbone.strides, 3, "fcn4s")
     with pytest.raises(ValueError, match="upsample"):
-        FCNHead(backbone.channels, backbone.strides, 3, "8s", upsample="nearest")
+        FCNHead(backbone.channels, backbone.strides, 3, "fcn8s", upsample="nearest")
     with pytest.raises(ValueError, match="N x 3 x H x W"):
-        FCN(backbone, 3)(torch.randn(3, 8, 8))
+        SkipFCN(backbone, 3)(torch.randn(3, 8, 8))
 
 
 def test_registry_lists_every_encoder_and_variant():
     """Through the zoo, as the CLI sees it (needs every registering module importable)."""
     names = set(list_models())
     for encoder in ("efficientnet_lite0", "resnet18", "resnet50", "resnet101", "mobilenet_v2"):
-        for variant in ("32s", "16s", "8s", "4s"):
-            assert f"fcn{variant}_{encoder}" in names
+        for variant in ("fcn32s", "fcn16s", "fcn8s", "fcn4s"):
+            assert f"{variant}_{encoder}" in names
     assert "fcn8s_timm" in names
     model = build_model("fcn32s_efficientnet_lite0", 2, pretrained=False)
-    assert model.variant == "32s" and model.head.score_fr.score.out_channels == 2
+    assert model.variant == "fcn32s" and model.head.score_fr.score.out_channels == 2
 
 
-@pytest.mark.parametrize("variant", ["32s", "16s", "8s", "4s"])
+@pytest.mark.parametrize("variant", ["fcn32s", "fcn16s", "fcn8s", "fcn4s"])
 def test_efficientnet_lite0_fcn_keeps_input_size(variant):
     model = build_fcn(11, encoder="efficientnet_lite0", variant=variant, pretrained=False).eval()
     assert model.normalization == "tf_lite"
@@ -173,15 +174,15 @@ ENCODERS = [
 def test_every_encoder_keeps_odd_input_sizes_for_every_variant(encoder):
     backbone = build_backbone(encoder, pretrained=False).eval()
     with torch.no_grad():
-        for variant in ("32s", "16s", "8s", "4s"):
-            model = FCN(backbone, 3, variant).eval()
+        for variant in ("fcn32s", "fcn16s", "fcn8s", "fcn4s"):
+            model = SkipFCN(backbone, 3, variant).eval()
             for size in ODD_SIZES:
                 assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size), variant
 
 
 @pytest.mark.parametrize("encoder", ["resnet18", "mobilenet_v2"])
 def test_fcn8s_on_output_stride_8_backbone(encoder):
-    model = build_fcn(3, encoder=encoder, variant="8s", pretrained=False, output_stride=8)
+    model = build_fcn(3, encoder=encoder, variant="fcn8s", pretrained=False, output_stride=8)
     with torch.no_grad():
         for size in ODD_SIZES:
             assert model.eval()(torch.randn(1, 3, *size)).shape == (1, 3, *size)
@@ -189,14 +190,14 @@ def test_fcn8s_on_output_stride_8_backbone(encoder):
 
 def test_efficientnet_lite0_fcn8s_atrous_output_stride_8():
     model = build_fcn(
-        2, encoder="efficientnet_lite0", variant="8s", pretrained=False, output_stride=8
+        2, encoder="efficientnet_lite0", variant="fcn8s", pretrained=False, output_stride=8
     ).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 33, 47)).shape == (1, 2, 33, 47)
 
 
 def test_generic_timm_fcn():
-    model = build_fcn(3, encoder="timm", variant="8s", pretrained=False, timm_name="resnet10t")
+    model = build_fcn(3, encoder="timm", variant="fcn8s", pretrained=False, timm_name="resnet10t")
     model.eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 33, 47)).shape == (1, 3, 33, 47)
@@ -205,8 +206,8 @@ def test_generic_timm_fcn():
 
 
 def test_model_table_counts_parameters_and_flops():
+    from fcnseg.models.table import format_model_table, model_table
     from fcnseg.models.weights import offline_weights_available
-    from fcnseg.models.zoo import format_model_table, model_table
 
     names = ["fcn8s_resnet18", "fcn8s_resnet50", "fcn8s_mobilenet_v2"]
     rows = {row.name: row for row in model_table(names)}
@@ -226,11 +227,11 @@ def test_stage_wise_initialisation_is_exact_on_a_real_encoder():
     """32s -> 16s -> 8s on EfficientNet-Lite0 (TF 'same' padding): outputs stay identical."""
     torch.manual_seed(0)
     backbone_options = {"encoder": "efficientnet_lite0", "pretrained": False}
-    previous = build_fcn(4, variant="32s", **backbone_options).eval()
+    previous = build_fcn(4, variant="fcn32s", **backbone_options).eval()
     x = torch.randn(1, 3, 45, 67)
     with torch.no_grad():
         expected = previous(x)
-        for variant in ("16s", "8s"):
+        for variant in ("fcn16s", "fcn8s"):
             finer = build_fcn(4, variant=variant, **backbone_options).eval()
             init_finer_from_coarser(finer, previous)
             assert torch.allclose(finer(x), expected, atol=1e-4), variant
@@ -240,12 +241,12 @@ def test_stage_wise_initialisation_is_exact_on_a_real_encoder():
 def test_input_scale_runs_the_net_on_the_resized_image_and_returns_input_size():
     torch.manual_seed(0)
     plain = build_fcn(
-        5, encoder="efficientnet_lite0", variant="8s", pretrained=False, upsample="bilinear"
+        5, encoder="efficientnet_lite0", variant="fcn8s", pretrained=False, upsample="bilinear"
     ).eval()
     scaled = build_fcn(
         5,
         encoder="efficientnet_lite0",
-        variant="8s",
+        variant="fcn8s",
         pretrained=False,
         upsample="bilinear",
         input_scale=1.5,

@@ -1,6 +1,6 @@
 """fcnseg: Fully Convolutional Networks for semantic segmentation (Long, Shelhamer, Darrell)."""
 
-from fcnseg.models.zoo import build_model, list_models, model_info
+from fcnseg.models import build_model, list_models, model_info
 
 __version__ = "0.1.0"
 

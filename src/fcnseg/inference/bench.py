@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fcnseg.models.fuse import argmax_agreement, optimize_for_cpu
+from fcnseg.inference.cpu_fast import argmax_agreement, optimize_for_cpu
 
 Runnable = Callable[[Tensor], Tensor | dict[str, Tensor]]
 
@@ -259,7 +259,7 @@ def run_bench(
         threads: torch intra-op threads (default: torch's current setting).
         model_options: passed to `fcnseg.build_model` (e.g. pretrained=False).
     """
-    from fcnseg.models.zoo import build_model
+    from fcnseg.models import build_model
 
     height, width = (size, size) if isinstance(size, int) else size
     if height < 1 or width < 1 or repeats < 1:

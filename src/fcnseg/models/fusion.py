@@ -30,7 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from fcnseg.metrics import ConfusionMatrix, SegmentationScores
-from fcnseg.models.zoo import build_model, register_model
+from fcnseg.models.factory import build_model
+from fcnseg.models.protocol import primary_head_name
+from fcnseg.models.registry import register_model
 
 ChannelRule = Literal["mean", "zero"]
 CHANNEL_RULES: tuple[str, ...] = ("mean", "zero")
@@ -130,8 +132,10 @@ class LateFusionFCN(nn.Module):
         super().__init__()
         self.rgb = rgb_model
         self.hha = hha_model
-        self.normalization: str = getattr(rgb_model, "normalization", "imagenet")
+        self.normalization: str = rgb_model.normalization
         self.in_channels = 2 * RGB_CHANNELS
+        self.num_classes: int = rgb_model.num_classes
+        self.head_classes: dict[str, int] = dict(rgb_model.head_classes)
 
     def split_input(self, x: Tensor | Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(rgb, hha) parts of a dict or a 6-channel tensor; bad input is a one-line error."""
@@ -294,8 +298,12 @@ class MultiHeadFCN(nn.Module):
         if not models:
             raise ValueError("MultiHeadFCN needs at least one head, e.g. heads={'semantic': 33}")
         first = next(iter(models.values()))
-        self.normalization: str = getattr(first, "normalization", "imagenet")
-        self.head_classes = {name: _num_classes(model) for name, model in models.items()}
+        self.normalization: str = first.normalization
+        self.in_channels: int = first.in_channels
+        self.head_classes: dict[str, int] = {
+            name: int(model.num_classes) for name, model in models.items()
+        }
+        self.num_classes: int = self.head_classes[primary_head_name(self.head_classes)]
         self.shared = list(shared)
         self._cache = _ForwardCache()
         self.trunk = nn.ModuleDict()
@@ -331,11 +339,6 @@ class MultiHeadFCN(nn.Module):
             return {name: model(x) for name, model in self.heads.items()}
         finally:
             self._cache.reset(active=False)
-
-
-def _num_classes(model: nn.Module) -> int | None:
-    value = getattr(model, "num_classes", None)
-    return int(value) if value is not None else None
 
 
 @register_model(

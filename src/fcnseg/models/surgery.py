@@ -159,7 +159,7 @@ def load_classifier_weights(model: nn.Module, source: object) -> list[str]:
     """Load a torchvision classifier's weights into an FCN's encoder and fc6/fc7.
 
     `model` needs `encoder.torchvision_keys` (torchvision key -> encoder key) and `fc_sources`
-    (fc conv name -> torchvision Linear prefix), which `fcnseg.models.fcn.FCN` provides. Returns
+    (fc conv name -> torchvision Linear prefix), which `fcnseg.models.paper_fcn.PaperFCN` provides. Returns
     the model keys loaded. A state dict from another architecture fails with one line naming
     the source and the first missing keys.
     """

@@ -23,13 +23,13 @@ class Backbone(nn.Module):
         strides: feature name -> stride relative to the input, e.g. {"s8": 8, ...}. With atrous
             (dilated) stages several names can share one stride; keys stay the nominal names of
             the stages ("s16", "s32") so that heads can address them uniformly.
-        mean, std: the input normalisation the pretrained weights expect (0-1 RGB scale).
+        normalization: the input preset the pretrained weights expect ("imagenet", "tf_lite",
+            ...; fcnseg.data.transforms.normalize), which the model built on it reports.
     """
 
     channels: dict[str, int]
     strides: dict[str, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    normalization: str
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:  # pragma: no cover - interface
         raise NotImplementedError

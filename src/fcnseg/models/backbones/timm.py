@@ -31,14 +31,14 @@ EFFICIENTNET_LITE_TIMM: dict[str, str] = {
 }
 
 
-def _normalization_of(timm_name: str) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
-    """Preset name, mean and std of a timm architecture's pretrained config."""
+def _normalization_of(timm_name: str) -> str:
+    """Normalisation preset matching a timm architecture's pretrained config's mean and std."""
     config = timm.models.get_pretrained_cfg(timm_name)
     mean = tuple(config.mean) if config is not None else IMAGENET_MEAN
     std = tuple(config.std) if config is not None else IMAGENET_STD
     if mean == (0.5, 0.5, 0.5) and std == (0.5, 0.5, 0.5):
-        return "tf_lite", mean, std
-    return "imagenet", mean, std
+        return "tf_lite"
+    return "imagenet"
 
 
 def build_efficientnet_lite_classifier(encoder: str, weights: str | Path | None) -> nn.Module:
@@ -108,7 +108,7 @@ class TimmBackbone(Backbone):
         self.names = [stride_key(stride) for stride in nominal]
         self.channels = dict(zip(self.names, [all_channels[i] for i in self.indices], strict=True))
         self.strides = dict(zip(self.names, actual, strict=True))
-        self.normalization, self.mean, self.std = _normalization_of(timm_name)
+        self.normalization = _normalization_of(timm_name)
         if classifier_state is not None:
             self.load_classifier_state(classifier_state, timm_name)
 

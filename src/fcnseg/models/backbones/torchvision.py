@@ -14,7 +14,6 @@ from pathlib import Path
 import torchvision
 from torch import Tensor, nn
 
-from fcnseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from fcnseg.models.backbones.base import Backbone
 from fcnseg.models.weights import Pretrained, load_state_dict_file, resolve_pretrained
 
@@ -96,7 +95,7 @@ class ResNetBackbone(Backbone):
             key: _stage_channels(getattr(classifier, name)) for name, key in RESNET_STAGES.items()
         }
         self.strides = {"s4": 4, "s8": 8, "s16": min(16, output_stride), "s32": output_stride}
-        self.mean, self.std, self.normalization = IMAGENET_MEAN, IMAGENET_STD, "imagenet"
+        self.normalization = "imagenet"
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         features = {}
@@ -176,7 +175,7 @@ class MobileNetV2Backbone(Backbone):
             for name, index in MOBILENET_V2_TAPS.items()
         }
         self.strides = {"s4": 4, "s8": 8, "s16": min(16, output_stride), "s32": output_stride}
-        self.mean, self.std, self.normalization = IMAGENET_MEAN, IMAGENET_STD, "imagenet"
+        self.normalization = "imagenet"
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         features = {}

@@ -11,13 +11,12 @@ Paper variants pad the first convolution by `FCN_CONV1_PAD` (100) and pool in Ca
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
 
 import torchvision
 from torch import Tensor, nn
 
-from fcnseg.constants import FCN_CONV1_PAD, IMAGENET_MEAN, IMAGENET_STD
+from fcnseg.constants import FCN_CONV1_PAD
 from fcnseg.models.backbones.base import Backbone, stride_key
 from fcnseg.models.geometry import CoordMap, path_map
 
@@ -65,8 +64,7 @@ class SequentialEncoder(Backbone):
             raise ValueError(f"encoder taps name unknown layers {missing}")
         self.channels = dict(channels)
         self.torchvision_keys = dict(torchvision_keys)
-        self.mean = IMAGENET_MEAN
-        self.std = IMAGENET_STD
+        self.normalization = "imagenet"
         last_tap = max(names.index(layer) for layer in self.taps.values())
         self._run = names[: last_tap + 1]
         self.strides = {key: int(self.tap_map(key).stride) for key in self.taps}
@@ -271,14 +269,3 @@ def branch_out(block: nn.Module, branch: str) -> int:
     """Output channels of one inception branch (its last convolution's width)."""
     convs = [m for m in getattr(block, branch).modules() if isinstance(m, nn.Conv2d)]
     return convs[-1].out_channels
-
-
-def encoder_state_from_torchvision(
-    encoder: SequentialEncoder, state: dict[str, Tensor]
-) -> OrderedDict[str, Tensor]:
-    """Rename a torchvision classifier state dict to this encoder's keys (no copying)."""
-    return OrderedDict(
-        (ours, state[theirs])
-        for theirs, ours in encoder.torchvision_keys.items()
-        if theirs in state
-    )

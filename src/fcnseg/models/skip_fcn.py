@@ -1,10 +1,11 @@
-"""The FCN skip head on any backbone: FCN-32s, -16s, -8s and -4s as one class.
+"""The FCN skip head on any backbone (`SkipFCN`): FCN-32s, -16s, -8s and -4s as one class.
 
 The paper's central idea is that a classifier becomes a dense predictor by scoring its deepest
 features (FCN-32s) and then refining that coarse score with scores of shallower, finer features,
 fused by summation after 2x upsampling (FCN-16s adds pool4, FCN-8s pool3). Here the backbone
 contract (features "s4".."s32") replaces VGG's pools, so the same head serves every encoder, and
-"4s" is the paper's step taken once more.
+"fcn4s" is the paper's step taken once more. The authors' exact VGG16/AlexNet/GoogLeNet nets
+are `fcnseg.models.paper_fcn.PaperFCN`; this module is the same idea on modern encoders.
 
 Geometry. Modern encoders pad convolutions symmetrically, so feature i of a stride-s map is
 centred on input pixel i*s. Upsampling therefore places coarse sample i at fine position i*f and
@@ -21,30 +22,28 @@ from __future__ import annotations
 import functools
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fcnseg.models.backbones.base import Backbone
-from fcnseg.models.weights import Pretrained, offline_weights_available
-from fcnseg.models.zoo import register_model
+from fcnseg.models.backbones import BACKBONES, Backbone, build_backbone
+from fcnseg.models.protocol import UpsampleMode, fcn_variant, upsample_mode
+from fcnseg.models.registry import register_model
+from fcnseg.models.weights import Pretrained
 
 #: Feature maps each FCN variant fuses, coarse to fine (paper section 4.2; "4s" one step further).
 FCN_VARIANT_STREAMS: dict[str, tuple[str, ...]] = {
-    "32s": ("s32",),
-    "16s": ("s32", "s16"),
-    "8s": ("s32", "s16", "s8"),
-    "4s": ("s32", "s16", "s8", "s4"),
+    "fcn32s": ("s32",),
+    "fcn16s": ("s32", "s16"),
+    "fcn8s": ("s32", "s16", "s8"),
+    "fcn4s": ("s32", "s16", "s8", "s4"),
 }
 
 #: Knots always appended by KnotUpsample: backbones give at least ceil(size / stride) features,
 #: which need at most one extra knot; 2 also covers floor-size features.
 _MIN_KNOT_PAD: int = 2
-
-UpsampleMode = Literal["deconv", "learnable", "bilinear"]
-UPSAMPLE_MODES: tuple[str, ...] = ("deconv", "learnable", "bilinear")
 
 
 def tent_kernel_1d(factor: int) -> Tensor:
@@ -62,17 +61,16 @@ def tent_kernel_1d(factor: int) -> Tensor:
 class KnotUpsample(nn.Module):
     """Upsample by an integer factor so that input pixel i lands on output pixel i*factor.
 
-    Modes: "deconv" (per-class transposed convolution with the tent kernel, frozen: the FCN
+    Modes: "deconv_frozen" (per-class transposed convolution with the tent kernel, frozen: the FCN
     release keeps its upsampling fixed), "learnable" (same initialisation, trained, as the paper
-    allows for the 2x fusion layers) and "bilinear" (F.interpolate on the same knots; no
+    allows for the 2x fusion layers, "deconv_learnable") and "bilinear" (F.interpolate on the same knots; no
     parameters, identical output to the frozen deconv). The deconvolution is depthwise: the
     bilinear initialisation is diagonal anyway, and a dense C x C kernel would cost C times more.
     """
 
-    def __init__(self, channels: int, factor: int, mode: UpsampleMode = "deconv") -> None:
+    def __init__(self, channels: int, factor: int, mode: UpsampleMode = "deconv_frozen") -> None:
         super().__init__()
-        if mode not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample={mode!r} is not valid; choose one of {UPSAMPLE_MODES}")
+        mode = upsample_mode(mode)
         if factor < 1:
             raise ValueError(f"upsampling factor must be a positive integer, got {factor}")
         self.factor = factor
@@ -86,7 +84,7 @@ class KnotUpsample(nn.Module):
             line = tent_kernel_1d(factor)
             with torch.no_grad():
                 self.deconv.weight.copy_(torch.outer(line, line).expand(channels, 1, size, size))
-            self.deconv.weight.requires_grad_(mode == "learnable")
+            self.deconv.weight.requires_grad_(mode == "deconv_learnable")
 
     def forward(self, x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
         """Upsample `x` and crop to `size` (height, width): knots i*factor, replicate border."""
@@ -159,22 +157,19 @@ class FCNHead(nn.Module):
         channels: dict[str, int],
         strides: dict[str, int],
         num_classes: int,
-        variant: str = "8s",
+        variant: str = "fcn8s",
         head_channels: int = 0,
-        upsample: UpsampleMode = "deconv",
+        upsample: UpsampleMode = "deconv_frozen",
     ) -> None:
         super().__init__()
-        if variant not in FCN_VARIANT_STREAMS:
-            raise ValueError(
-                f"FCN variant {variant!r} is not valid; choose one of {list(FCN_VARIANT_STREAMS)}"
-            )
+        variant = fcn_variant(variant)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.streams = FCN_VARIANT_STREAMS[variant]
         missing = [name for name in self.streams if name not in channels]
         if missing:
             raise ValueError(
-                f"FCN-{variant} needs backbone features {missing} that this backbone lacks "
+                f"{variant} needs backbone features {missing} that this backbone lacks "
                 f"(it has {sorted(channels)}); choose a coarser variant"
             )
         self.variant = variant
@@ -204,16 +199,16 @@ class FCNHead(nn.Module):
         return self.upscore_final(score, size)
 
 
-class FCN(nn.Module):
+class SkipFCN(nn.Module):
     """Backbone + FCN skip head: normalised N x 3 x H x W images -> N x C x H x W logits."""
 
     def __init__(
         self,
         backbone: Backbone,
         num_classes: int,
-        variant: str = "8s",
+        variant: str = "fcn8s",
         head_channels: int = 0,
-        upsample: UpsampleMode = "deconv",
+        upsample: UpsampleMode = "deconv_frozen",
         input_scale: float = 1.0,
     ) -> None:
         super().__init__()
@@ -224,9 +219,11 @@ class FCN(nn.Module):
             backbone.channels, backbone.strides, num_classes, variant, head_channels, upsample
         )
         self.num_classes = num_classes
-        self.variant = variant
+        self.variant = self.head.variant
         #: Input preset the encoder weights expect (see fcnseg.data.transforms.normalize).
-        self.normalization: str = getattr(backbone, "normalization", "imagenet")
+        self.normalization: str = backbone.normalization
+        #: A single-tensor output (see fcnseg.models.protocol.SegmentationModel).
+        self.head_classes: dict[str, int] = {}
         #: Input channels; early fusion (fcnseg.models.fusion.expand_input_channels) raises it.
         self.in_channels: int = 3
         #: Inputs are zero-padded (the mean colour, after normalisation) at the bottom/right to a
@@ -246,7 +243,7 @@ class FCN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"FCN expects a normalised N x {self.in_channels} x H x W batch, "
+                f"SkipFCN expects a normalised N x {self.in_channels} x H x W batch, "
                 f"got shape {tuple(x.shape)}"
             )
         height, width = x.shape[-2:]
@@ -283,96 +280,66 @@ def pad_to_multiple(x: Tensor, multiple: int, mode: str = "constant") -> Tensor:
 
 # --- Registry -------------------------------------------------------------------------------
 
-#: Encoders with registered `fcn{32,16,8,4}s_<encoder>` models and a one-line description.
-FCN_ENCODERS: dict[str, str] = {
-    "efficientnet_lite0": "EfficientNet-Lite0 (timm tf_efficientnet_lite0, offline TF weights)",
-    "efficientnet_lite1": "EfficientNet-Lite1 (timm tf_efficientnet_lite1, offline TF weights)",
-    "efficientnet_lite2": "EfficientNet-Lite2 (timm tf_efficientnet_lite2, offline TF weights)",
-    "resnet18": "ResNet-18 (torchvision; atrous output_stride 8/16)",
-    "resnet50": "ResNet-50 (torchvision; atrous output_stride 8/16)",
-    "resnet101": "ResNet-101 (torchvision; atrous output_stride 8/16)",
-    "mobilenet_v2": "MobileNetV2 (torchvision; atrous output_stride 8/16)",
-}
-
-
-def build_backbone(
-    encoder: str,
-    pretrained: Pretrained = True,
-    encoder_weights: str | Path | None = None,
-    output_stride: int = 32,
-    timm_name: str | None = None,
-    model_name: str = "",
-) -> Backbone:
-    """The backbone named `encoder` ("timm" needs `timm_name`), with weights per the policy."""
-    if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-    if encoder == "timm":
-        from fcnseg.models.backbones.timm import build_timm_backbone
-
-        if not timm_name:
-            raise ValueError("the timm FCN models need timm_name=<timm architecture>")
-        return build_timm_backbone(
-            timm_name, pretrained, encoder_weights, output_stride, model_name=model_name
-        )
-    if encoder.startswith("efficientnet_lite"):
-        from fcnseg.models.backbones.timm import build_efficientnet_lite
-
-        return build_efficientnet_lite(
-            encoder, pretrained, encoder_weights, output_stride, model_name=model_name
-        )
-    from fcnseg.models.backbones.torchvision import build_torchvision_backbone
-
-    return build_torchvision_backbone(
-        encoder, pretrained, encoder_weights, output_stride, model_name=model_name
-    )
-
 
 def build_fcn(
     num_classes: int,
     *,
     encoder: str,
-    variant: str = "8s",
+    variant: str = "fcn8s",
     pretrained: Pretrained = True,
     encoder_weights: str | Path | None = None,
     output_stride: int = 32,
-    upsample: UpsampleMode = "deconv",
+    upsample: UpsampleMode = "deconv_frozen",
     head_channels: int = 0,
     timm_name: str | None = None,
     input_scale: float = 1.0,
     **unexpected: Any,
-) -> FCN:
-    """Builder behind every `fcn*_<encoder>` registry entry (see FCN and FCNHead)."""
-    name = f"fcn{variant}_{encoder}"
+) -> SkipFCN:
+    """Builder behind every `fcn*_<encoder>` registry entry (see SkipFCN and FCNHead)."""
+    name = f"{fcn_variant(variant)}_{encoder}"
     if unexpected:
         raise ValueError(f"{name}: unknown option(s) {sorted(unexpected)}")
     backbone = build_backbone(
-        encoder, pretrained, encoder_weights, output_stride, timm_name, model_name=name
+        encoder,
+        pretrained=pretrained,
+        encoder_weights=encoder_weights,
+        output_stride=output_stride,
+        timm_name=timm_name,
+        model_name=name,
     )
-    return FCN(backbone, num_classes, variant, head_channels, upsample, input_scale)
+    return SkipFCN(backbone, num_classes, variant, head_channels, upsample, input_scale)
+
+
+#: The paper stage whose solver the `paper` preset uses for each variant; FCN-4s, which the paper
+#: does not have, takes its finest stage's.
+_PAPER_STAGE = {"fcn32s": "fcn32s", "fcn16s": "fcn16s", "fcn8s": "fcn8s", "fcn4s": "fcn8s"}
 
 
 def _register_all() -> None:
-    """Register fcn{32,16,8,4}s for every encoder, plus the generic timm entries."""
-    for encoder, description in FCN_ENCODERS.items():
+    """Register fcn{32,16,8,4}s for every named backbone, plus the generic timm entries."""
+    for encoder, entry in BACKBONES.items():
         for variant in FCN_VARIANT_STREAMS:
+            if encoder == "timm":
+                register_model(
+                    f"{variant}_timm",
+                    description=f"{variant} skip head on any timm features_only model (timm_name=...)",
+                    family="fcn-timm",
+                    paper_stage=_PAPER_STAGE[variant],
+                    encoder="timm",
+                    variant=variant,
+                    pretrained=False,
+                    timm_name="convnext_atto",
+                )(build_fcn)
+                continue
             register_model(
-                f"fcn{variant}_{encoder}",
-                description=f"FCN-{variant} skip head on {description}",
+                f"{variant}_{encoder}",
+                description=f"{variant} skip head on {entry.description}",
                 family=f"fcn-{encoder}",
-                weights_available=functools.partial(offline_weights_available, encoder),
+                weights_available=functools.partial(entry.weights_available, encoder),
+                paper_stage=_PAPER_STAGE[variant],
                 encoder=encoder,
                 variant=variant,
             )(build_fcn)
-    for variant in FCN_VARIANT_STREAMS:
-        register_model(
-            f"fcn{variant}_timm",
-            description=f"FCN-{variant} on any timm features_only model (timm_name=...)",
-            family="fcn-timm",
-            encoder="timm",
-            variant=variant,
-            pretrained=False,
-            timm_name="convnext_atto",
-        )(build_fcn)
 
 
 _register_all()

@@ -1,6 +1,6 @@
 """The paper's FCNs: VGG16 FCN-32s / 16s / 8s / 8s-at-once, AlexNet and GoogLeNet FCN-32s.
 
-One module, `FCN`, builds every variant; a variant is only (a) which pooling layers feed skips
+One class, `PaperFCN`, builds every variant; a variant is only (a) which pooling layers feed skips
 and (b) whether the skips are pre-scaled ("at once" training). Layer names follow the authors'
 Caffe release (fc6, score_fr, upscore2, score_pool4, ...), so converted Caffe weights load by
 name and `init_finer_from_coarser` carries a coarser stage into a finer one.
@@ -45,15 +45,16 @@ from fcnseg.models.geometry import (
     layer_map,
     path_map,
 )
+from fcnseg.models.protocol import NORMALIZATIONS, UpsampleMode, fcn_variant, upsample_mode
+from fcnseg.models.registry import register_model
 from fcnseg.models.surgery import (
     bilinear_kernel_size,
     load_classifier_weights,
     make_bilinear_upsample,
 )
-from fcnseg.models.zoo import register_model
 
-UPSAMPLE_MODES = ("deconv_frozen", "deconv_learnable", "bilinear")
-NORMALIZATIONS = ("imagenet", "caffe_bgr", "tf_lite")
+#: The variants the release has for VGG16 (no stride-4 map to fuse in VGG's pools).
+PAPER_VARIANTS: tuple[str, ...] = ("fcn32s", "fcn16s", "fcn8s")
 #: Caffe names of the pooling layers that feed skips -> the encoder's stride key for them.
 SKIP_TAPS: dict[str, str] = {"pool4": "s16", "pool3": "s8"}
 #: Which skips each paper variant fuses, coarse to fine (paper section 4.2, Figure 3).
@@ -71,20 +72,23 @@ ATONCE_SCALES: dict[str, float] = {
 DEEPEST = "s32"
 
 
-def make_upsample(channels: int, factor: int, mode: str, size: int | None = None) -> nn.Module:
+def make_upsample(
+    channels: int, factor: int, mode: UpsampleMode, size: int | None = None
+) -> nn.Module:
     """An upsampling-by-`factor` layer: bilinear deconvolution (frozen or learnable) or resize."""
+    mode = upsample_mode(mode)
     if mode == "bilinear":
         return BilinearResize(factor)
     if mode in ("deconv_frozen", "deconv_learnable"):
         learnable = mode == "deconv_learnable"
         return make_bilinear_upsample(channels, factor, learnable=learnable, size=size)
-    raise ValueError(f"upsample={mode!r} is not one of {', '.join(UPSAMPLE_MODES)}")
+    raise AssertionError(mode)  # upsample_mode() admits nothing else
 
 
 def aligned_upsample(
     channels: int,
     factor: int,
-    mode: str,
+    mode: UpsampleMode,
     source: CoordMap,
     target: CoordMap,
     what: str,
@@ -139,8 +143,8 @@ class FuseStep:
     offset: int
 
 
-class FCN(nn.Module):
-    """A fully convolutional net: encoder -> fc layers as convs -> score -> skips -> upsample.
+class PaperFCN(nn.Module):
+    """The authors' fully convolutional net: encoder -> fc layers as convs -> score -> skips -> upsample.
 
     Args:
         encoder: chain of layers with taps "s32" (and "s16"/"s8" for skips).
@@ -164,7 +168,7 @@ class FCN(nn.Module):
         *,
         skips: Sequence[str] = (),
         skip_scales: dict[str, float] | None = None,
-        upsample: str = "deconv_frozen",
+        upsample: UpsampleMode = "deconv_frozen",
         fc_sources: dict[str, str] | None = None,
         normalization: str = "imagenet",
     ) -> None:
@@ -178,12 +182,16 @@ class FCN(nn.Module):
         unknown = [skip for skip in skips if skip not in SKIP_TAPS]
         if unknown:
             raise ValueError(f"skips {unknown} unknown; choose from {', '.join(SKIP_TAPS)}")
+        upsample = upsample_mode(upsample)
         self.num_classes = num_classes
         self.normalization = normalization
+        self.in_channels: int = 3
+        self.head_classes: dict[str, int] = {}
         self.upsample_mode = upsample
         self.fc_sources = dict(fc_sources or {})
         self.encoder = encoder
-        self.head_names = [name for name, _ in head]
+        #: Caffe names of the layers between the encoder and score_fr (fc6, relu6, ...).
+        self.fc_layer_names = [name for name, _ in head]
         for name, layer in head:
             self.add_module(name, layer)
         self.score_fr = nn.Conv2d(head_channels, num_classes, 1)
@@ -246,7 +254,7 @@ class FCN(nn.Module):
                 "image or the paper variant (padded=False)"
             ) from exc
         y = features[DEEPEST]
-        for name in self.head_names:
+        for name in self.fc_layer_names:
             y = getattr(self, name)(y)
         score = self.score_fr(y)
         maps = {"score_fr": score}
@@ -308,7 +316,9 @@ ALEXNET_WEIGHTS = "AlexNet_Weights.IMAGENET1K_V1"
 GOOGLENET_WEIGHTS = "GoogLeNet_Weights.IMAGENET1K_V1"
 
 
-def _finish(model: FCN, encoder_weights: Any, pretrained: bool | str, enum_name: str) -> FCN:
+def _finish(
+    model: PaperFCN, encoder_weights: Any, pretrained: bool | str, enum_name: str
+) -> PaperFCN:
     """Load the encoder weights the caller named, or resolve the `pretrained` policy.
 
     `pretrained=True` with no `encoder_weights` uses torchvision's ImageNet checkpoint only if it
@@ -336,9 +346,7 @@ def _finish(model: FCN, encoder_weights: Any, pretrained: bool | str, enum_name:
 
 
 def _check_variant(variant: str) -> tuple[str, ...]:
-    if variant not in VARIANT_SKIPS:
-        raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANT_SKIPS)}")
-    return VARIANT_SKIPS[variant]
+    return VARIANT_SKIPS[fcn_variant(variant, PAPER_VARIANTS)]
 
 
 def fcn_vgg16(
@@ -347,12 +355,12 @@ def fcn_vgg16(
     variant: str = "fcn8s",
     at_once: bool = False,
     padded: bool = False,
-    upsample: str = "deconv_frozen",
+    upsample: UpsampleMode = "deconv_frozen",
     encoder_weights: Any = None,
     pretrained: bool | str = False,
     normalization: str = "imagenet",
     width_divisor: int = 1,
-) -> FCN:
+) -> PaperFCN:
     """VGG16 FCN-32s/16s/8s (paper Table 2/3) as in the authors' Caffe release.
 
     Args:
@@ -370,7 +378,7 @@ def fcn_vgg16(
     skips = _check_variant(variant)
     encoder = vgg16_encoder(padded=padded, width_divisor=width_divisor)
     head, width = _fc_head(encoder.channels[DEEPEST], FCN_FC6_KERNEL, padded, width_divisor)
-    model = FCN(
+    model = PaperFCN(
         encoder,
         head,
         width,
@@ -387,16 +395,16 @@ def fcn_vgg16(
 def fcn32s_alexnet(
     num_classes: int,
     *,
-    upsample: str = "deconv_frozen",
+    upsample: UpsampleMode = "deconv_frozen",
     encoder_weights: Any = None,
     pretrained: bool | str = False,
     normalization: str = "imagenet",
     width_divisor: int = 1,
-) -> FCN:
+) -> PaperFCN:
     """AlexNet FCN-32s (paper Table 1) on torchvision's AlexNet, fc6 as a 6x6 convolution."""
     encoder, fc6_kernel = alexnet_encoder(width_divisor=width_divisor)
     head, width = _fc_head(encoder.channels[DEEPEST], fc6_kernel, False, width_divisor)
-    model = FCN(
+    model = PaperFCN(
         encoder,
         head,
         width,
@@ -412,12 +420,12 @@ def fcn32s_googlenet(
     num_classes: int,
     *,
     padded: bool = False,
-    upsample: str = "deconv_frozen",
+    upsample: UpsampleMode = "deconv_frozen",
     encoder_weights: Any = None,
     pretrained: bool | str = False,
     normalization: str = "tf_lite",
     width_divisor: int = 1,
-) -> FCN:
+) -> PaperFCN:
     """GoogLeNet FCN-32s (paper Table 1): score the last inception output, no average pooling.
 
     The default normalisation is "tf_lite" because torchvision's GoogLeNet weights were ported
@@ -425,7 +433,7 @@ def fcn32s_googlenet(
     to that range with `transform_input`); here the data pipeline does it directly.
     """
     encoder, dropout = googlenet_encoder(padded=padded, width_divisor=width_divisor)
-    model = FCN(
+    model = PaperFCN(
         encoder,
         [("dropout", nn.Dropout(dropout))],
         encoder.channels[DEEPEST],
@@ -458,6 +466,7 @@ for _variant in VARIANT_SKIPS:
             description=f"VGG16 {_variant.upper().replace('FCN', 'FCN-')} ({_what})",
             family="fcn-paper",
             weights_available=_VGG_WEIGHTS,
+            paper_stage=_variant,
             variant=_variant,
             padded=_padded,
         )(fcn_vgg16)
@@ -469,6 +478,7 @@ for _padded in (False, True):
         + (", no 100-px padding" if _padded else ""),
         family="fcn-paper",
         weights_available=_VGG_WEIGHTS,
+        paper_stage="fcn8s",
         variant="fcn8s",
         at_once=True,
         padded=_padded,
@@ -478,10 +488,12 @@ register_model(
     description="AlexNet FCN-32s (paper Table 1), torchvision AlexNet definition",
     family="fcn-paper",
     weights_available=_torchvision_weights_cached(ALEXNET_WEIGHTS),
+    paper_stage="fcn32s",
 )(fcn32s_alexnet)
 register_model(
     "fcn32s_googlenet",
     description="GoogLeNet FCN-32s (paper Table 1), last inception output scored",
     family="fcn-paper",
     weights_available=_torchvision_weights_cached(GOOGLENET_WEIGHTS),
+    paper_stage="fcn32s",
 )(fcn32s_googlenet)

@@ -1,8 +1,9 @@
 """CPU fast paths for inference: conv+BN folding, channels_last, bf16, torch.compile.
 
 Each helper returns a model that computes the same function as the eager fp32 model up to float
-rounding (bf16 excepted, which callers must check with `argmax_agreement`), so a benchmark can
-compare engines on equal terms and `fcnseg predict` can opt into the fastest one.
+rounding (bf16 excepted, which callers must check with `argmax_agreement`), so that
+`fcnseg bench` (inference/bench.py) compares engines on equal terms. The commands that predict
+(`predict`, `eval`) run the eager model; these paths are measured, not yet wired into them.
 
 Folding BN into the preceding convolution removes one full read and write of every feature map:
 at inference BN is an affine map per channel, which the convolution can absorb into its weights
@@ -20,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from fcnseg.models.protocol import PROTOCOL_ATTRIBUTES
 
 #: Folding is exact in real arithmetic; in float32 it changes logits by rounding only.
 FOLD_CHECK_ATOL: float = 1e-3
@@ -133,7 +136,10 @@ class ChannelsLast(nn.Module):
         super().__init__()
         self.model = model.to(memory_format=torch.channels_last)
         self.dtype = dtype
-        self.normalization = getattr(model, "normalization", None)
+        # A wrapped fcnseg model keeps its contract, so callers can treat the wrapper as the model.
+        for name in PROTOCOL_ATTRIBUTES:
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,93 @@
+"""What every fcnseg model promises its callers, and the vocabulary the model builders share.
+
+Why declared: the engine, inference, export and serving code read a model's class count, input
+channels and input normalisation. Before this contract they guessed with `getattr(model, ...,
+default)`, which silently hid a model that forgot to say; now `build_model` refuses such a model
+and every caller reads the attributes directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, Protocol, TypeVar, runtime_checkable
+
+#: How score maps are upsampled, for the paper nets and the skip head alike: a bilinear-
+#: initialised transposed convolution kept fixed (the release's choice), the same trained, or a
+#: parameter-free bilinear resize.
+UpsampleMode = Literal["deconv_frozen", "deconv_learnable", "bilinear"]
+UPSAMPLE_MODES: tuple[str, ...] = ("deconv_frozen", "deconv_learnable", "bilinear")
+#: Earlier spellings of the skip head's modes, still found in run directories and weights files
+#: written before the vocabulary was unified; read, never written.
+_LEGACY_UPSAMPLE: dict[str, str] = {"deconv": "deconv_frozen", "learnable": "deconv_learnable"}
+
+#: FCN variants by the stride of their finest fused score (paper section 4.2; "fcn4s" takes the
+#: skip step once more, for encoders with a stride-4 map).
+FCNVariant = Literal["fcn32s", "fcn16s", "fcn8s", "fcn4s"]
+FCN_VARIANTS: tuple[str, ...] = ("fcn32s", "fcn16s", "fcn8s", "fcn4s")
+
+#: Input normalisation presets (fcnseg.data.transforms.normalize implements them).
+NORMALIZATIONS: tuple[str, ...] = ("imagenet", "caffe_bgr", "tf_lite")
+
+#: The head a multi-head model is scored and displayed by when one number is wanted.
+PRIMARY_HEAD = "semantic"
+
+
+def upsample_mode(value: str) -> str:
+    """`value` as one of UPSAMPLE_MODES (legacy spellings mapped); ValueError naming the choices."""
+    value = _LEGACY_UPSAMPLE.get(value, value)
+    if value not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample={value!r} is not one of {', '.join(UPSAMPLE_MODES)}")
+    return value
+
+
+def fcn_variant(value: str, allowed: tuple[str, ...] = FCN_VARIANTS) -> str:
+    """`value` ("fcn8s"; the bare stride "8s" is accepted) as one of `allowed`."""
+    if value in ("32s", "16s", "8s", "4s"):
+        value = f"fcn{value}"
+    if value not in allowed:
+        raise ValueError(f"variant={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+@runtime_checkable
+class SegmentationModel(Protocol):
+    """Attributes every registered model carries (checked by `build_model`).
+
+    Attributes:
+        num_classes: classes of the primary output (the "semantic" head of a multi-head model).
+        in_channels: channels of the normalised input batch (3 for RGB; 4 for early RGB-D
+            fusion; 6 for the late-fusion RGB+HHA tensor).
+        normalization: input preset the weights expect, one of NORMALIZATIONS.
+        head_classes: output head name -> class count for models whose forward returns a dict
+            of logits; empty for models that return one tensor.
+    """
+
+    num_classes: int
+    in_channels: int
+    normalization: str
+    head_classes: dict[str, int]
+
+
+#: Names of the attributes of SegmentationModel, for a readable error when one is missing.
+PROTOCOL_ATTRIBUTES: tuple[str, ...] = (
+    "num_classes",
+    "in_channels",
+    "normalization",
+    "head_classes",
+)
+
+T = TypeVar("T")
+
+
+def primary_head_name(heads: Mapping[str, object]) -> str:
+    """PRIMARY_HEAD when present, else the first head: the one rule for "the" output."""
+    if not heads:
+        raise ValueError("a multi-head output has no heads")
+    return PRIMARY_HEAD if PRIMARY_HEAD in heads else next(iter(heads))
+
+
+def primary_output(output: T | Mapping[str, T]) -> T:
+    """The primary head of a dict output, or the output itself for a single-head model."""
+    if isinstance(output, Mapping):
+        return output[primary_head_name(output)]
+    return output
