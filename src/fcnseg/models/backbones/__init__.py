@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from fcnseg.models.backbones.base import Backbone, stride_key
 from fcnseg.models.weights import Pretrained, offline_weights_available
@@ -20,79 +21,57 @@ from fcnseg.models.weights import Pretrained, offline_weights_available
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
 
 
-def _efficientnet_lite(
-    encoder: str,
-    pretrained: Pretrained,
-    encoder_weights: str | Path | None,
-    output_stride: int,
-    timm_name: str | None,
-    model_name: str,
-) -> Backbone:
-    from fcnseg.models.backbones.timm import build_efficientnet_lite
+def _timm_builders() -> ModuleType:
+    from fcnseg.models.backbones import timm as builders
 
-    return build_efficientnet_lite(
-        encoder, pretrained, encoder_weights, output_stride, model_name=model_name
-    )
+    return builders
 
 
-def _torchvision(
-    encoder: str,
-    pretrained: Pretrained,
-    encoder_weights: str | Path | None,
-    output_stride: int,
-    timm_name: str | None,
-    model_name: str,
-) -> Backbone:
-    from fcnseg.models.backbones.torchvision import build_torchvision_backbone
+def _torchvision_builders() -> ModuleType:
+    from fcnseg.models.backbones import torchvision as builders
 
-    return build_torchvision_backbone(
-        encoder, pretrained, encoder_weights, output_stride, model_name=model_name
-    )
-
-
-def _timm(
-    encoder: str,
-    pretrained: Pretrained,
-    encoder_weights: str | Path | None,
-    output_stride: int,
-    timm_name: str | None,
-    model_name: str,
-) -> Backbone:
-    from fcnseg.models.backbones.timm import build_timm_backbone
-
-    if not timm_name:
-        raise ValueError("the timm FCN models need timm_name=<timm architecture>")
-    return build_timm_backbone(
-        timm_name, pretrained, encoder_weights, output_stride, model_name=model_name
-    )
+    return builders
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
-    """One encoder name: a one-line description, its builder and its offline-weights check."""
+    """One encoder name: a description, where its builder lives, and its offline-weights check.
+
+    Every builder has one signature, `(architecture, pretrained, encoder_weights, output_stride,
+    model_name=...)`; `architecture` is the encoder name, or `timm_name` for the generic row.
+    """
 
     description: str
-    build: Callable[[str, Pretrained, str | Path | None, int, str | None, str], Backbone]
+    builders: Callable[[], ModuleType]
+    builder: str
     weights_available: Callable[[str], bool] = offline_weights_available
 
 
+def _lite(description: str) -> BackboneEntry:
+    return BackboneEntry(description, _timm_builders, "build_efficientnet_lite")
+
+
+def _tv(description: str) -> BackboneEntry:
+    return BackboneEntry(description, _torchvision_builders, "build_torchvision_backbone")
+
+
 BACKBONES: dict[str, BackboneEntry] = {
-    "efficientnet_lite0": BackboneEntry(
-        "EfficientNet-Lite0 (timm tf_efficientnet_lite0, offline TF weights)", _efficientnet_lite
+    "efficientnet_lite0": _lite(
+        "EfficientNet-Lite0 (timm tf_efficientnet_lite0, offline TF weights)"
     ),
-    "efficientnet_lite1": BackboneEntry(
-        "EfficientNet-Lite1 (timm tf_efficientnet_lite1, offline TF weights)", _efficientnet_lite
+    "efficientnet_lite1": _lite(
+        "EfficientNet-Lite1 (timm tf_efficientnet_lite1, offline TF weights)"
     ),
-    "efficientnet_lite2": BackboneEntry(
-        "EfficientNet-Lite2 (timm tf_efficientnet_lite2, offline TF weights)", _efficientnet_lite
+    "efficientnet_lite2": _lite(
+        "EfficientNet-Lite2 (timm tf_efficientnet_lite2, offline TF weights)"
     ),
-    "resnet18": BackboneEntry("ResNet-18 (torchvision; atrous output_stride 8/16)", _torchvision),
-    "resnet50": BackboneEntry("ResNet-50 (torchvision; atrous output_stride 8/16)", _torchvision),
-    "resnet101": BackboneEntry("ResNet-101 (torchvision; atrous output_stride 8/16)", _torchvision),
-    "mobilenet_v2": BackboneEntry(
-        "MobileNetV2 (torchvision; atrous output_stride 8/16)", _torchvision
+    "resnet18": _tv("ResNet-18 (torchvision; atrous output_stride 8/16)"),
+    "resnet50": _tv("ResNet-50 (torchvision; atrous output_stride 8/16)"),
+    "resnet101": _tv("ResNet-101 (torchvision; atrous output_stride 8/16)"),
+    "mobilenet_v2": _tv("MobileNetV2 (torchvision; atrous output_stride 8/16)"),
+    "timm": BackboneEntry(
+        "any timm features_only model (timm_name=...)", _timm_builders, "build_timm_backbone"
     ),
-    "timm": BackboneEntry("any timm features_only model (timm_name=...)", _timm),
 }
 
 
@@ -110,10 +89,22 @@ def build_backbone(
         raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(BACKBONES)}")
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    architecture = encoder
+    if encoder == "timm":
+        if not timm_name:
+            raise ValueError("the timm FCN models need timm_name=<timm architecture>")
+        architecture = timm_name
     entry = BACKBONES[encoder]
-    return entry.build(
-        encoder, pretrained, encoder_weights, output_stride, timm_name, model_name or encoder
+    builder = getattr(entry.builders(), entry.builder)
+    return builder(
+        architecture, pretrained, encoder_weights, output_stride, model_name=model_name or encoder
     )
 
 
-__all__ = ["BACKBONES", "Backbone", "BackboneEntry", "build_backbone", "stride_key"]
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "BackboneEntry",
+    "build_backbone",
+    "stride_key",
+]
