@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,13 @@ def evaluate_heads(
     options: dict[str, Any] | None = None,
     amp: bool = False,
     progress: bool = False,
+    on_batch: Callable[[Tensor, Tensor], None] | None = None,
 ) -> dict[str, SegmentationScores]:
     """Scores per output head (one entry, "semantic", for single-head models).
+
+    `on_batch(predicted_ids, target)` is called for every batch of the primary head, in loader
+    order: the HTML report (fcnseg.report) takes per-image scores and the worst images from it
+    without a second pass over the data.
 
     Multi-head models (SIFT Flow: semantic + geometric) are scored on every head for which the
     dataset gives a label map; `num_classes` is the primary head's, the others take their class
@@ -116,7 +122,10 @@ def evaluate_heads(
                 if head not in confusions:
                     classes = num_classes if head == PRIMARY_HEAD else logits.shape[1]
                     confusions[head] = ConfusionMatrix(classes, ignore_index, device)
-                confusions[head].update(logits.argmax(1), target)
+                predicted = logits.argmax(1)
+                confusions[head].update(predicted, target)
+                if on_batch is not None and head == PRIMARY_HEAD:
+                    on_batch(predicted, target)
     for confusion in confusions.values():
         confusion.reduce_()
     model.train(was_training)

@@ -1,0 +1,260 @@
+"""The HTTP service: `create_app(pool, limits)` -> a FastAPI app.
+
+Routes:
+    GET  /                 the page (one HTML file, inline CSS/JS, no external asset)
+    GET  /healthz          liveness: {"status": "ok"} once the model is loaded
+    GET  /v1/model         model name, classes, palette, normalisation, inference settings
+    GET  /v1/samples       the sample scenes: [{"name", "url"}]
+    GET  /v1/samples/N.png one sample scene
+    POST /v1/segment       multipart field "image" (or a raw image body) -> JSON, or with
+                           ?format=png the class-index PNG itself
+
+Every error a client can see is JSON {"error": message, "status": code}; no traceback leaves
+the process (the log keeps it, tagged with the request id the client also gets). One log line
+per request on the "fcnseg.serve" logger: method, path, status, bytes in, milliseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fcnseg.serve.limits import MULTIPART_SLACK, ServeLimits, UploadError, check_size, decode_upload
+from fcnseg.serve.pool import InferencePool, QueueFull, class_shares, mask_png
+from fcnseg.serve.samples import SAMPLE_COUNT, sample_png
+
+log = logging.getLogger("fcnseg.serve")
+
+#: Multipart field names accepted for the image (the page sends "image").
+UPLOAD_FIELDS: tuple[str, ...] = ("image", "file")
+
+
+def page_html() -> str:
+    """The page, a package data file (fcnseg/serve/page.html)."""
+    return resources.files("fcnseg.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes.
+
+    Why not `await request.body()`: that reads any size into memory before we could object.
+    A Content-Length over the limit is refused before a byte is read.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadError(
+            413,
+            f"the upload is {int(declared) / 2**20:.1f} MB; the limit is {limit / 2**20:.1f} MB",
+        )
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise UploadError(413, f"the upload is over the limit of {limit / 2**20:.1f} MB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _upload_bytes(request: Request, limits: ServeLimits) -> bytes:
+    """The image file of a multipart form (field "image" or "file"), or a raw image body."""
+    content_type = request.headers.get("content-type", "")
+    body = await _read_body(request, limits.max_bytes + MULTIPART_SLACK)
+    if not content_type.startswith("multipart/form-data"):
+        return body
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form_request = Request(request.scope, replay)
+    try:
+        form = await form_request.form(max_files=2, max_fields=8)
+    except Exception:  # noqa: BLE001 - python-multipart raises several types for broken bodies
+        raise UploadError(
+            400, "the multipart form could not be parsed; send field 'image'"
+        ) from None
+    try:
+        for name in UPLOAD_FIELDS:
+            part = form.get(name)
+            if part is not None and hasattr(part, "read"):
+                return await part.read()
+        raise UploadError(
+            400, "no image in the form; send the file as multipart field 'image' (type=file)"
+        )
+    finally:
+        await form.close()
+
+
+def create_app(pool: InferencePool, limits: ServeLimits | None = None) -> FastAPI:
+    """The service around an already-loaded `pool` (loaded once, shared by all requests)."""
+    limits = limits or ServeLimits(queue=pool.queue)
+    app = FastAPI(title="fcnseg", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.pool = pool
+    app.state.limits = limits
+    html = page_html()
+
+    @app.middleware("http")
+    async def one_line_per_request(request: Request, call_next):
+        """Tag, time and log every request; turn anything unhandled into a JSON 500."""
+        request_id = uuid.uuid4().hex[:12]
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:  # noqa: BLE001 - the last line of defence: no traceback to a client
+            log.exception("request %s failed", request_id)
+            response = _error(500, f"internal error (request {request_id}); see the server log")
+        response.headers["X-Request-ID"] = request_id
+        client = request.client.host if request.client else "-"
+        log.info(
+            "%s %s %s %d in=%sB %.0fms id=%s",
+            client,
+            request.method,
+            request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            response.status_code,
+            request.headers.get("content-length", "0"),
+            1000 * (time.perf_counter() - started),
+            request_id,
+        )
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        messages = {404: "no such page", 405: f"method {request.method} is not allowed here"}
+        message = messages.get(error.status_code, str(error.detail))
+        return _error(error.status_code, message, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _error(
+            400, "malformed request: " + "; ".join(str(e.get("msg")) for e in error.errors())
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", "-")
+        log.error("request %s: %s: %s", request_id, type(error).__name__, error)
+        return _error(500, f"internal error (request {request_id}); see the server log")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "in_flight": pool.in_flight, "capacity": pool.capacity}
+
+    @app.get("/v1/model")
+    async def model_info() -> dict[str, Any]:
+        return {
+            **pool.describe(),
+            "limits": {"max_upload_bytes": limits.max_bytes, "max_pixels": limits.max_pixels},
+        }
+
+    @app.get("/v1/samples")
+    async def samples() -> list[dict[str, str]]:
+        return [
+            {"name": f"Street scene {index + 1}", "url": f"/v1/samples/{index}.png"}
+            for index in range(SAMPLE_COUNT)
+        ]
+
+    @app.get("/v1/samples/{name}")
+    async def sample(name: str) -> Response:
+        stem = name.removesuffix(".png")
+        if not stem.isdigit() or not 0 <= int(stem) < SAMPLE_COUNT:
+            return _error(
+                404, f"no sample {name!r}; there are {SAMPLE_COUNT} (0-{SAMPLE_COUNT - 1})"
+            )
+        return Response(
+            sample_png(int(stem)),
+            media_type="image/png",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    @app.post("/v1/segment")
+    async def segment(request: Request, format: str = "json") -> Response:
+        if format not in ("json", "png"):
+            return _error(400, f"format must be 'json' or 'png', got {format!r}")
+        if pool.full():  # refuse before reading a byte of the body
+            return _busy(pool.retry_after())
+        started = time.perf_counter()
+        try:
+            data = await _upload_bytes(request, limits)
+            check_size(len(data), limits)
+            pool.acquire()
+        except UploadError as error:
+            return _error(error.status, error.message)
+        except QueueFull as error:
+            return _busy(error.retry_after)
+        try:
+            rgb, result, png = await pool.run(_work, pool, data, limits)
+        except UploadError as error:
+            return _error(error.status, error.message)
+        except Exception:  # noqa: BLE001 - logged with its traceback, never sent
+            request_id = getattr(request.state, "request_id", "-")
+            log.exception("request %s: inference failed", request_id)
+            return _error(500, f"internal error while segmenting (request {request_id})")
+        finally:
+            pool.release()
+        total_ms = 1000 * (time.perf_counter() - started)
+        height, width = result.labels.shape
+        timing = {
+            "X-Inference-Ms": f"{result.inference_ms:.1f}",
+            "X-Image-Size": f"{width}x{height}",
+        }
+        if format == "png":
+            return Response(png, media_type="image/png", headers=timing)
+        classes = pool.classes
+        shares = class_shares(result.labels, len(classes))
+        palette = pool.palette
+        legend = sorted(
+            (
+                {"id": index, "name": name, "color": palette[index], "share": shares[index]}
+                for index, name in enumerate(classes)
+            ),
+            key=lambda entry: (-entry["share"], entry["id"]),
+        )
+        payload = {
+            "width": width,
+            "height": height,
+            "model": pool.meta.get("model"),
+            "classes": classes,
+            "palette": palette,
+            "shares": {name: shares[index] for index, name in enumerate(classes)},
+            "legend": legend,
+            "mask_png": base64.b64encode(png).decode("ascii"),
+            "inference_ms": round(result.inference_ms, 1),
+            "total_ms": round(total_ms, 1),
+            "mode": pool.mode,
+        }
+        return JSONResponse(payload, headers=timing)
+
+    return app
+
+
+def _busy(retry_after: int) -> JSONResponse:
+    return _error(
+        503,
+        f"the server is busy with other images; try again in {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def _work(pool: InferencePool, data: bytes, limits: ServeLimits):
+    """Decode, segment and encode one upload on a worker thread (all CPU-bound work)."""
+    rgb = decode_upload(data, limits)
+    result = pool.segment(rgb)
+    return rgb, result, mask_png(result.labels, pool.palette)

@@ -1,0 +1,228 @@
+"""One loaded model, a fixed pool of inference threads and a bounded queue in front of them.
+
+Why threads, not processes: the model is loaded once and shared (a forward pass in eval mode
+under no_grad does not mutate it), and PyTorch releases the GIL inside its kernels, so threads
+run forwards side by side. Each thread's intra-op parallelism is capped so that
+workers x threads <= cores: two workers each spawning a full-width OpenMP team on a 2-core
+machine would be slower than one.
+
+Admission is counted on the event loop (one thread, so a plain integer is race-free): at most
+`workers + queue` requests hold a slot; the next is refused at once (HTTP 503 + Retry-After)
+rather than waiting unboundedly while its memory and latency grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Inference engines `fcnseg serve --engine` accepts.
+SERVE_ENGINES: tuple[str, ...] = ("torch", "onnxruntime")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (affinity-aware where the OS says so)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One image's result: class ids (H x W uint8 or int64) and the inference time."""
+
+    labels: np.ndarray
+    inference_ms: float
+
+
+class QueueFull(Exception):
+    """Every slot is taken; `retry_after` is a whole-second estimate of when one frees up."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"busy; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class InferencePool:
+    """A model (anything `predict_logits` accepts) behind `workers` threads and a bounded queue.
+
+    Args:
+        model: eval-mode nn.Module, or an engine object (e.g. `OnnxRuntimeModel`).
+        meta: the weights' metadata (classes, palette, normalization, ...).
+        mode, options: inference settings (see `engine.predict.inference_settings`).
+        workers: inference threads.
+        queue: requests allowed to wait beyond the `workers` being served.
+        threads: intra-op threads per worker (default: cores // workers, at least 1).
+        device: where the torch engine runs.
+        engine: "torch" or "onnxruntime" (recorded for /v1/model; the model is already built).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        meta: dict[str, Any],
+        mode: str = "whole",
+        options: dict[str, Any] | None = None,
+        workers: int = 1,
+        queue: int = 4,
+        threads: int | None = None,
+        device: torch.device | str = "cpu",
+        engine: str = "torch",
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {workers}")
+        if queue < 0:
+            raise ValueError(f"--queue must be 0 or more, got {queue}")
+        self.model = model
+        self.meta = meta
+        self.mode = mode
+        self.options = dict(options or {})
+        self.workers = workers
+        self.queue = queue
+        self.capacity = workers + queue
+        self.threads = threads or max(1, available_cores() // workers)
+        self.device = torch.device(device)
+        self.engine = engine
+        self.normalization = meta.get("normalization", "imagenet")
+        self.in_flight = 0
+        self._service_s = 1.0  # running mean of one request's time, for Retry-After
+        self._lock = threading.Lock()
+        torch.set_num_threads(self.threads)
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="fcnseg-infer",
+            initializer=torch.set_num_threads,
+            initargs=(self.threads,),
+        )
+
+    # ------------------------------------------------------------------ admission (event loop)
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the queue's worth of requests per worker."""
+        waves = math.ceil(self.capacity / self.workers)
+        return max(1, math.ceil(self._service_s * waves))
+
+    def acquire(self) -> None:
+        """Take a slot or raise QueueFull; call from the event loop only."""
+        if self.in_flight >= self.capacity:
+            raise QueueFull(self.retry_after())
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    def full(self) -> bool:
+        return self.in_flight >= self.capacity
+
+    async def run(self, function, *args: Any) -> Any:
+        """Run `function(*args)` on a worker thread (the caller must hold a slot)."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            return await loop.run_in_executor(self._executor, function, *args)
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self._service_s = 0.8 * self._service_s + 0.2 * elapsed
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ----------------------------------------------------------------------- work (threads)
+    def segment(self, rgb: np.ndarray) -> Segmentation:
+        """Class ids of an H x W x 3 uint8 image (runs on a worker thread)."""
+        from fcnseg.data.transforms import normalize
+        from fcnseg.engine.evaluate import _primary, predict_batch_logits
+
+        image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        batch = normalize(image, self.normalization).unsqueeze(0).to(self.device)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            logits = _primary(predict_batch_logits(self.model, batch, self.mode, self.options))
+            labels = logits.argmax(1)[0].to("cpu").numpy()
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        return Segmentation(labels=labels, inference_ms=elapsed_ms)
+
+    # ---------------------------------------------------------------------------- describing
+    @property
+    def classes(self) -> list[str]:
+        return [str(name) for name in self.meta.get("classes", [])]
+
+    @property
+    def palette(self) -> list[list[int]]:
+        return [[int(c) for c in colour] for colour in self.meta.get("palette", [])]
+
+    def describe(self) -> dict[str, Any]:
+        """What /v1/model answers: enough for a client to draw a legend and reproduce a run."""
+        from pathlib import Path
+
+        meta = self.meta
+        return {
+            "name": meta.get("model"),
+            "weights": Path(str(meta.get("source", ""))).name or None,
+            "num_classes": int(meta.get("num_classes", len(self.classes))),
+            "classes": self.classes,
+            "palette": self.palette,
+            "normalization": self.normalization,
+            "ignore_index": meta.get("ignore_index"),
+            "data_format": meta.get("data_format"),
+            "inference": {"mode": self.mode, "options": _jsonable(self.options)},
+            "engine": self.engine,
+            "device": str(self.device),
+            "workers": self.workers,
+            "threads_per_worker": self.threads,
+            "queue": self.queue,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def class_shares(labels: np.ndarray, num_classes: int) -> list[float]:
+    """Fraction of the pixels given to each class (sums to 1)."""
+    counts = np.bincount(labels.reshape(-1).astype(np.int64), minlength=num_classes)
+    return (counts[:num_classes] / max(1, labels.size)).tolist()
+
+
+def mask_png(labels: np.ndarray, palette: list[list[int]]) -> bytes:
+    """The class-index PNG (mode "P": pixel values are class ids, shown in class colours)."""
+    from fcnseg.engine.predict import palette_image
+
+    buffer = io.BytesIO()
+    palette_image(labels, palette).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def build_engine(model: torch.nn.Module, engine: str, threads: int) -> Any:
+    """The runnable for `engine`: the module itself, or an onnxruntime session exported from it.
+
+    The ONNX route exports the loaded model to a temporary file once at start-up
+    (`fcnseg.export.load_engine`), so `--engine onnxruntime` needs the `export` extra.
+    """
+    if engine not in SERVE_ENGINES:
+        raise ValueError(f"--engine must be one of {SERVE_ENGINES}, got {engine!r}")
+    if engine == "torch":
+        return model.eval()
+    try:
+        from fcnseg.export import load_engine
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ValueError(
+            f"--engine onnxruntime needs onnx and onnxruntime ({error}); "
+            "pip install 'fcnseg[export]'"
+        ) from None
+    return load_engine(model, "onnxruntime", threads=threads)

@@ -1,0 +1,187 @@
+"""HTML reports: `fcnseg eval --report DIR` and `fcnseg report RUN` write a self-contained
+folder (index.html + PNGs), show the JSON's scores, escape what comes from files, and write
+nothing outside the folder they are given."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcnseg.cli import main
+from fcnseg.data.datasets.synthetic import SyntheticStreets
+from fcnseg.data.transforms import eval_transform
+from fcnseg.engine.evaluate import eval_loader, evaluate_heads, scores_json
+from fcnseg.report import EvalCollector, write_eval_report, write_run_report
+from fcnseg.report.collect import image_mean_iu
+
+TINY = [
+    "model.name=fcn8s_efficientnet_lite0",
+    "model.pretrained=false",
+    "data.format=synthetic",
+    "data.options={num_images: 4, size: [32, 32]}",
+    "data.crop_size=[32, 32]",
+    "train.epochs=1",
+    "train.batch_size=2",
+    "train.device=cpu",
+    "train.progress=false",
+]
+
+
+class Colourist(torch.nn.Module):
+    """Class scores from pixel colour alone: wrong often enough to give a worst-images list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = torch.nn.Conv2d(3, 6, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images)
+
+
+def _files(folder: Path) -> set[Path]:
+    return {path for path in folder.rglob("*")}
+
+
+def _scores_shown(html: str) -> dict[str, str]:
+    return dict(re.findall(r'data-score="(\w+)"><div class="value">([^<]+)<', html))
+
+
+def test_image_mean_iu_and_worst_order():
+    confusion = np.array([[5, 5], [0, 10]])
+    assert image_mean_iu(confusion) == pytest.approx((5 / 10 + 10 / 15) / 2)
+    assert image_mean_iu(np.zeros((2, 2), dtype=np.int64)) is None
+    collector = EvalCollector(2, 255, worst=2)
+    target = torch.tensor([[[0, 0], [1, 1]]] * 3)
+    good = target.clone()
+    bad = torch.tensor([[1, 1], [0, 0]])
+    half = torch.tensor([[0, 1], [1, 1]])
+    collector(torch.stack([good[0], bad, half]), target)
+    worst = collector.worst()
+    assert [entry.index for entry in worst] == [1, 2]
+    assert worst[0].mean_iu == 0.0
+    assert collector.confusion.sum() == 12
+    fields = collector.json_fields(["a", "b", "c"])
+    assert [item["name"] for item in fields["per_image"]] == ["a", "b", "c"]
+
+
+def build_eval(tmp_path: Path, classes_override: list[str] | None = None):
+    dataset = SyntheticStreets(
+        split="val", num_images=6, size=(48, 64), transform=eval_transform("imagenet")
+    )
+    collector = EvalCollector(dataset.num_classes, dataset.ignore_index)
+    scores = evaluate_heads(
+        Colourist().eval(),
+        eval_loader(dataset),
+        dataset.num_classes,
+        dataset.ignore_index,
+        on_batch=collector,
+    )["semantic"]
+    names = classes_override or list(dataset.classes)
+    payload = {
+        "source": "tiny.safetensors",
+        "format": "synthetic",
+        "split": "val",
+        "images": len(dataset),
+        "mode": "whole",
+        "inference_options": {},
+        **scores_json(scores, names),
+    }
+    meta = {
+        "model": "colourist <b>",
+        "classes": names,
+        "palette": [list(c) for c in dataset.palette],
+        "normalization": "imagenet",
+        "config": {"note": "<script>alert(1)</script>"},
+    }
+    return dataset, collector, payload, meta
+
+
+def test_eval_report_files_scores_and_containment(tmp_path):
+    dataset, collector, payload, meta = build_eval(tmp_path)
+    before = _files(tmp_path)
+    out = tmp_path / "report"
+    index = write_eval_report(out, payload, meta, collector, dataset)
+    assert index == out / "index.html"
+    assert {p for p in _files(tmp_path) - before if out not in p.parents and p != out} == set()
+    written = {p.name for p in out.iterdir()}
+    assert {"index.html", "iou.png", "confusion.png", "per_image_miu.png"} <= written
+    assert {f"worst_{k}.png" for k in range(1, 7)} <= written  # 6 images: all among the worst
+    html = index.read_text()
+    shown = _scores_shown(html)
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
+        assert shown[key] == f"{100 * payload[key]:.1f}"
+    for name in dataset.classes:
+        assert name in html
+    for source in re.findall(r'<img src="([^"]+)"', html):
+        assert (out / source).is_file() and "/" not in source
+        assert Image.open(out / source).size[0] > 10
+    assert "http://" not in html and "https://" not in html
+    assert "<script>" not in html and "&lt;script&gt;" in html  # the recipe is escaped
+    assert "colourist &lt;b&gt;" in html
+    strip = Image.open(out / "worst_1.png")
+    assert strip.size[1] == 48 and strip.size[0] == 4 * 64 + 3 * 6
+
+
+def test_eval_report_escapes_class_names(tmp_path):
+    names = ["sky", "<img src=x onerror=alert(1)>", "road", "car", "pole", "sign"]
+    dataset, collector, payload, meta = build_eval(tmp_path, names)
+    html = write_eval_report(tmp_path / "r", payload, meta, collector, dataset).read_text()
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_report_refuses_a_file_as_folder(tmp_path):
+    dataset, collector, payload, meta = build_eval(tmp_path)
+    target = tmp_path / "file.txt"
+    target.write_text("keep me")
+    with pytest.raises(NotADirectoryError):
+        write_eval_report(target, payload, meta, collector, dataset)
+    assert target.read_text() == "keep me"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run"
+    assert main(["train", "--out", str(out), *TINY, "train.val_every=1"]) == 0
+    return out
+
+
+def test_cli_eval_report_and_run_report(tiny_run, tmp_path, capsys):
+    report = tmp_path / "eval-report"
+    scores = tmp_path / "scores.json"
+    args = ["eval", "--run", str(tiny_run), "--out", str(scores), "--report", str(report)]
+    assert main(args) == 0
+    assert "report written to" in capsys.readouterr().out
+    payload = json.loads(scores.read_text())
+    assert len(payload["confusion_matrix"]) == 6 and len(payload["per_image"]) == 4
+    html = (report / "index.html").read_text()
+    assert _scores_shown(html)["mean_iu"] == f"{100 * payload['mean_iu']:.1f}"
+    assert (report / "worst_1.png").is_file()
+
+    # The run report: learning curves, plus the evaluation found in the run directory.
+    (tiny_run / "eval-synthetic-val.json").write_text(scores.read_text())
+    before = _files(tiny_run)
+    assert main(["report", str(tiny_run)]) == 0
+    folder = tiny_run / "report"
+    new = _files(tiny_run) - before
+    assert all(folder == p or folder in p.parents for p in new)
+    run_html = (folder / "index.html").read_text()
+    assert (folder / "loss.png").is_file() and (folder / "per_class_iu.png").is_file()
+    assert "Evaluation: eval-synthetic-val.json" in run_html
+    assert _scores_shown(run_html)["mean_iu"] == f"{100 * payload['mean_iu']:.1f}"
+    assert (folder / "eval0_confusion.png").is_file()
+
+    other = tmp_path / "elsewhere"
+    assert write_run_report(tiny_run, other) == other / "index.html"
+
+
+def test_report_of_a_non_run_exits_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "run directory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
