@@ -30,6 +30,12 @@ from fcnseg.data.datasets.base import DataError
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: Environment variable that overrides the data directory (`../shared/data` from the repo root).
 DATA_DIR_ENV: str = "FCNSEG_DATA"
+#: Environment variable that overrides MAX_PIXELS (e.g. for gigapixel aerial tiles).
+MAX_PIXELS_ENV: str = "FCNSEG_MAX_PIXELS"
+#: Largest image (width x height) fcnseg decodes: 64 Mpx is 8000 x 8000, far above any
+#: segmentation benchmark, and stops a file whose header claims 20000 x 20000 (a decompression
+#: bomb) before gigabytes are allocated for it.
+MAX_PIXELS: int = 64_000_000
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _BITS_16_TO_8 = 8
 
@@ -49,15 +55,56 @@ def default_data_dir() -> Path:
     return (repo / ".." / "shared" / "data").resolve()
 
 
+def max_pixels() -> int:
+    """The pixel cap in force: $FCNSEG_MAX_PIXELS when set to a positive integer, else MAX_PIXELS."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"${MAX_PIXELS_ENV}={text!r}: must be a positive whole number of pixels")
+    return value
+
+
+def check_pixel_count(width: int, height: int, source: str | Path) -> None:
+    """DataError when a `width` x `height` image exceeds the pixel cap (read from its header)."""
+    cap = max_pixels()
+    if width * height > cap:
+        raise DataError(
+            f"{source}: {width}x{height} image ({width * height / 1e6:.0f} Mpx) exceeds the "
+            f"{cap / 1e6:.0f} Mpx cap; resize it, or raise ${MAX_PIXELS_ENV} if it is genuine"
+        )
+
+
 def _open(path: Path) -> Image.Image:
-    """Open and fully decode `path` (so truncation is detected here, not mid-epoch)."""
+    """Open and fully decode `path` (so truncation is detected here, not mid-epoch).
+
+    The header's size is checked against the pixel cap before any pixel is decoded; PIL's own
+    bomb check is switched off for that call because the cap replaces it with a clear message.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found; check the dataset root and list files")
     try:
-        image = Image.open(path)
+        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            image = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+        check_pixel_count(image.width, image.height, path)
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except DataError:
+        raise
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as error:
         raise DataError(
             f"{path}: cannot decode ({type(error).__name__}: {error}); the file is corrupt or "
             "truncated: re-export or re-download it, or remove it from the dataset"
