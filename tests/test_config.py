@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fcnseg.config import config_from_dict, load_config, parse_override
 
@@ -90,3 +92,100 @@ def test_round_trip_through_yaml(tmp_path):
 def test_shipped_recipes_load(recipe):
     config = load_config(recipe)
     assert config.model.name
+
+
+# ----------------------------------------------------------------------------- inheritance
+#: Every shipped recipe as loaded before recipes could inherit (`load_config(...).to_dict()`,
+#: recorded from the one-file recipes); the recipes that now say `base:` must load to the same.
+SHIPPED_RECIPES = Path(__file__).resolve().parent / "data" / "shipped_recipes.json"
+
+
+@pytest.mark.parametrize(
+    "name", sorted(json.loads(SHIPPED_RECIPES.read_text())), ids=lambda name: name
+)
+def test_shipped_recipes_load_exactly_as_recorded(name):
+    recorded = json.loads(SHIPPED_RECIPES.read_text())[name]
+    loaded = json.loads(json.dumps(load_config(CONFIG_DIR / name).to_dict()))
+    assert loaded == recorded
+
+
+def test_inheriting_recipes_state_only_their_differences():
+    hires = yaml.safe_load((CONFIG_DIR / "camvid_fcn4s_lite0_hires.yaml").read_text())
+    assert hires["base"] == "camvid_fcn4s_lite0.yaml" and "data" not in hires
+    for name in ("voc_fcn8s_lite0.yaml", "voc_fcn32s_vgg16_paper.yaml"):
+        recipe = yaml.safe_load((CONFIG_DIR / name).read_text())
+        assert recipe["base"] == "_voc_base.yaml" and "format" not in recipe["data"]
+    config = load_config(CONFIG_DIR / "camvid_fcn4s_lite0_hires.yaml")
+    assert config.model.options == {"head_channels": 64, "upsample": "bilinear", "input_scale": 2.0}
+
+
+def test_the_package_ships_the_base_recipes():
+    from importlib.resources import files
+
+    shipped = {entry.name for entry in files("fcnseg").joinpath("configs").iterdir()}
+    assert {"_voc_base.yaml", "camvid_fcn4s_lite0.yaml"} <= shipped
+    # The repository's configs/ is the package's folder (a link), so both paths load alike.
+    repo_configs = CONFIG_DIR.parents[2] / "configs"
+    assert repo_configs.resolve() == CONFIG_DIR.resolve()
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_base_overrides_merge_deeply(tmp_path):
+    _write(
+        tmp_path,
+        "base.yaml",
+        "name: parent\nmodel: {name: fcn8s_vgg16, options: {a: 1, b: 2}}\n"
+        "data: {crop_size: [32, 32], scale_range: [0.5, 2.0]}\ntrain: {lr: 0.5, epochs: 3}\n",
+    )
+    child = _write(
+        tmp_path,
+        "child.yaml",
+        "base: base.yaml\nname: child\nmodel: {options: {b: 3}}\ndata: {crop_size: [16, 24]}\n",
+    )
+    config = load_config(child, ["train.epochs=7"])
+    assert config.name == "child"
+    assert config.model.name == "fcn8s_vgg16"  # inherited
+    assert config.model.options == {"a": 1, "b": 3}  # mappings merge key by key
+    assert config.data.crop_size == [16, 24]  # lists are replaced, not merged
+    assert config.data.scale_range == [0.5, 2.0]
+    assert config.train.lr == 0.5 and config.train.epochs == 7  # overrides still come last
+
+
+def test_base_chain_resolves_relative_to_each_recipe(tmp_path):
+    _write(tmp_path, "common/root.yaml", "train: {lr: 0.25, epochs: 2}\n")
+    _write(tmp_path, "common/middle.yaml", "base: root.yaml\ntrain: {epochs: 4}\n")
+    leaf = _write(tmp_path, "recipes/leaf.yaml", "base: ../common/middle.yaml\nname: leaf\n")
+    config = load_config(leaf)
+    assert (config.name, config.train.lr, config.train.epochs) == ("leaf", 0.25, 4)
+
+
+def test_base_cycle_is_a_one_line_error_naming_the_files(tmp_path):
+    first = _write(tmp_path, "a.yaml", "base: b.yaml\n")
+    _write(tmp_path, "b.yaml", "base: a.yaml\n")
+    with pytest.raises(ValueError, match="cycle") as info:
+        load_config(first)
+    message = str(info.value)
+    assert "\n" not in message and "a.yaml" in message and "b.yaml" in message
+    itself = _write(tmp_path, "self.yaml", "base: self.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(itself)
+
+
+def test_missing_or_bad_base_is_a_one_line_error(tmp_path):
+    orphan = _write(tmp_path, "orphan.yaml", "base: nowhere.yaml\ntrain: {lr: 0.1}\n")
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml") as info:
+        load_config(orphan)
+    assert "orphan.yaml" in str(info.value) and "\n" not in str(info.value)
+    listed = _write(tmp_path, "listed.yaml", "base: [a.yaml, b.yaml]\n")
+    with pytest.raises(ValueError, match="base: expected a recipe file name"):
+        load_config(listed)
+    _write(tmp_path, "broken.yaml", "train: [unclosed\n")
+    child = _write(tmp_path, "child.yaml", "base: broken.yaml\n")
+    with pytest.raises(ValueError, match="broken.yaml.*invalid YAML"):
+        load_config(child)

@@ -4,6 +4,11 @@ A recipe is layered, lowest priority first: the dataclass defaults, the training
 (`train.preset`: "modern" or "paper"), the YAML file, then the command-line overrides. Every key
 is checked against the dataclasses, so a typo such as `train.lrr=0.1` is a one-line error
 instead of a silently ignored setting, and every value is checked against the field's type.
+
+A YAML recipe may inherit from another (`base: other.yaml`, a path relative to the recipe's own
+folder, as mmsegmentation's `_base_`): the base is loaded first (it may have a base of its own)
+and the recipe's keys are merged into it, mappings key by key at every depth, anything else
+(lists, numbers, strings) replaced. So a second training stage states only what it changes.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -132,6 +138,17 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def eval_options(data: DataConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Dataset options of the validation/test splits: `options` updated by `val_options`.
+
+    Takes the typed `DataConfig` or the `data` mapping stored with a checkpoint/weights file, so
+    that training's validation and `fcnseg eval` build the same split the same way.
+    """
+    if isinstance(data, DataConfig):
+        return {**data.options, **data.val_options}
+    return {**(data.get("options") or {}), **(data.get("val_options") or {})}
 
 
 def paper_stage(model_name: str) -> str:
@@ -296,23 +313,57 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return config
 
 
+#: Recipe key naming the recipe it inherits from (a path relative to the recipe's folder).
+BASE_KEY = "base"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """One recipe file as a mapping; syntax errors are one line naming the file."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}:{where} invalid YAML; fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file; pass a YAML recipe") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a recipe must be a mapping of keys, e.g. 'train: {{}}'")
+    return raw
+
+
+def load_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file as a nested dict with its `base` chain resolved (see the module doc).
+
+    Why a dict and not a Config: a base is usually incomplete on its own (no model, say), and
+    presets and validation must see the merged recipe, exactly as if it were one file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found; pass a YAML recipe path")
+    here = path.resolve()
+    if here in _chain:
+        names = " -> ".join(str(link) for link in (*_chain, here))
+        raise ValueError(f"recipe inheritance cycle: {names}; remove one of these 'base' keys")
+    raw = _read_yaml(path)
+    base = raw.pop(BASE_KEY, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{path}: base: expected a recipe file name, e.g. 'base: other.yaml'")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise FileNotFoundError(
+            f"{path}: base {base}: file not found ({base_path}); the path is relative to the "
+            "recipe's own folder"
+        )
+    return _merge(load_recipe(base_path, (*_chain, here)), raw)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML recipe (or none: defaults) and apply overrides; errors are one line."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found; pass a YAML recipe path")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ValueError(f"{path}:{where} invalid YAML; fix the syntax") from None
-        except UnicodeDecodeError:
-            raise ValueError(f"{path}: not a text file; pass a YAML recipe") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: a recipe must be a mapping of keys, e.g. 'train: {{}}'")
+    """Read a YAML recipe (and its bases) or none (defaults), apply overrides; errors are one
+    line."""
+    raw = load_recipe(path) if path is not None else {}
     try:
         return config_from_dict(raw, overrides)
     except ValueError as error:
