@@ -26,13 +26,13 @@ import yaml
 
 from fcnseg.cli import main as fcnseg_main
 from fcnseg.engine.checkpoint import (
-    atomic_write,
     load_weights,
     save_weights,
     update_weights_metadata,
     write_weights,
 )
 from fcnseg.engine.predict import load_trained_model
+from fcnseg.io_utils import atomic_write
 
 #: Largest mean-IU change (fraction) for which the fp16 file may replace the fp32 one.
 FP16_TOLERANCE = 0.001

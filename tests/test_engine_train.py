@@ -174,7 +174,7 @@ def test_paper_preset_uses_constants():
 
 
 def test_median_frequency_weights_favour_rare_classes():
-    from fcnseg.engine.train import median_frequency_weights
+    from fcnseg.engine.setup import median_frequency_weights
 
     train_set, _ = tiny_datasets(num_train=4)
     weights = torch.tensor(median_frequency_weights(train_set))
@@ -203,7 +203,7 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
 
 
 def test_encoder_lr_multiplier_groups():
-    from fcnseg.engine.train import build_optimizer
+    from fcnseg.engine.setup import build_optimizer
 
     config = config_from_dict({"train": {"lr": 0.01, "encoder_lr_mult": 0.1}})
     optimizer = build_optimizer(config, TinySegNet(6))
@@ -227,16 +227,16 @@ def _child(out: str, mode: str) -> None:
     (mid-epoch), `resume` continues the killed run."""
     torch.set_num_threads(1)
     if mode == "killed":
-        import fcnseg.engine.train as engine
+        import fcnseg.engine.rundir as rundir
 
-        original = engine.save_checkpoint
+        original = rundir.save_checkpoint
 
         def save_then_die(path, state):
             original(path, state)
             if state["step"] == 3 and path.name == "last.pt":
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        engine.save_checkpoint = save_then_die
+        rundir.save_checkpoint = save_then_die
     resume = Path(out) if mode == "resume" else None
     run_tiny(Path(out), resume=resume, epochs=3)
 
@@ -278,7 +278,7 @@ if __name__ == "__main__":
 
 
 def test_encoder_parameters_are_found_inside_wrappers():
-    from fcnseg.engine.train import parameter_groups
+    from fcnseg.engine.setup import parameter_groups
 
     class Stream(nn.Module):
         def __init__(self):

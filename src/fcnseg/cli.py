@@ -17,10 +17,6 @@ EXIT_BAD_INPUT = 2
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 
 
-class CliError(ValueError):
-    """A one-line usage error raised by the CLI itself."""
-
-
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--weights", help="released weights (.safetensors with fcnseg metadata)")
@@ -135,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
     from fcnseg.config import load_config
-    from fcnseg.engine.train import config_from_checkpoint, train
+    from fcnseg.engine.checkpoint import config_from_checkpoint
+    from fcnseg.engine.train import train
 
     if args.data_root is not None:
         if not Path(args.data_root).is_dir():
@@ -156,113 +153,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_for(meta: dict, args: argparse.Namespace):
-    """The evaluation split: CLI arguments first, then the recipe stored with the model."""
-    from fcnseg.data.datasets.registry import build_dataset
-    from fcnseg.data.transforms import eval_transform
-    from fcnseg.engine.train import resolve_data_root
-
-    recipe = (meta.get("config") or {}).get("data", {})
-    data_format = args.format or meta.get("data_format") or recipe.get("format")
-    if not data_format:
-        raise CliError("--format: the weights do not say which dataset format; pass --format")
-    root = args.data_root if args.data_root is not None else recipe.get("root")
-    if args.data_root is not None and not Path(args.data_root).exists():
-        raise FileNotFoundError(f"--data-root {args.data_root}: directory not found; fix the path")
-    root = resolve_data_root(root)
-    if root is not None and not Path(root).exists():
-        raise FileNotFoundError(f"dataset root {root}: directory not found; pass --data-root")
-    split = args.split or recipe.get("val_split") or "val"
-    options = {}
-    if data_format == recipe.get("format"):
-        options = {**recipe.get("options", {}), **recipe.get("val_options", {})}
-    size = tuple(args.size) if args.size else None
-    transform = eval_transform(meta.get("normalization", "imagenet"), size)
-    dataset = build_dataset(data_format, root, split, transform=transform, **options)
-    return dataset, data_format, split
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fcnseg.engine.checkpoint import check_num_classes
-    from fcnseg.engine.evaluate import (
-        PRIMARY_HEAD,
-        eval_loader,
-        evaluate_heads,
-        format_scores,
-        scores_json,
-        write_scores,
-    )
-    from fcnseg.engine.predict import inference_settings, load_trained_model
-    from fcnseg.engine.train import resolve_device
+    from fcnseg.engine.run_eval import run_evaluation
 
-    device = resolve_device(args.device)
-    model, meta = load_trained_model(args.weights, args.checkpoint, args.run)
-    mode, options = inference_settings(meta, args.mode, _inference_options(args))
-    dataset, data_format, split = _dataset_for(meta, args)
-    check_num_classes(meta["source"], int(meta["num_classes"]), dataset.num_classes)
-    model.to(device)
-    per_head = evaluate_heads(
-        model,
-        eval_loader(dataset),
-        dataset.num_classes,
-        dataset.ignore_index,
-        device,
-        mode=mode,
-        options=options,
+    result = run_evaluation(
+        weights=args.weights,
+        checkpoint=args.checkpoint,
+        run=args.run,
+        device=args.device,
+        mode=args.mode,
+        options=_inference_options(args),
+        data_format=args.format,
+        data_root=args.data_root,
+        split=args.split,
+        size=tuple(args.size) if args.size else None,
+        out=args.out,
         progress=sys.stderr.isatty(),
     )
-    primary = PRIMARY_HEAD if PRIMARY_HEAD in per_head else next(iter(per_head))
-    scores = per_head[primary]
-    print(format_scores(scores, dataset.classes))
-    payload = {
-        "source": meta["source"],
-        "format": data_format,
-        "split": split,
-        "images": len(dataset),
-        "mode": mode,
-        "inference_options": options,
-        **scores_json(scores, dataset.classes),
-    }
-    if len(per_head) > 1:  # multi-head models (SIFT Flow): every head's scores, by head name
-        head_info = getattr(dataset, "head_class_info", {})
-        payload["heads"] = {}
-        for head, head_scores in per_head.items():
-            info = head_info.get(head)
-            count = len(head_scores.per_class_iu)
-            names = list(info.names) if info else [str(i) for i in range(count)]
-            if head != primary:
-                print(f"\n[{head} head]\n" + format_scores(head_scores, names))
-            payload["heads"][head] = scores_json(head_scores, names)
-    out = Path(args.out) if args.out else None
-    if out is None:
-        folder = Path(args.run) if args.run else Path(".")
-        out = folder / f"eval-{data_format}-{split}.json"
-    write_scores(out, payload)
-    print(f"scores written to {out}")
+    print(result.report())
+    print(f"scores written to {result.out}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fcnseg.engine.predict import (
-        collect_inputs,
-        inference_settings,
-        load_trained_model,
-        predict_files,
-    )
-    from fcnseg.engine.train import resolve_device
+    from fcnseg.engine.predict import run_prediction
 
-    device = resolve_device(args.device)
-    files = collect_inputs(args.inputs)
-    model, meta = load_trained_model(args.weights, args.checkpoint, args.run)
-    mode, options = inference_settings(meta, args.mode, _inference_options(args))
-    written = predict_files(
-        model,
-        meta,
-        files,
-        Path(args.out),
-        device,
-        mode=mode,
-        options=options,
+    files, written = run_prediction(
+        args.inputs,
+        args.out,
+        weights=args.weights,
+        checkpoint=args.checkpoint,
+        run=args.run,
+        device=args.device,
+        mode=args.mode,
+        options=_inference_options(args),
         overlay=not args.no_overlay,
         progress=sys.stderr.isatty(),
     )
@@ -271,12 +195,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fcnseg.models import zoo
+    from fcnseg.models import model_info
+    from fcnseg.models.table import format_model_table, model_table
 
     names = args.names or None
     for name in names or []:
-        zoo.model_info(name)  # unknown name -> one-line error before any model is built
-    print(zoo.format_model_table(zoo.model_table(names, flops=not args.no_flops)))
+        model_info(name)  # unknown name -> one-line error before any model is built
+    print(format_model_table(model_table(names, flops=not args.no_flops)))
     return 0
 
 
@@ -314,9 +239,9 @@ def cmd_import_caffe(args: argparse.Namespace) -> int:
     import yaml
 
     from fcnseg.data.datasets.registry import get_dataset_class
-    from fcnseg.engine.checkpoint import save_weights
+    from fcnseg.engine.checkpoint import save_weights, weights_metadata
+    from fcnseg.models import build_model
     from fcnseg.models.caffe import load_caffemodel
-    from fcnseg.models.zoo import build_model
 
     options: dict = {}
     for item in args.options:
@@ -328,17 +253,17 @@ def cmd_import_caffe(args: argparse.Namespace) -> int:
     info = get_dataset_class(args.format).class_info
     model = build_model(args.model, len(info.names), pretrained=False, **options)
     loaded, unused = load_caffemodel(model, args.caffemodel, strict=not args.partial)
-    meta = {
-        "model": args.model,
-        "model_options": options,
-        "num_classes": len(info.names),
-        "classes": list(info.names),
-        "palette": [list(colour) for colour in info.palette],
-        "normalization": getattr(model, "normalization", options["normalization"]),
-        "ignore_index": int(info.ignore_index),
-        "data_format": args.format,
-        "converted_from": Path(args.caffemodel).name,
-    }
+    meta = weights_metadata(
+        args.model,
+        options,
+        num_classes=len(info.names),
+        classes=info.names,
+        palette=info.palette,
+        normalization=getattr(model, "normalization", options["normalization"]),
+        ignore_index=info.ignore_index,
+        data_format=args.format,
+        converted_from=Path(args.caffemodel).name,
+    )
     save_weights(Path(args.out), model, meta)
     print(f"wrote {args.out}: {len(loaded)} layers from {args.caffemodel}")
     if unused:
@@ -368,6 +293,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's main job: train on synthetic scenes, evaluate on the test split, predict."""
     from fcnseg.config import load_config
+    from fcnseg.engine.predict import run_prediction
+    from fcnseg.engine.run_eval import run_evaluation
     from fcnseg.engine.train import train
 
     config = load_config(DEMO_CONFIG, args.overrides)
@@ -375,35 +302,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_dir = result.run_dir
     assert run_dir is not None
     print(f"run directory: {run_dir}")
-    eval_args = argparse.Namespace(
-        weights=None,
-        checkpoint=None,
-        run=str(run_dir),
-        data_root=None,
-        format=None,
-        split="test",
-        size=None,
-        out=None,
-        device=config.train.device,
-        mode="whole",
-        tile_size=None,
-        scales=None,
+    device = config.train.device
+    progress = sys.stderr.isatty()
+    scored = run_evaluation(
+        run=run_dir, split="test", device=device, mode="whole", progress=progress
     )
-    cmd_eval(eval_args)
+    print(scored.report())
+    print(f"scores written to {scored.out}")
     images = _write_demo_inputs(config, run_dir / "demo_inputs")
-    predict_args = argparse.Namespace(
-        weights=None,
-        checkpoint=None,
-        run=str(run_dir),
-        inputs=[str(images)],
-        out=str(run_dir / "predictions"),
-        no_overlay=False,
-        device=config.train.device,
-        mode="whole",
-        tile_size=None,
-        scales=None,
+    predictions = run_dir / "predictions"
+    files, written = run_prediction(
+        [str(images)], predictions, run=run_dir, device=device, mode="whole", progress=progress
     )
-    cmd_predict(predict_args)
+    print(f"{len(files)} images -> {len(written)} files in {predictions}")
     return 0
 
 
@@ -411,10 +322,10 @@ def _write_demo_inputs(config, folder: Path, count: int = 4) -> Path:
     """A few test-split scenes as PNG files, so the demo exercises predict on real files."""
     from PIL import Image
 
-    from fcnseg.data.datasets.registry import build_dataset
-    from fcnseg.engine.train import eval_options
+    from fcnseg.config import eval_options
+    from fcnseg.engine.setup import build_eval_dataset
 
-    dataset = build_dataset(config.data.format, None, "test", **eval_options(config))
+    dataset = build_eval_dataset(config.data.format, None, "test", eval_options(config.data))
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(min(count, len(dataset))):
         image, _ = dataset.load(index)

@@ -10,8 +10,9 @@ at its destination (atomic rename) once it passed.
 
 `load_engine` gives one calling convention for the results: a callable image batch -> logits
 (dict for multi-head models) with `normalization` and `classes` attributes, which is all
-`fcnseg.inference.predict_logits` needs, so `fcnseg predict --engine onnxruntime` reuses the
-whole predict path.
+`fcnseg.inference.predict_logits` needs, so Python code can run an exported file through the
+same sliding-window / multi-scale inference as a PyTorch model (`fcnseg bench --engines
+onnxruntime` times it). The `fcnseg eval` and `fcnseg predict` commands run PyTorch models only.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from fcnseg.io_utils import atomic_write
 
 ModelOutput = Tensor | dict[str, Tensor]
 Engine = Literal["torch", "onnxruntime"]
@@ -78,20 +80,6 @@ def _metadata(
         "heads": json.dumps(heads if heads != [DEFAULT_OUTPUT_NAME] else None),
         "model_name": str(getattr(model, "model_name", type(model).__name__)),
     }
-
-
-@contextmanager
-def _atomic_destination(path: Path) -> Iterator[Path]:
-    """A temporary path next to `path`, renamed onto it only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        yield temp
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def compare_outputs(reference: ModelOutput, candidate: ModelOutput, where: str) -> float:
@@ -183,7 +171,12 @@ def export_onnx(
     if dynamic:
         axes = {0: "batch", 2: "height", 3: "width"}
         dynamic_axes = {INPUT_NAME: axes, **{name: axes for name in output_names}}
-    with _atomic_destination(path) as temp:
+    sizes = check_sizes
+    if sizes is None:
+        sizes = DEFAULT_CHECK_SIZES if dynamic else (example_size,)
+
+    def write_checked(temp: Path) -> None:
+        # The check runs on the temporary file, so a failing export never reaches `path`.
         with warnings.catch_warnings():
             # Tracer warnings about Python ints are exactly what the size check below detects.
             warnings.simplefilter("ignore")
@@ -203,12 +196,10 @@ def export_onnx(
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(temp))
-        sizes = check_sizes
-        if sizes is None:
-            sizes = DEFAULT_CHECK_SIZES if dynamic else (example_size,)
         if sizes:
             verify_engine(model, OnnxRuntimeModel(temp), sizes)
-    return path
+
+    return atomic_write(path, write_checked)
 
 
 class OnnxRuntimeModel:
@@ -306,10 +297,15 @@ def export_torchscript(
         except Exception as error:  # noqa: BLE001 - every failure is reported below
             failures.append(f"{how}: {str(error).splitlines()[0] if str(error) else error!r}")
             continue
-        with _atomic_destination(path) as temp, warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # jit deprecation notice
-            torch.jit.save(compiled, str(temp), _extra_files={TORCHSCRIPT_METADATA_FILE: metadata})
-        return path
+
+        def write(temp: Path, compiled: torch.jit.ScriptModule = compiled) -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # jit deprecation notice
+                torch.jit.save(
+                    compiled, str(temp), _extra_files={TORCHSCRIPT_METADATA_FILE: metadata}
+                )
+
+        return atomic_write(path, write)
     raise ExportError(f"TorchScript export of {type(model).__name__} failed: {'; '.join(failures)}")
 
 
@@ -379,7 +375,7 @@ def load_engine(
             )
         return OnnxRuntimeModel(path, threads=threads)
     if path.suffix == ".onnx":
-        raise ValueError(f"{path}: an .onnx file needs engine='onnxruntime' (--engine onnxruntime)")
+        raise ValueError(f"{path}: an .onnx file needs engine='onnxruntime'")
     if path.suffix in (".pt", ".ts", ".torchscript", ".jit"):
         return TorchScriptModel(path)
     raise ValueError(

@@ -3,17 +3,15 @@
 Neither format executes code when loaded: checkpoints hold only tensors and primitive values and
 are read with `torch.load(weights_only=True)`; released weights are safetensors whose JSON
 header carries everything `predict`/`eval` need (model name, classes, palette, normalisation,
-ignore label). Writes are atomic (temporary file in the same directory, fsync, `os.replace`), so
-a SIGKILL during a save leaves the previous checkpoint intact.
+ignore label). Writes are atomic (`fcnseg.io_utils.atomic_write`), so a SIGKILL during a save
+leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcnseg.config import Config, config_from_dict
+from fcnseg.io_utils import atomic_write
+
 CHECKPOINT_VERSION = 1
 #: safetensors metadata key holding the JSON description of the model.
 WEIGHTS_METADATA_KEY = "fcnseg"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run `write(tmp_path)` then move the result onto `path` atomically (after fsync)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def rng_state() -> dict[str, Any]:
@@ -81,6 +60,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Atomically save a checkpoint dict (tensors and primitives only)."""
     payload = {"version": CHECKPOINT_VERSION, **state}
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def config_from_checkpoint(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The recipe a checkpoint was trained with, plus overrides (e.g. more epochs), so that
+    `fcnseg train --resume RUN` needs no --config."""
+    return config_from_dict(load_checkpoint(path)["config"], overrides)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -120,6 +105,39 @@ def check_num_classes(source: str | Path, found: int, expected: int) -> None:
             f"{source}: weights are for {found} classes but the dataset has {expected}; use "
             "weights trained on this dataset, or fine-tune from them with train.init"
         )
+
+
+def weights_metadata(
+    model: str,
+    model_options: dict[str, Any],
+    *,
+    num_classes: int,
+    classes: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    normalization: str,
+    ignore_index: int,
+    data_format: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The description a weights file carries so that it can be used on its own: which model to
+    build (name, options, class count), how to feed it (normalisation) and how to read its output
+    (class names, palette, ignore label, dataset format). `extra` entries follow (e.g. the step,
+    the mean IU, the Caffe file it was converted from).
+
+    One function for every writer (training, `fcnseg import-caffe`), so all weights files
+    describe themselves with the same keys that `engine.predict.load_trained_model` reads.
+    """
+    return {
+        "model": model,
+        "model_options": model_options,
+        "num_classes": int(num_classes),
+        "classes": list(classes),
+        "palette": [list(colour) for colour in palette],
+        "normalization": normalization,
+        "ignore_index": int(ignore_index),
+        "data_format": data_format,
+        **extra,
+    }
 
 
 def save_weights(path: Path, model: nn.Module, metadata: dict[str, Any]) -> None:

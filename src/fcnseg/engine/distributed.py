@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.utils.data import Sampler
 
 
@@ -49,23 +50,19 @@ def setup(device_kind: str) -> torch.device | None:
     return torch.device("cpu")
 
 
-def cleanup() -> None:
-    if is_distributed():
-        dist.destroy_process_group()
-
-
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
 
 
-def all_reduce_sum(value: float, device: torch.device) -> float:
-    """Sum a Python number over ranks (identity without a process group)."""
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` inside DistributedDataParallel under torchrun (gradients averaged over ranks at
+    each backward), the model itself otherwise; `checkpoint.unwrap` undoes it."""
     if not is_distributed():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return float(tensor.item())
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def broadcast_flag(flag: bool, device: torch.device) -> bool:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from fcnseg.engine import distributed
+from fcnseg.io_utils import atomic_write
 from fcnseg.metrics import ConfusionMatrix, SegmentationScores
 
 
@@ -193,6 +194,5 @@ def scores_json(scores: SegmentationScores, class_names: tuple[str, ...] | list[
 
 
 def write_scores(path: Path, payload: dict) -> None:
-    from fcnseg.engine.checkpoint import atomic_write
-
+    """The scores JSON, written atomically (an interrupted eval leaves no half file)."""
     atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from fcnseg.engine.checkpoint import load_checkpoint, load_weights, resolve_run_checkpoint
+from fcnseg.engine.device import resolve_device
 from fcnseg.engine.evaluate import _primary, predict_batch_logits
 
 #: Opacity of the class colours in the overlay images.
@@ -62,7 +63,7 @@ def inference_settings(
 
 
 def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], source: Path) -> nn.Module:
-    from fcnseg.models.zoo import build_model
+    from fcnseg.models import build_model
 
     name = meta.get("model")
     if not name:
@@ -196,3 +197,40 @@ def predict_files(
             overlay_image(rgb, labels, palette).save(overlay_path, quality=90)
             written.append(overlay_path)
     return written
+
+
+def run_prediction(
+    inputs: list[str],
+    out_dir: str | Path,
+    *,
+    weights: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    run: str | Path | None = None,
+    device: str = "auto",
+    mode: str | None = None,
+    options: dict[str, Any] | None = None,
+    overlay: bool = True,
+    progress: bool = False,
+) -> tuple[list[Path], list[Path]]:
+    """`fcnseg predict` as a function: (input files, files written).
+
+    Inputs are files, folders and glob patterns (see collect_inputs), checked before the model
+    is loaded; the model comes from exactly one of weights / checkpoint / run, and `mode` /
+    `options` default to the inference its weights recommend (see inference_settings).
+    """
+    torch_device = resolve_device(device)
+    files = collect_inputs(inputs)
+    model, meta = load_trained_model(weights, checkpoint, run)
+    mode, options = inference_settings(meta, mode, options or {})
+    written = predict_files(
+        model,
+        meta,
+        files,
+        Path(out_dir),
+        torch_device,
+        mode=mode,
+        options=options,
+        overlay=overlay,
+        progress=progress,
+    )
+    return files, written

@@ -1,0 +1,49 @@
+"""Which device a run or an inference uses, and the seeding that makes a run repeatable.
+
+Both are decided once, before any model or data exists: the device because torchrun may give
+each rank its own GPU, the seeds because building the model draws its initial weights from the
+global RNG streams.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from fcnseg.engine import distributed
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" picks CUDA when present; otherwise the named device (one-line error if absent)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: unknown; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def training_device(name: str) -> torch.device:
+    """The device of this training process: `name` resolved, then, under torchrun, the rank's
+    own device once the process group is joined (GPU `LOCAL_RANK`, or the CPU with gloo)."""
+    device = resolve_device(name)
+    ddp_device = distributed.setup(device.type)
+    return ddp_device if ddp_device is not None else device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy and torch; with `deterministic`, ask for deterministic kernels too
+    (what makes a resumed CPU run bit-identical to an uninterrupted one)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

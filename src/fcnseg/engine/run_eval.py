@@ -1,0 +1,177 @@
+"""`fcnseg eval` as a function: a trained model scored on a dataset split, scores written as JSON.
+
+The command line only parses arguments and prints; `run_evaluation` does the work, so the demo,
+scripts and the CLI evaluate the same way. The split is found from the arguments first, then from
+the recipe stored with the model (its dataset format, root, validation split and options), so
+`fcnseg eval --run RUN` needs nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from fcnseg.config import eval_options
+from fcnseg.data.roots import resolve_data_root
+from fcnseg.engine.checkpoint import check_num_classes
+from fcnseg.engine.device import resolve_device
+from fcnseg.engine.evaluate import (
+    PRIMARY_HEAD,
+    eval_loader,
+    evaluate_heads,
+    format_scores,
+    scores_json,
+    write_scores,
+)
+from fcnseg.engine.predict import inference_settings, load_trained_model
+from fcnseg.engine.setup import build_eval_dataset
+from fcnseg.metrics import SegmentationScores
+
+
+@dataclass
+class EvalRun:
+    """What `run_evaluation` scored and wrote."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    dataset: Any
+    data_format: str
+    split: str
+    mode: str
+    options: dict[str, Any]
+    #: Scores per output head ("semantic" only for single-head models).
+    per_head: dict[str, SegmentationScores]
+    primary: str
+    #: The JSON written to `out`.
+    payload: dict[str, Any]
+    out: Path
+
+    def report(self) -> str:
+        """The tables `fcnseg eval` prints: the primary head's, then any other head's."""
+        parts = [format_scores(self.per_head[self.primary], self.dataset.classes)]
+        for head, scores in self.per_head.items():
+            if head != self.primary:
+                parts.append(f"\n[{head} head]\n" + format_scores(scores, self.head_classes(head)))
+        return "\n".join(parts)
+
+    def head_classes(self, head: str) -> list[str]:
+        """Class names of a head (multi-head datasets describe each; else the indices)."""
+        info = getattr(self.dataset, "head_class_info", {}).get(head)
+        count = len(self.per_head[head].per_class_iu)
+        return list(info.names) if info else [str(i) for i in range(count)]
+
+
+def eval_split(
+    meta: dict[str, Any],
+    *,
+    data_format: str | None = None,
+    data_root: str | None = None,
+    split: str | None = None,
+    size: tuple[int, int] | None = None,
+) -> tuple[Any, str, str]:
+    """(dataset, format, split) to score a model with metadata `meta` on.
+
+    Each of format, root and split is the argument when given, else the recipe stored with the
+    model; the recipe's dataset options apply only to its own format. The evaluation transform
+    uses the model's normalisation, after an optional resize to `size`.
+    """
+    recipe = (meta.get("config") or {}).get("data", {})
+    data_format = data_format or meta.get("data_format") or recipe.get("format")
+    if not data_format:
+        raise ValueError("--format: the weights do not say which dataset format; pass --format")
+    root = data_root if data_root is not None else recipe.get("root")
+    if data_root is not None and not Path(data_root).exists():
+        raise FileNotFoundError(f"--data-root {data_root}: directory not found; fix the path")
+    root = resolve_data_root(root)
+    if root is not None and not Path(root).exists():
+        raise FileNotFoundError(f"dataset root {root}: directory not found; pass --data-root")
+    split = split or recipe.get("val_split") or "val"
+    options = eval_options(recipe) if data_format == recipe.get("format") else {}
+    dataset = build_eval_dataset(
+        data_format,
+        root,
+        split,
+        options,
+        normalization=meta.get("normalization", "imagenet"),
+        size=size,
+    )
+    return dataset, data_format, split
+
+
+def run_evaluation(
+    *,
+    weights: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    run: str | Path | None = None,
+    device: str = "auto",
+    mode: str | None = None,
+    options: dict[str, Any] | None = None,
+    data_format: str | None = None,
+    data_root: str | None = None,
+    split: str | None = None,
+    size: tuple[int, int] | None = None,
+    out: str | Path | None = None,
+    progress: bool = False,
+    batch_hook: Callable[[Any], Callable[[Tensor, Tensor], None]] | None = None,
+) -> EvalRun:
+    """Score the model from exactly one of weights / checkpoint / run on a split; write the JSON.
+
+    `mode`/`options`: the inference (None: what the weights recommend, see
+    engine.predict.inference_settings). `out` defaults to `<run>/eval-<format>-<split>.json`,
+    or the current directory when the model is not a run directory. `batch_hook(dataset)`
+    returns a callback that sees every batch's predicted ids and targets (evaluate_heads'
+    on_batch; the HTML report of `fcnseg eval --report` uses it).
+    """
+    torch_device = resolve_device(device)
+    model, meta = load_trained_model(weights, checkpoint, run)
+    mode, options = inference_settings(meta, mode, options or {})
+    dataset, data_format, split = eval_split(
+        meta, data_format=data_format, data_root=data_root, split=split, size=size
+    )
+    check_num_classes(meta["source"], int(meta["num_classes"]), dataset.num_classes)
+    model.to(torch_device)
+    per_head = evaluate_heads(
+        model,
+        eval_loader(dataset),
+        dataset.num_classes,
+        dataset.ignore_index,
+        torch_device,
+        mode=mode,
+        options=options,
+        progress=progress,
+        on_batch=batch_hook(dataset) if batch_hook is not None else None,
+    )
+    primary = PRIMARY_HEAD if PRIMARY_HEAD in per_head else next(iter(per_head))
+    result = EvalRun(
+        model=model,
+        meta=meta,
+        dataset=dataset,
+        data_format=data_format,
+        split=split,
+        mode=mode,
+        options=options,
+        per_head=per_head,
+        primary=primary,
+        payload={},
+        out=Path(out) if out else Path(run or ".") / f"eval-{data_format}-{split}.json",
+    )
+    result.payload = {
+        "source": meta["source"],
+        "format": data_format,
+        "split": split,
+        "images": len(dataset),
+        "mode": mode,
+        "inference_options": options,
+        **scores_json(per_head[primary], dataset.classes),
+    }
+    if len(per_head) > 1:  # multi-head models (SIFT Flow): every head's scores, by head name
+        result.payload["heads"] = {
+            head: scores_json(scores, result.head_classes(head))
+            for head, scores in per_head.items()
+        }
+    write_scores(result.out, result.payload)
+    return result

@@ -1,0 +1,280 @@
+"""Everything a training run needs before its first step, built from the recipe.
+
+Datasets (with the transforms that need the model's normalisation), the model (optionally
+initialised from an earlier stage), the loss, the optimiser with its encoder/head learning-rate
+groups, and the metadata its weights file will carry. All of it is built, and every recipe error
+raised, before the run directory exists, so a bad recipe writes nothing.
+
+The order is part of the behaviour: the model's initial weights are drawn from the global RNG
+streams right after seeding and building the datasets, so changing the order changes the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from fcnseg.config import Config, eval_options
+from fcnseg.data.roots import resolve_data_root
+from fcnseg.engine.checkpoint import load_checkpoint, load_weights, unwrap, weights_metadata
+from fcnseg.losses import PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
+
+#: Parameter-name prefixes that belong to the (pretrained) encoder, for `encoder_lr_mult`.
+#: A parameter belongs to the encoder when a module on its path has one of these names; matching
+#: any path component (not just the first) covers wrappers such as fusion streams
+#: (`rgb.backbone.`) and benchmark adapters (`model.encoder.`).
+ENCODER_MODULE_NAMES: frozenset[str] = frozenset({"backbone", "encoder", "features"})
+
+
+@dataclass
+class TrainingSetup:
+    """What `prepare_training` builds: the objects the loop runs on."""
+
+    model: nn.Module
+    train_set: Any
+    val_set: Any | None
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    #: The weights-file description (see checkpoint.weights_metadata).
+    metadata: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.train_set.num_classes)
+
+
+def prepare_training(
+    config: Config,
+    device: torch.device,
+    *,
+    model: nn.Module | None = None,
+    train_set: Dataset | None = None,
+    val_set: Dataset | None = None,
+    initialise: bool = True,
+) -> TrainingSetup:
+    """Datasets, model, loss and optimiser of `config` (objects given replace those it names).
+
+    `initialise=False` skips `model.init` (a resumed run loads its own checkpoint instead).
+    """
+    if train_set is None:
+        train_set, built_val = build_datasets(config)
+        val_set = built_val if val_set is None else val_set
+    num_classes = int(train_set.num_classes)  # type: ignore[attr-defined]
+    if model is None:
+        model = build_training_model(config, num_classes)
+    attach_transforms(config, getattr(model, "normalization", "imagenet"), train_set, val_set)
+    if config.model.init and initialise:
+        initialise_from(model, config.model.init)
+    model.to(device)
+    criterion = build_criterion(config, train_set, num_classes).to(device)
+    optimizer = build_optimizer(config, model)
+    return TrainingSetup(
+        model=model,
+        train_set=train_set,
+        val_set=val_set,
+        criterion=criterion,
+        optimizer=optimizer,
+        metadata=model_metadata(config, model, train_set),
+    )
+
+
+# --------------------------------------------------------------------------------- data
+def existing_data_root(root: str | None, missing: str) -> str | None:
+    """`root` resolved (see data.roots); `missing` is the one-line error when it is absent."""
+    resolved = resolve_data_root(root)
+    if resolved is not None and not Path(resolved).exists():
+        raise FileNotFoundError(missing)
+    return resolved
+
+
+def build_datasets(config: Config) -> tuple[Dataset, Dataset | None]:
+    """Train and validation sets of the recipe (transforms are attached once the model is known)."""
+    from fcnseg.data.datasets.registry import build_dataset
+
+    data = config.data
+    root = existing_data_root(
+        data.root,
+        f"data.root {data.root!r}: directory not found (also looked in the data directory); "
+        "pass --data-root or data.root=PATH",
+    )
+    train_set = build_dataset(data.format, root, data.train_split, **data.options)
+    val_set = None
+    if data.val_split:
+        val_set = build_eval_dataset(data.format, root, data.val_split, eval_options(data))
+    return train_set, val_set
+
+
+def build_eval_dataset(
+    data_format: str,
+    root: str | None,
+    split: str,
+    options: Mapping[str, Any],
+    *,
+    normalization: str | None = None,
+    size: Sequence[int] | None = None,
+) -> Dataset:
+    """An evaluation split: validation during training, `fcnseg eval`, the demo's inputs.
+
+    One function so that all three see the same images: `options` are the recipe's dataset
+    options with its `val_options` on top (config.eval_options). With `normalization` the
+    evaluation transform (optional resize to `size`, then normalise) is attached; without,
+    the dataset has none yet (training attaches it once the model is known) and returns raw
+    uint8 images from `load`.
+    """
+    from fcnseg.data.datasets.registry import build_dataset
+    from fcnseg.data.transforms import eval_transform
+
+    transform = None
+    if normalization is not None:
+        transform = eval_transform(normalization, tuple(size) if size else None)  # type: ignore[arg-type]
+    return build_dataset(data_format, root, split, transform=transform, **options)
+
+
+def attach_transforms(config: Config, normalization: str, train_set: Any, val_set: Any) -> None:
+    """Give datasets built without a transform the recipe's train/eval pipelines."""
+    from fcnseg.data.transforms import eval_transform, train_transform
+
+    data = config.data
+    if getattr(train_set, "transform", "absent") is None:
+        train_set.transform = train_transform(
+            normalization,
+            crop_size=tuple(data.crop_size) if data.crop_size else None,
+            scale_range=tuple(data.scale_range),
+            hflip=data.hflip,
+            jitter=data.jitter,
+            ignore_index=train_set.ignore_index,
+        )
+    if val_set is not None and getattr(val_set, "transform", "absent") is None:
+        val_set.transform = eval_transform(
+            normalization, tuple(data.val_size) if data.val_size else None
+        )
+
+
+# -------------------------------------------------------------------------------- model
+def build_training_model(config: Config, num_classes: int) -> nn.Module:
+    """The registry model the recipe names, with its encoder's pretrained weights if asked."""
+    from fcnseg.models import build_model
+
+    return build_model(
+        config.model.name,
+        num_classes,
+        pretrained=config.model.pretrained,
+        **config.model.options,
+    )
+
+
+def initialise_from(model: nn.Module, source: str) -> None:
+    """Copy every same-named, same-shaped tensor from weights/checkpoint `source` (fine-tuning,
+    or the paper's stage-wise init of FCN-16s from FCN-32s)."""
+    path = Path(source)
+    if not path.is_file():
+        # Runs before the run directory is made, so a later stage (FCN-16s from FCN-32s,
+        # CamVid's hi-res fine-tune) started before its earlier stage writes nothing.
+        raise FileNotFoundError(
+            f"model.init {source}: file not found; train the earlier stage first or "
+            "pass model.init=PATH to its model.safetensors"
+        )
+    if path.suffix == ".safetensors":
+        tensors, _ = load_weights(path)
+    else:
+        tensors = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    matched = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ValueError(f"model.init {source}: no tensor matches this model; check model.name")
+    model.load_state_dict(matched, strict=False)
+
+
+def model_metadata(config: Config, model: nn.Module, dataset: Any) -> dict[str, Any]:
+    """What the run's weights file needs to be used on its own (see checkpoint.weights_metadata)."""
+    return weights_metadata(
+        config.model.name,
+        config.model.options,
+        num_classes=dataset.num_classes,
+        classes=dataset.classes,
+        palette=dataset.palette,
+        normalization=getattr(unwrap(model), "normalization", "imagenet"),
+        ignore_index=dataset.ignore_index,
+        data_format=config.data.format,
+    )
+
+
+# ---------------------------------------------------------------------------------- loss
+def median_frequency_weights(dataset: Any) -> list[float]:
+    """Median-frequency class weights of `dataset` (decoded masks, no augmentation), computed
+    by the same scan as `fcnseg data check` so both report identical numbers."""
+    from fcnseg.data.check import scan_dataset
+
+    problems, statistics = scan_dataset(dataset, max_problems=1)
+    if problems:
+        raise ValueError(f"data.class_weights: cannot scan the training set: {problems[0]}")
+    return statistics.median_frequency_weights
+
+
+def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Module:
+    """Pixel cross-entropy (class-weighted as the recipe says), plus a soft-Jaccard term when
+    `train.jaccard_weight` > 0; recipe errors here are one line, raised before anything runs."""
+    train_cfg = config.train
+    class_weights = config.data.class_weights
+    if class_weights == "median_frequency":
+        class_weights = median_frequency_weights(train_set)
+    if isinstance(class_weights, list) and len(class_weights) != num_classes:
+        raise ValueError(
+            f"data.class_weights: {len(class_weights)} weights for {num_classes} classes; give "
+            "one per class"
+        )
+    ignore_index = train_set.ignore_index
+    criterion: nn.Module = PixelCrossEntropy(
+        ignore_index=ignore_index,
+        class_weights=class_weights,
+        normalization=train_cfg.loss_normalization,
+    )
+    if train_cfg.jaccard_weight < 0:
+        raise ValueError(f"train.jaccard_weight must be >= 0, got {train_cfg.jaccard_weight}")
+    if train_cfg.jaccard_weight > 0 and train_cfg.loss_normalization != "mean":
+        raise ValueError(
+            "train.jaccard_weight needs train.loss_normalization=mean (a per-pixel-summed "
+            "cross-entropy would dwarf an IoU term in [0, 1])"
+        )
+    if train_cfg.jaccard_weight > 0:
+        criterion = WeightedSumLoss(
+            [(1.0, criterion), (train_cfg.jaccard_weight, SoftJaccardLoss(ignore_index))]
+        )
+    return criterion
+
+
+# ----------------------------------------------------------------------------- optimiser
+def parameter_groups(
+    model: nn.Module, lr: float, encoder_mult: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """Encoder parameters (see ENCODER_MODULE_NAMES) at lr x encoder_mult, the rest at lr."""
+    encoder, head = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        in_encoder = not ENCODER_MODULE_NAMES.isdisjoint(name.split(".")[:-1])
+        (encoder if in_encoder else head).append(parameter)
+    groups: list[dict[str, Any]] = []
+    if encoder:
+        groups.append({"params": encoder, "base_lr": lr * encoder_mult, "name": "encoder"})
+    if head:
+        groups.append({"params": head, "base_lr": lr, "name": "head"})
+    for group in groups:
+        group["lr"] = group["base_lr"]
+        group["weight_decay"] = weight_decay
+    return groups
+
+
+def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper) or AdamW, over the encoder/head groups."""
+    train = config.train
+    groups = parameter_groups(model, train.lr, train.encoder_lr_mult, train.weight_decay)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
+    return torch.optim.AdamW(groups, lr=train.lr)
