@@ -6,6 +6,8 @@ check each number against the cited source without reading the models or the eng
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # --- Long, Shelhamer, Darrell, "Fully Convolutional Networks for Semantic Segmentation",
 # --- CVPR 2015 / TPAMI 2016, and the authors' Caffe release (shelhamer/fcn.berkeleyvision.org).
 
@@ -38,10 +40,94 @@ VOC_IGNORE_INDEX: int = 255
 PAPER_MOMENTUM: float = 0.99
 PAPER_WEIGHT_DECAY: float = 5e-4
 PAPER_BATCH_SIZE: int = 1
-PAPER_LR: dict[str, float] = {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14}
+#: Keyed by `ModelInfo.paper_stage`. "fcn8s_atonce" is the FCN-8s trained in one stage from the
+#: ImageNet classifier (TPAMI 2016 section 4.2; voc-fcn8s-atonce/solver.prototxt `base_lr:
+#: 1e-10`): it starts where FCN-32s starts, so it takes the first stage's rate, not FCN-8s's.
+PAPER_LR: dict[str, float] = {
+    "fcn32s": 1e-10,
+    "fcn16s": 1e-12,
+    "fcn8s": 1e-14,
+    "fcn8s_atonce": 1e-10,
+}
 #: The paper's effective batch when training with batch 1 was 20 images (section 4.1,
 #: "minibatches of 20 images"); gradient accumulation reproduces it.
 PAPER_EFFECTIVE_BATCH: int = 20
+
+# --- The release's solvers (shelhamer/fcn.berkeleyvision.org, each folder's solver.prototxt
+# --- and net.py), reproduced by the `release` training preset.
+#: Every release solver is `lr_policy: "fixed"` with `weight_decay: 0.0005`. `normalize` is the
+#: SoftmaxWithLoss `loss_param.normalize` of net.py (False: summed over pixels, divided by the
+#: batch size only; True: averaged over the labelled pixels). `iter_size` is Caffe's gradient
+#: accumulation: the diffs of `iter_size` forward/backward passes are summed and scaled by
+#: 1 / iter_size before the update. `bias_mult_layers` says whose biases carry the
+#: `param { lr_mult: 2 decay_mult: 0 }` of net.py: "all" (every convolution of the VGG16 nets,
+#: score layers included) or "score" (voc-fcn-alexnet: only score_fr declares it; its conv1-5 and
+#: fc6/fc7 biases train at lr_mult 1 with weight decay). Weights are `lr_mult: 1 decay_mult: 1`;
+#: the deconvolutions `lr_mult: 0` (fcnseg's frozen bilinear upsampling).
+RELEASE_BIAS_LR_MULT: float = 2.0
+RELEASE_BIAS_DECAY_MULT: float = 0.0
+RELEASE_WEIGHT_DECAY: float = 5e-4
+
+
+@dataclass(frozen=True)
+class ReleaseSolver:
+    """One release net's solver.prototxt and loss setting (see the comment above)."""
+
+    base_lr: float
+    momentum: float
+    iter_size: int
+    normalize: bool
+    bias_mult_layers: str = "all"
+    weight_decay: float = RELEASE_WEIGHT_DECAY
+
+
+_VGG_32S = ReleaseSolver(base_lr=1e-10, momentum=0.99, iter_size=1, normalize=False)
+_VGG_16S = ReleaseSolver(base_lr=1e-12, momentum=0.99, iter_size=1, normalize=False)
+_VGG_8S = ReleaseSolver(base_lr=1e-14, momentum=0.99, iter_size=1, normalize=False)
+#: Release net (folder name) -> its solver. Facts per folder, checked against solver.prototxt:
+#: voc-fcn32s 1e-10, voc-fcn16s 1e-12, voc-fcn8s 1e-14, voc-fcn8s-atonce 1e-10 (all momentum 0.99,
+#: "no gradient accumulation", unnormalised); voc-fcn-alexnet "lr for normalized softmax" 1e-4,
+#: "standard momentum" 0.9, iter_size 20, normalize: True; pascalcontext-* as voc-*; siftflow-
+#: fcn32s 1e-10, fcn16s 1e-12 and fcn8s 1e-12 (not 1e-14); nyud-fcn32s-color / -hha / -color-d
+#: 1e-10, nyud-fcn32s-color-hha 1e-12.
+RELEASE_SOLVERS: dict[str, ReleaseSolver] = {
+    "voc-fcn32s": _VGG_32S,
+    "voc-fcn16s": _VGG_16S,
+    "voc-fcn8s": _VGG_8S,
+    "voc-fcn8s-atonce": _VGG_32S,
+    "voc-fcn-alexnet": ReleaseSolver(
+        base_lr=1e-4, momentum=0.9, iter_size=20, normalize=True, bias_mult_layers="score"
+    ),
+    "pascalcontext-fcn32s": _VGG_32S,
+    "pascalcontext-fcn16s": _VGG_16S,
+    "pascalcontext-fcn8s": _VGG_8S,
+    "siftflow-fcn32s": _VGG_32S,
+    "siftflow-fcn16s": _VGG_16S,
+    "siftflow-fcn8s": _VGG_16S,
+    "nyud-fcn32s-color": _VGG_32S,
+    "nyud-fcn32s-hha": _VGG_32S,
+    "nyud-fcn32s-color-d": _VGG_32S,
+    "nyud-fcn32s-color-hha": _VGG_16S,
+}
+#: The release's parameter count of voc-fcn-alexnet (21 classes), upscore's 21 x 21 x 63 x 63
+#: deconvolution included: conv1-5 2,334,080, fc6 37,752,832, fc7 16,781,312, score_fr 86,037,
+#: upscore 1,750,329.
+RELEASE_ALEXNET_PARAMETERS: int = 58_704_590
+#: CaffeNet (the release's AlexNet, voc-fcn-alexnet/net.py): conv output widths, kernels,
+#: strides, paddings and groups; LRN (local_size 5, alpha 1e-4, beta 0.75) after pool1 and pool2;
+#: 3x3 stride-2 max pooling after conv1, conv2 and conv5; fc6 is a 6x6 convolution.
+CAFFENET_CONVS: tuple[tuple[int, int, int, int, int], ...] = (
+    # (out channels, kernel, stride, pad, group)
+    (96, 11, 4, FCN_CONV1_PAD, 1),
+    (256, 5, 1, 2, 2),
+    (384, 3, 1, 1, 1),
+    (384, 3, 1, 1, 2),
+    (256, 3, 1, 1, 2),
+)
+CAFFENET_POOL_KERNEL: int = 3
+CAFFENET_POOL_STRIDE: int = 2
+CAFFENET_LRN: tuple[int, float, float, float] = (5, 1e-4, 0.75, 1.0)  # size, alpha, beta, k
+CAFFENET_FC6_KERNEL: int = 6
 #: Caffe VGG16 mean pixel, BGR order, 0-255 scale (the release's voc_layers.py `mean_bgr`).
 CAFFE_MEAN_BGR: tuple[float, float, float] = (104.00698793, 116.66876762, 122.67891434)
 #: Size of the VOC2011 "seg11valid" split used by FCN for validation (the release's data/pascal).
@@ -137,14 +223,8 @@ NYUD_CLASSES: tuple[str, ...] = (
     "shower curtain", "box", "whiteboard", "person", "night stand", "toilet", "sink", "lamp",
     "bathtub", "bag", "otherstructure", "otherfurniture", "otherprop",
 )
-#: Standard split 795 train / 654 test; the FCN paper's RGB-D experiments trained on a 381-image
-#: subset and validated on 414 (paper section 4.3 / the release's data/nyud lists).
-NYUD_SPLIT_SIZES: dict[str, int] = {"train": 795, "test": 654}
-NYUD_PAPER_SPLIT_SIZES: dict[str, int] = {"train": 381, "val": 414}
-#: Mean of log(depth in mm) and mean HHA pixel (stored channel order, 0-255), from the FCN
-#: release's nyud_layers.py (`mean_logd`, `mean_hha`).
+#: Mean of log(depth in mm), from the FCN release's nyud_layers.py (`mean_logd`).
 NYUD_MEAN_LOG_DEPTH_MM: float = 7.844
-NYUD_MEAN_HHA: tuple[float, float, float] = (132.431, 94.076, 118.477)
 #: Intrinsics of the NYUDv2 Kinect colour camera in pixels (NYU Depth V2 toolbox,
 #: camera_params.m: fx_rgb, fy_rgb, cx_rgb, cy_rgb; MATLAB 1-based pixel coordinates). Gupta's
 #: rcnn-depth code (getCameraParam('color')) uses the same matrix for HHA.

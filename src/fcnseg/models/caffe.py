@@ -15,11 +15,21 @@ weights are decoded (field numbers from caffe.proto, the format's public definit
   not), `shape` = 7 (BlobShape: `dim` = 1, int64), `double_data` = 8.
 
 Blob 0 of a layer is its weight, blob 1 its bias. Caffe's convolution and deconvolution weights
-have PyTorch's layout already (out x in x kh x kw; deconvolution in x out x kh x kw). An
+have PyTorch's layout already (out x in/group x kh x kw; deconvolution in x out x kh x kw). An
 InnerProduct weight is reshaped to the convolution it becomes when the element counts agree:
 that is the paper's "convolutionalization" of fc6/fc7 (section 3.1), which lets the ILSVRC
-VGG16 caffemodel initialise an FCN's encoder and fc layers. Caffe nets expect BGR images in
-[0, 255] minus the mean pixel: build the net with `normalization="caffe_bgr"`.
+VGG16 caffemodel initialise an FCN's encoder and fc layers. Legacy blobs (num, channels,
+height, width) are right-aligned, as Caffe's Blob::ShapeEquals reads them: a bias is
+1 x 1 x 1 x N and an InnerProduct weight 1 x 1 x M x N, so leading 1-axes carry no meaning.
+Caffe nets expect BGR images in [0, 255] minus the mean pixel: build the net with
+`normalization="caffe_bgr"`.
+
+Layer names. fcnseg's paper nets use the release's names, but the composite release nets add
+stream suffixes (SIFT Flow's `score_fr_sem` / `score_fr_geo`, NYUD's `conv1_1color` /
+`conv1_1hha`) or rename a layer (`conv1_1_bgrd` of the RGB-D net). `release_layer_names` maps an
+fcnseg module path to the release name(s) with the two tables below, the only place these
+differences are written down; `RELEASE_NETS` says which fcnseg model (and options) each released
+net becomes, so `fcnseg import-caffe --release NET` needs nothing else.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +57,103 @@ _SHAPE_DIM = 1
 
 class CaffeModelError(ValueError):
     """A caffemodel that cannot be read, or that does not fit the net it is loaded into."""
+
+
+#: fcnseg stream (a component of a module path) -> the suffix the release appends to the names
+#: of that stream's layers: SIFT Flow's two heads (siftflow-fcn*/net.py: score_fr_sem,
+#: upscore2_geo, ...) and NYUD's two late-fusion streams (nyud-fcn32s-color-hha/net.py:
+#: `modality_fcn(n, 'color', 'color')` names conv1_1color ... score_frcolor).
+RELEASE_STREAM_SUFFIXES: dict[str, str] = {
+    "semantic": "_sem",
+    "geometric": "_geo",
+    "rgb": "color",
+    "hha": "hha",
+}
+#: fcnseg layer name -> other names the release gives it. nyud-fcn32s-color-d's 4-channel first
+#: convolution is `conv1_1_bgrd`; nyud-fcn32s-color-hha upsamples the fused score once, with one
+#: unsuffixed `upscore` that both fcnseg streams take (frozen bilinear kernels, so summing
+#: before or after upsampling is the same).
+RELEASE_ALIASES: dict[str, tuple[str, ...]] = {
+    "conv1_1": ("conv1_1_bgrd",),
+}
+#: Layers a suffixed stream also looks up without its suffix (see RELEASE_ALIASES).
+RELEASE_UNSUFFIXED: frozenset[str] = frozenset({"upscore"})
+#: Module-path components fcnseg adds that release names never have.
+_CONTAINERS: frozenset[str] = frozenset({"encoder", "trunk", "heads"})
+
+
+@dataclass(frozen=True)
+class ReleaseNet:
+    """What one released net becomes in fcnseg: model name, builder options, classes, data.
+
+    `leading_classes` are output classes the release trains before the dataset format's own
+    (PASCAL-Context: the release scores 60 classes, label 0 "everything else" included, where
+    fcnseg's `context` format keeps 59 and treats 0 as void).
+    """
+
+    model: str
+    num_classes: int
+    data_format: str
+    options: dict[str, Any] = field(default_factory=dict)
+    leading_classes: tuple[str, ...] = ()
+
+
+_SIFTFLOW_HEADS = {"semantic": 33, "geometric": 3}
+#: Every net of the release (folder name) -> the fcnseg model it loads into, by layer name.
+RELEASE_NETS: dict[str, ReleaseNet] = {
+    "voc-fcn32s": ReleaseNet("fcn32s_vgg16", 21, "voc"),
+    "voc-fcn16s": ReleaseNet("fcn16s_vgg16", 21, "voc"),
+    "voc-fcn8s": ReleaseNet("fcn8s_vgg16", 21, "voc"),
+    "voc-fcn8s-atonce": ReleaseNet("fcn8s_atonce_vgg16", 21, "voc"),
+    "voc-fcn-alexnet": ReleaseNet("fcn32s_caffenet", 21, "voc"),
+    **{
+        f"pascalcontext-{variant}": ReleaseNet(
+            f"{variant}_vgg16", 60, "context", leading_classes=("everything else",)
+        )
+        for variant in ("fcn32s", "fcn16s", "fcn8s")
+    },
+    **{
+        f"siftflow-{variant}": ReleaseNet(
+            "multihead", 33, "siftflow", {"base": f"{variant}_vgg16", "heads": _SIFTFLOW_HEADS}
+        )
+        for variant in ("fcn32s", "fcn16s", "fcn8s")
+    },
+    "nyud-fcn32s-color": ReleaseNet("fcn32s_vgg16", 40, "nyud"),
+    "nyud-fcn32s-hha": ReleaseNet("fcn32s_vgg16", 40, "nyud"),
+    "nyud-fcn32s-color-hha": ReleaseNet(
+        "late_fusion", 40, "nyud", {"base": "fcn32s_vgg16", "stream_weights": [0.5, 0.5]}
+    ),
+    "nyud-fcn32s-color-d": ReleaseNet(
+        "early_fusion", 40, "nyud", {"base": "fcn32s_vgg16", "in_channels": 4, "rule": "mean"}
+    ),
+}
+
+
+def release_net(name: str) -> ReleaseNet:
+    """The entry of `name`, or a one-line error listing the release's nets."""
+    if name not in RELEASE_NETS:
+        raise CaffeModelError(
+            f"unknown release net {name!r}; choose one of: {', '.join(RELEASE_NETS)}"
+        )
+    return RELEASE_NETS[name]
+
+
+def release_layer_names(module_path: str) -> tuple[str, ...]:
+    """Release layer names an fcnseg module may be stored under, preferred first.
+
+    "encoder.conv1_1" -> ("conv1_1", "conv1_1_bgrd"); "heads.semantic.score_fr" ->
+    ("score_fr_sem",); "hha.upscore" -> ("upscorehha", "upscore").
+    """
+    parts = module_path.split(".")
+    layer = parts[-1]
+    suffix = "".join(RELEASE_STREAM_SUFFIXES.get(part, "") for part in parts[:-1])
+    unknown = [p for p in parts[:-1] if p not in _CONTAINERS and p not in RELEASE_STREAM_SUFFIXES]
+    if unknown:  # a module nested in some other way: the bare layer name is the best guess
+        suffix = ""
+    names = [layer + suffix, *(alias + suffix for alias in RELEASE_ALIASES.get(layer, ()))]
+    if suffix and layer in RELEASE_UNSUFFIXED:
+        names.append(layer)
+    return tuple(dict.fromkeys(names))
 
 
 def _varint(buffer: memoryview, position: int) -> tuple[int, int]:
@@ -168,9 +276,42 @@ def read_caffemodel(path: str | Path) -> dict[str, CaffeLayer]:
     return layers
 
 
-def _caffe_name(module_path: str) -> str:
-    """fcnseg module path -> Caffe layer name: the last component ("encoder.conv1_1" -> "conv1_1")."""
-    return module_path.rsplit(".", 1)[-1]
+def _strip_leading_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
+    index = 0
+    while index < len(shape) - 1 and shape[index] == 1:
+        index += 1
+    return shape[index:]
+
+
+def blob_fits(blob_shape: tuple[int, ...], tensor_shape: tuple[int, ...]) -> bool:
+    """Whether a blob of `blob_shape` holds a tensor of `tensor_shape`, as Caffe would read it.
+
+    Equal up to leading 1-axes (legacy right-aligned 4-D blobs, 1 x 1 x 1 x N biases), or an
+    InnerProduct weight M x N (2-D, or legacy 1 x 1 x M x N) for a convolution M x C x k x k
+    with C k k = N: fc6/fc7 convolutionalized (paper section 3.1).
+    """
+    blob, tensor = _strip_leading_ones(blob_shape), _strip_leading_ones(tensor_shape)
+    if blob == tensor:
+        return True
+    return (
+        len(blob) == 2
+        and len(tensor_shape) > 2
+        and blob[0] == tensor_shape[0]
+        and blob[1] == int(np.prod(tensor_shape[1:]))
+    )
+
+
+def _weighted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [
+        (path, module)
+        for path, module in model.named_modules()
+        if path and isinstance(getattr(module, "weight", None), torch.Tensor)
+    ]
+
+
+def expected_layer_names(model: nn.Module) -> list[str]:
+    """The release layer names `model`'s weighted modules are looked up by (first choices)."""
+    return [release_layer_names(path)[0] for path, _ in _weighted_modules(model)]
 
 
 def load_caffemodel(
@@ -178,24 +319,26 @@ def load_caffemodel(
 ) -> tuple[list[str], list[str]]:
     """Copy a caffemodel's weights into `model` by layer name; returns (loaded, unused) layer names.
 
-    Every module with a `weight` (and `bias`) parameter is looked up by the last component of its
-    path. `strict=True` requires every such module to be found (the trained FCN releases);
-    `strict=False` leaves the missing ones as they are (e.g. the ILSVRC VGG16 caffemodel, which
-    has no score layers). A shape that does not fit is always an error naming the layer.
+    Every module with a `weight` (and `bias`) parameter is looked up under the release names of
+    its path (`release_layer_names`: the last component, plus the stream suffixes and aliases of
+    the composite release nets). `strict=True` requires every such module to be found (the
+    trained FCN releases); `strict=False` leaves the missing ones as they are (e.g. the ILSVRC
+    VGG16 caffemodel, which has no score layers). When layers are missing the one-line error
+    lists the names it expected and those the file has, so a net/caffemodel mismatch is read off
+    the message. A shape that does not fit is always an error naming the layer.
     """
     layers = read_caffemodel(path)
     loaded: list[str] = []
     missing: list[str] = []
     updates: dict[str, torch.Tensor] = {}
     state = model.state_dict()
-    for module_path, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if not isinstance(weight, torch.Tensor) or not module_path:
+    for module_path, module in _weighted_modules(model):
+        candidates = release_layer_names(module_path)
+        name = next((candidate for candidate in candidates if candidate in layers), None)
+        if name is None:
+            missing.append(candidates[0])
             continue
-        name = _caffe_name(module_path)
-        if name not in layers:
-            missing.append(name)
-            continue
+        weight = module.weight
         blobs = layers[name].blobs
         targets = [("weight", weight)]
         bias = getattr(module, "bias", None)
@@ -206,9 +349,7 @@ def load_caffemodel(
                 f"{path}: layer {name} has {len(blobs)} blob(s), {module_path} needs {len(targets)}"
             )
         for (kind, tensor), blob in zip(targets, blobs, strict=False):
-            if blob.size != tensor.numel() or (
-                blob.ndim == tensor.dim() and blob.shape != tuple(tensor.shape)
-            ):
+            if blob.size != tensor.numel() or not blob_fits(blob.shape, tuple(tensor.shape)):
                 raise CaffeModelError(
                     f"{path}: layer {name} {kind} has shape {list(blob.shape)}, {module_path} "
                     f"needs {list(tensor.shape)}; build the net that matches the caffemodel "
@@ -219,9 +360,12 @@ def load_caffemodel(
         loaded.append(name)
     if strict and missing:
         raise CaffeModelError(
-            f"{path}: no layer(s) {', '.join(missing)} for this net; pick the matching model or "
-            "load with strict=False (--partial) to keep their initialisation"
+            f"{path}: layer(s) {', '.join(missing)} not found for this net; expected "
+            f"{', '.join(expected_layer_names(model))}; the caffemodel has "
+            f"{', '.join(layers)}; pick the matching model (--release NET) or load with "
+            "strict=False (--partial) to keep their initialisation"
         )
     model.load_state_dict(updates, strict=False)
-    unused = [name for name in layers if name not in loaded]
-    return loaded, unused
+    used = set(loaded)
+    unused = [name for name in layers if name not in used]
+    return list(dict.fromkeys(loaded)), unused

@@ -98,6 +98,7 @@ def expand_input_channels(
     "early_fusion",
     description="Early RGB-D fusion: any model with an N-channel first conv (base=..., NYUDv2)",
     family="fusion",
+    release_solver="nyud-{stage}-color-d",
     base="fcn8s_resnet18",
     in_channels=RGB_CHANNELS + 1,
     rule="mean",
@@ -110,6 +111,12 @@ def build_early_fusion(
 
 
 # --- Late fusion ----------------------------------------------------------------------------
+
+
+def _scale(scores: Tensor | dict[str, Tensor], weight: float):
+    if isinstance(scores, Mapping):
+        return {key: value * weight for key, value in scores.items()}
+    return scores * weight
 
 
 def _add_scores(first: Tensor | dict[str, Tensor], second: Tensor | dict[str, Tensor]):
@@ -128,10 +135,20 @@ class LateFusionFCN(nn.Module):
     streams are multi-head).
     """
 
-    def __init__(self, rgb_model: nn.Module, hha_model: nn.Module) -> None:
+    def __init__(
+        self,
+        rgb_model: nn.Module,
+        hha_model: nn.Module,
+        stream_weights: tuple[float, float] = (1.0, 1.0),
+    ) -> None:
         super().__init__()
         self.rgb = rgb_model
         self.hha = hha_model
+        #: Coefficients of the RGB and HHA scores in the sum. The paper says "sum"; the
+        #: release's nyud-fcn32s-color-hha averages (Eltwise SUM with coeff 0.5, 0.5), which
+        #: only scales the logits (same argmax) but changes the loss, so imported release
+        #: weights need (0.5, 0.5) to compute the release's scores.
+        self.stream_weights = (float(stream_weights[0]), float(stream_weights[1]))
         self.normalization: str = rgb_model.normalization
         self.in_channels = 2 * RGB_CHANNELS
         self.num_classes: int = rgb_model.num_classes
@@ -153,19 +170,36 @@ class LateFusionFCN(nn.Module):
 
     def forward(self, x: Tensor | Mapping[str, Tensor]) -> Tensor | dict[str, Tensor]:
         rgb, hha = self.split_input(x)
-        return _add_scores(self.rgb(rgb), self.hha(hha))
+        first, second = self.rgb(rgb), self.hha(hha)
+        if self.stream_weights != (1.0, 1.0):
+            first, second = (
+                _scale(first, self.stream_weights[0]),
+                _scale(second, self.stream_weights[1]),
+            )
+        return _add_scores(first, second)
 
 
 @register_model(
     "late_fusion",
     description="Late RGB+HHA fusion: two `base` streams with summed scores (NYUDv2)",
     family="fusion",
+    release_solver="nyud-{stage}-color-hha",
     base="fcn8s_resnet18",
 )
-def build_late_fusion(num_classes: int, *, base: str, **kwargs: Any) -> LateFusionFCN:
+def build_late_fusion(
+    num_classes: int,
+    *,
+    base: str,
+    stream_weights: tuple[float, float] | list[float] = (1.0, 1.0),
+    **kwargs: Any,
+) -> LateFusionFCN:
     """Two independently initialised `base` models (both from the same pretrained weights)."""
+    if len(stream_weights) != 2:
+        raise ValueError(f"stream_weights must be two numbers (RGB, HHA), got {stream_weights!r}")
     return LateFusionFCN(
-        build_model(base, num_classes, **kwargs), build_model(base, num_classes, **kwargs)
+        build_model(base, num_classes, **kwargs),
+        build_model(base, num_classes, **kwargs),
+        (float(stream_weights[0]), float(stream_weights[1])),
     )
 
 
@@ -345,6 +379,7 @@ class MultiHeadFCN(nn.Module):
     "multihead",
     description="One trunk, one score head per task (SIFT Flow: heads={semantic: 33, geometric: 3})",
     family="fusion",
+    release_solver="siftflow-{stage}",
     base="fcn8s_resnet18",
 )
 def build_multihead(

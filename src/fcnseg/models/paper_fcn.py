@@ -1,4 +1,5 @@
-"""The paper's FCNs: VGG16 FCN-32s / 16s / 8s / 8s-at-once, AlexNet and GoogLeNet FCN-32s.
+"""The paper's FCNs: VGG16 FCN-32s / 16s / 8s / 8s-at-once, AlexNet (CaffeNet as released, and
+torchvision's) and GoogLeNet FCN-32s.
 
 One class, `PaperFCN`, builds every variant; a variant is only (a) which pooling layers feed skips
 and (b) whether the skips are pre-scaled ("at once" training). Layer names follow the authors'
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from fcnseg.constants import (
+    CAFFENET_FC6_KERNEL,
     FCN_ATONCE_POOL3_SCALE,
     FCN_ATONCE_POOL4_SCALE,
     FCN_DROPOUT,
@@ -35,6 +37,7 @@ from fcnseg.constants import (
 from fcnseg.models.backbones.vgg import (
     SequentialEncoder,
     alexnet_encoder,
+    caffenet_encoder,
     googlenet_encoder,
     vgg16_encoder,
 )
@@ -416,6 +419,38 @@ def fcn32s_alexnet(
     return _finish(model, encoder_weights, pretrained, ALEXNET_WEIGHTS)
 
 
+def fcn32s_caffenet(
+    num_classes: int,
+    *,
+    upsample: UpsampleMode = "deconv_frozen",
+    pretrained: bool | str = False,
+    normalization: str = "caffe_bgr",
+    width_divisor: int = 1,
+) -> PaperFCN:
+    """AlexNet FCN-32s exactly as the release's voc-fcn-alexnet (CaffeNet layout, 6x6 fc6).
+
+    The upsampling kernel is derived, not written down: `aligned_upsample` finds that the
+    standard 64 leaves the output half a pixel off and takes 63, the release's kernel, with the
+    release's crop offset (18). Weights come from the release's caffemodel (`fcnseg
+    import-caffe --release voc-fcn-alexnet`); torchvision has no CaffeNet, so `pretrained=True`
+    is an error naming that command and "auto" starts from random weights with a warning.
+    Normalisation defaults to "caffe_bgr" because every CaffeNet weight file is Caffe's.
+    """
+    if pretrained and pretrained != "auto":
+        raise ValueError(
+            "fcn32s_caffenet has no torchvision ImageNet weights; convert the release's "
+            "caffemodel with `fcnseg import-caffe --release voc-fcn-alexnet` and pass it as "
+            "model.init, or use pretrained=False"
+        )
+    if pretrained == "auto":
+        warnings.warn("no CaffeNet ImageNet weights; the encoder starts random", stacklevel=2)
+    encoder = caffenet_encoder(width_divisor=width_divisor)
+    head, width = _fc_head(encoder.channels[DEEPEST], CAFFENET_FC6_KERNEL, False, width_divisor)
+    return PaperFCN(
+        encoder, head, width, num_classes, upsample=upsample, normalization=normalization
+    )
+
+
 def fcn32s_googlenet(
     num_classes: int,
     *,
@@ -467,6 +502,7 @@ for _variant in VARIANT_SKIPS:
             family="fcn-paper",
             weights_available=_VGG_WEIGHTS,
             paper_stage=_variant,
+            release_solver=f"voc-{_variant}",
             variant=_variant,
             padded=_padded,
         )(fcn_vgg16)
@@ -478,7 +514,8 @@ for _padded in (False, True):
         + (", no 100-px padding" if _padded else ""),
         family="fcn-paper",
         weights_available=_VGG_WEIGHTS,
-        paper_stage="fcn8s",
+        paper_stage="fcn8s_atonce",
+        release_solver="voc-fcn8s-atonce",
         variant="fcn8s",
         at_once=True,
         padded=_padded,
@@ -489,7 +526,15 @@ register_model(
     family="fcn-paper",
     weights_available=_torchvision_weights_cached(ALEXNET_WEIGHTS),
     paper_stage="fcn32s",
+    release_solver="voc-fcn-alexnet",
 )(fcn32s_alexnet)
+register_model(
+    "fcn32s_caffenet",
+    description="AlexNet FCN-32s as the release's voc-fcn-alexnet (CaffeNet: LRN, groups, 6x6 fc6)",
+    family="fcn-paper",
+    paper_stage="fcn32s",
+    release_solver="voc-fcn-alexnet",
+)(fcn32s_caffenet)
 register_model(
     "fcn32s_googlenet",
     description="GoogLeNet FCN-32s (paper Table 1), last inception output scored",

@@ -33,6 +33,11 @@ class ModelInfo:
     #: The stage of the paper's stage-wise training ("fcn32s", "fcn16s", "fcn8s"), which
     #: decides the `paper` preset's solver (constants.PAPER_LR); None for models outside it.
     paper_stage: str | None = None
+    #: The authors' release net whose solver.prototxt the `release` preset reproduces (a key of
+    #: constants.RELEASE_SOLVERS, e.g. "voc-fcn32s"). Wrappers whose release net depends on their
+    #: base model write "{stage}" for the base's paper stage ("siftflow-{stage}"). None: the
+    #: release has no such net.
+    release_solver: str | None = None
 
 
 _TABLE: dict[str, ModelInfo] = {}
@@ -45,6 +50,7 @@ def register_model(
     family: str = "",
     weights_available: Callable[[], bool] | None = None,
     paper_stage: str | None = None,
+    release_solver: str | None = None,
     **defaults: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering `builder(num_classes=..., **kwargs)` under `name`.
@@ -64,6 +70,7 @@ def register_model(
             weights_available=weights_available or _never_available,
             defaults=dict(defaults),
             paper_stage=paper_stage,
+            release_solver=release_solver,
         )
         return builder
 

@@ -4,8 +4,9 @@ The FCN paper converts these three ImageNet classifiers (Table 1). Each encoder 
 ordered chain of layers, which is what the crop-offset derivation needs: the path from the image
 to any tap is a prefix of the chain, so `fcnseg.models.geometry` can read it off the modules.
 
-VGG16 layers carry the Caffe names of the authors' release (conv1_1 ... pool5) so that converted
-Caffe weights map by name; AlexNet and GoogLeNet reuse torchvision's definitions and names.
+VGG16 and CaffeNet layers carry the Caffe names of the authors' release (conv1_1 ... pool5;
+conv1, norm1, ... pool5) so that converted Caffe weights map by name; the torchvision AlexNet and
+GoogLeNet variants reuse torchvision's definitions and names.
 Paper variants pad the first convolution by `FCN_CONV1_PAD` (100) and pool in Caffe's ceil mode.
 """
 
@@ -16,7 +17,13 @@ from collections.abc import Iterable
 import torchvision
 from torch import Tensor, nn
 
-from fcnseg.constants import FCN_CONV1_PAD
+from fcnseg.constants import (
+    CAFFENET_CONVS,
+    CAFFENET_LRN,
+    CAFFENET_POOL_KERNEL,
+    CAFFENET_POOL_STRIDE,
+    FCN_CONV1_PAD,
+)
 from fcnseg.models.backbones.base import Backbone, stride_key
 from fcnseg.models.geometry import CoordMap, path_map
 
@@ -220,6 +227,37 @@ def alexnet_encoder(
     )
     grid = net.avgpool.output_size
     return narrow_(encoder, width_divisor), int(grid[0] if isinstance(grid, tuple) else grid)
+
+
+def caffenet_encoder(*, width_divisor: int = 1) -> SequentialEncoder:
+    """The release's AlexNet (CaffeNet layout, voc-fcn-alexnet/net.py): conv1 ... pool5, tap s32.
+
+    Why not torchvision's AlexNet: the release's caffemodel has 96/256/384/384/256 channels,
+    local response normalisation after pool1 and pool2, and two filter groups in conv2, conv4
+    and conv5 (Krizhevsky's two-GPU split), none of which torchvision's one-tower variant has,
+    so its weights cannot load there. Layer names are the release's (conv1, relu1, pool1, norm1,
+    ...), pools are Caffe's ceil mode, conv1 is padded by 100 as in every release net.
+    `width_divisor` narrows every layer for tests (it must keep the grouped widths even).
+    """
+    layers: list[tuple[str, nn.Module]] = []
+    in_channels = IMAGE_CHANNELS
+    size, alpha, beta, k = CAFFENET_LRN
+    for index, (width, kernel, stride, pad, groups) in enumerate(CAFFENET_CONVS, start=1):
+        out_channels = _divide(width, width_divisor, f"conv{index}")
+        conv = nn.Conv2d(in_channels, out_channels, kernel, stride, pad, groups=groups)
+        layers += [(f"conv{index}", conv), (f"relu{index}", nn.ReLU(inplace=True))]
+        if index in (1, 2, 5):
+            pool = nn.MaxPool2d(CAFFENET_POOL_KERNEL, CAFFENET_POOL_STRIDE, ceil_mode=True)
+            layers.append((f"pool{index}", pool))
+        if index in (1, 2):
+            layers.append((f"norm{index}", nn.LocalResponseNorm(size, alpha, beta, k)))
+        in_channels = out_channels
+    return SequentialEncoder(
+        layers,
+        taps={stride_key(32): "pool5"},
+        channels={stride_key(32): in_channels},
+        torchvision_keys={},  # torchvision has no CaffeNet; its weights come from caffemodels
+    )
 
 
 #: GoogLeNet's layers up to the last inception block, in torchvision's names; the paper scores
