@@ -100,10 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     caffe.add_argument("caffemodel", help="the .caffemodel file")
     caffe.add_argument(
-        "--model", required=True, help="paper net with the same layers, e.g. fcn8s_vgg16"
+        "--release",
+        help="the release net the file is (voc-fcn8s, siftflow-fcn16s, nyud-fcn32s-color-hha, "
+        "...): picks --model, its options and --format (docs/paper_fidelity.md lists them)",
     )
+    caffe.add_argument("--model", help="paper net with the same layers, e.g. fcn8s_vgg16")
     caffe.add_argument(
-        "--format", default="voc", help="dataset whose classes the net scores (default voc)"
+        "--format", help="dataset whose classes the net scores (default: the release's, or voc)"
     )
     caffe.add_argument("--out", required=True, help="output .safetensors")
     caffe.add_argument(
@@ -241,33 +244,42 @@ def cmd_import_caffe(args: argparse.Namespace) -> int:
     from fcnseg.data.datasets.registry import get_dataset_class
     from fcnseg.engine.checkpoint import save_weights, weights_metadata
     from fcnseg.models import build_model
-    from fcnseg.models.caffe import load_caffemodel
+    from fcnseg.models.caffe import load_caffemodel, release_net
 
-    options: dict = {}
+    release = release_net(args.release) if args.release else None
+    model_name = args.model or (release.model if release else None)
+    if model_name is None:
+        raise ValueError("import-caffe: pass --release NET (e.g. voc-fcn8s) or --model NAME")
+    options: dict = dict(release.options) if release and model_name == release.model else {}
     for item in args.options:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{item}: model options are key=value, e.g. at_once=true")
         options[key] = yaml.safe_load(value)
     options.setdefault("normalization", "caffe_bgr")  # what every Caffe FCN net was trained on
-    info = get_dataset_class(args.format).class_info
-    model = build_model(args.model, len(info.names), pretrained=False, **options)
+    data_format = args.format or (release.data_format if release else "voc")
+    info = get_dataset_class(data_format).class_info
+    leading = release.leading_classes if release and data_format == release.data_format else ()
+    classes = [*leading, *info.names]
+    palette = [(0, 0, 0)] * len(leading) + [tuple(colour) for colour in info.palette]
+    model = build_model(model_name, len(classes), pretrained=False, **options)
     loaded, unused = load_caffemodel(model, args.caffemodel, strict=not args.partial)
     meta = weights_metadata(
-        args.model,
+        model_name,
         options,
-        num_classes=len(info.names),
-        classes=info.names,
-        palette=info.palette,
+        num_classes=len(classes),
+        classes=classes,
+        palette=palette,
         normalization=getattr(model, "normalization", options["normalization"]),
         ignore_index=info.ignore_index,
-        data_format=args.format,
+        data_format=data_format,
         converted_from=Path(args.caffemodel).name,
+        **({"release_net": args.release} if args.release else {}),
     )
     save_weights(Path(args.out), model, meta)
     print(f"wrote {args.out}: {len(loaded)} layers from {args.caffemodel}")
     if unused:
-        print(f"caffemodel layers not in {args.model} (skipped): {', '.join(unused)}")
+        print(f"caffemodel layers not in {model_name} (skipped): {', '.join(unused)}")
     return 0
 
 

@@ -1,9 +1,10 @@
 """Typed run configuration: YAML recipes -> dataclasses, with `key.sub=value` overrides.
 
 A recipe is layered, lowest priority first: the dataclass defaults, the training preset
-(`train.preset`: "modern" or "paper"), the YAML file, then the command-line overrides. Every key
-is checked against the dataclasses, so a typo such as `train.lrr=0.1` is a one-line error
-instead of a silently ignored setting, and every value is checked against the field's type.
+(`train.preset`: "modern", "paper" or "release"), the YAML file, then the command-line
+overrides. Every key is checked against the dataclasses, so a typo such as `train.lrr=0.1` is a
+one-line error instead of a silently ignored setting, and every value is checked against the
+field's type.
 
 A YAML recipe may inherit from another (`base: other.yaml`, a path relative to the recipe's own
 folder, as mmsegmentation's `_base_`): the base is loaded first (it may have a base of its own)
@@ -28,7 +29,7 @@ from fcnseg import constants
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["fixed", "poly", "cosine"]
-Preset = Literal["modern", "paper"]
+Preset = Literal["modern", "paper", "release"]
 
 
 @dataclass
@@ -94,6 +95,13 @@ class TrainConfig:
     accumulate: int = 1
     #: "mean" over labelled pixels, or "sum" per image as the paper's Caffe nets.
     loss_normalization: Literal["sum", "mean"] = "mean"
+    #: Learning-rate and weight-decay multipliers of biases (Caffe's per-parameter `lr_mult` /
+    #: `decay_mult`; the release nets train biases at lr x 2 without weight decay).
+    bias_lr_mult: float = 1.0
+    bias_decay_mult: float = 1.0
+    #: Whose biases take those multipliers: "all", or "score" (only the score layers, as in the
+    #: release's AlexNet net).
+    bias_mult_scope: Literal["all", "score"] = "all"
     #: Weight of a soft-Jaccard (mean IoU) term added to the cross-entropy (0: plain paper loss).
     jaccard_weight: float = 0.0
     #: Mixed precision: bf16 autocast on CPU, fp16 autocast + GradScaler on CUDA.
@@ -151,22 +159,84 @@ def eval_options(data: DataConfig | Mapping[str, Any]) -> dict[str, Any]:
     return {**(data.get("options") or {}), **(data.get("val_options") or {})}
 
 
-def paper_stage(model_name: str) -> str:
-    """The FCN stage ("fcn32s", "fcn16s", "fcn8s") a model name starts with; fcn8s otherwise."""
-    for stage in constants.PAPER_LR:
-        if model_name.startswith(stage):
-            return stage
-    return "fcn8s"
+def paper_stage(model_name: str, model_options: Mapping[str, Any] | None = None) -> str:
+    """The paper training stage ("fcn32s", "fcn16s", "fcn8s") whose solver `model_name` uses.
+
+    Read from the registry's metadata (`ModelInfo.paper_stage`), never from the name's spelling.
+    Wrappers (fusion, multi-head) have no stage of their own and take their `base` model's. A
+    model with neither is a one-line error: the paper's learning rates only make sense for the
+    nets they were tuned for, so the recipe must then set `train.lr` itself.
+    """
+    from fcnseg.models.factory import model_info
+
+    info = model_info(model_name)
+    if info.paper_stage is not None:
+        return info.paper_stage
+    base = (model_options or {}).get("base", info.defaults.get("base"))
+    if isinstance(base, str) and base != model_name:
+        return paper_stage(base)
+    raise ValueError(
+        f"train.preset: model {model_name!r} has no paper training stage; use "
+        "train.preset=modern or a paper/FCN model"
+    )
 
 
-def preset_values(preset: str, model_name: str) -> dict[str, Any]:
-    """The `train.*` values a preset sets (lower priority than the recipe's own values)."""
+def release_solver(model_name: str, model_options: Mapping[str, Any] | None = None) -> str:
+    """The release net whose solver.prototxt `model_name` trains with (constants.RELEASE_SOLVERS).
+
+    Read from the registry (`ModelInfo.release_solver`); a wrapper's entry names its release
+    net with the base model's paper stage ("siftflow-{stage}" + fcn16s -> "siftflow-fcn16s").
+    A model the release has no solver for is a one-line error, not a silent fallback.
+    """
+    from fcnseg.models.factory import model_info
+
+    info = model_info(model_name)
+    name = info.release_solver
+    if name is not None and "{stage}" in name:
+        name = name.format(stage=paper_stage(model_name, model_options))
+    if name is None or name not in constants.RELEASE_SOLVERS:
+        raise ValueError(
+            f"train.preset=release: the authors' release has no solver for model {model_name!r}"
+            + (f" ({name})" if name else "")
+            + f"; its nets are {', '.join(constants.RELEASE_SOLVERS)}. Use train.preset=paper "
+            "or modern"
+        )
+    return name
+
+
+def preset_values(
+    preset: str, model_name: str, model_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The `train.*` values a preset sets (lower priority than the recipe's own values).
+
+    "paper" follows the paper's text (section 4.1: batches of 20 images, momentum 0.99, the
+    stage's fixed rate); "release" reproduces the release net's solver.prototxt and loss exactly
+    (one image per iteration, `iter_size` as gradient accumulation, normalised or summed loss,
+    biases at lr x 2 without decay); "modern" sets nothing.
+    """
+    if preset == "release":
+        solver = constants.RELEASE_SOLVERS[release_solver(model_name, model_options)]
+        return {
+            "optimizer": "sgd",
+            "momentum": solver.momentum,
+            "weight_decay": solver.weight_decay,
+            "lr": solver.base_lr,
+            "encoder_lr_mult": 1.0,
+            "schedule": "fixed",
+            "warmup_steps": 0,
+            "batch_size": 1,
+            "accumulate": solver.iter_size,
+            "loss_normalization": "mean" if solver.normalize else "sum",
+            "bias_lr_mult": constants.RELEASE_BIAS_LR_MULT,
+            "bias_decay_mult": constants.RELEASE_BIAS_DECAY_MULT,
+            "bias_mult_scope": solver.bias_mult_layers,
+        }
     if preset == "paper":
         return {
             "optimizer": "sgd",
             "momentum": constants.PAPER_MOMENTUM,
             "weight_decay": constants.PAPER_WEIGHT_DECAY,
-            "lr": constants.PAPER_LR[paper_stage(model_name)],
+            "lr": constants.PAPER_LR[paper_stage(model_name, model_options)],
             "schedule": "fixed",
             "warmup_steps": 0,
             "batch_size": constants.PAPER_BATCH_SIZE,
@@ -175,7 +245,7 @@ def preset_values(preset: str, model_name: str) -> dict[str, Any]:
         }
     if preset == "modern":
         return {}
-    raise ValueError(f"train.preset: unknown preset {preset!r}; use 'modern' or 'paper'")
+    raise ValueError(f"train.preset: unknown preset {preset!r}; use 'modern', 'paper' or 'release'")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -306,7 +376,8 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
         raise ValueError("config: 'train' and 'model' must be mappings of keys")
     preset = train_raw.get("preset", TrainConfig.preset)
     model_name = model_raw.get("name", ModelConfig.name)
-    preset_train = preset_values(str(preset), str(model_name))
+    model_options = model_raw.get("options") if isinstance(model_raw.get("options"), dict) else {}
+    preset_train = preset_values(str(preset), str(model_name), model_options)
     merged = _merge({"train": preset_train}, merged)
     config = _build(Config, merged, "")
     validate(config)
