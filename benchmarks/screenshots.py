@@ -89,7 +89,7 @@ def report_screenshot(report: Path, out: Path) -> None:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        page = browser.new_page(viewport={"width": 1280, "height": 1500})
+        page = browser.new_page(viewport={"width": 1280, "height": 1640})
         page.goto((report / "index.html").resolve().as_uri())
         page.wait_for_load_state("load")
         page.screenshot(path=str(out))

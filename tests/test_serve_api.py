@@ -271,3 +271,20 @@ def test_full_queue_answers_503_with_retry_after():
 def test_serve_cli_bad_input_exits_2(tmp_path, capsys):
     assert main(["serve", "--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_onnxruntime_engine_gives_the_torch_answer():
+    pytest.importorskip("onnxruntime")
+    from fcnseg.serve.pool import build_engine
+
+    image = png_bytes(36, 52)
+    masks = []
+    for engine in ("torch", "onnxruntime"):
+        runnable = build_engine(Tiny(), engine, threads=1)
+        pool = InferencePool(runnable, META, engine=engine)
+        with TestClient(create_app(pool, ServeLimits()), raise_server_exceptions=False) as client:
+            assert client.get("/v1/model").json()["engine"] == engine
+            response = post(client, image, params={"format": "png"})
+            assert response.status_code == 200, response.text
+            masks.append(np.asarray(Image.open(io.BytesIO(response.content))))
+    assert (masks[0] == masks[1]).mean() > 0.999

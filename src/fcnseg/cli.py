@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default=None, help="split to score (default: the val split)")
     evaluate.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize first")
     evaluate.add_argument("--out", help="scores JSON (default: <run>/eval-<split>.json or ./)")
+    evaluate.add_argument(
+        "--report", metavar="DIR", help="also write an HTML report (DIR/index.html + PNGs)"
+    )
     _add_inference_options(evaluate)
 
     predict = sub.add_parser("predict", help="images -> class-index PNGs + overlays")
@@ -128,6 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train+eval+predict on the built-in synthetic data")
     demo.add_argument("--out", default=None, help="run directory (default runs/demo-<time>)")
     demo.add_argument("overrides", nargs="*", help="key.sub=value overrides of configs/demo.yaml")
+
+    serve = sub.add_parser("serve", help="serve a model over HTTP with a browser page")
+    _add_model_source(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"])
+    serve.add_argument("--workers", type=int, default=1, help="inference threads (default 1)")
+    serve.add_argument("--queue", type=int, default=4, help="requests that may wait (else 503)")
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="per image (else 413)")
+    serve.add_argument("--max-pixels", type=int, default=4_000_000, help="per image (else 413)")
+    _add_inference_options(serve)
+
+    report = sub.add_parser("report", help="HTML report of a run directory (curves + eval)")
+    report.add_argument("run", help="run directory written by `fcnseg train`")
+    report.add_argument("--out", help="report folder (default <run>/report)")
     return parser
 
 
@@ -159,6 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from fcnseg.engine.run_eval import run_evaluation
 
+    collectors: list = []  # filled by the --report hook once the split is built
     result = run_evaluation(
         weights=args.weights,
         checkpoint=args.checkpoint,
@@ -172,10 +191,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
         size=tuple(args.size) if args.size else None,
         out=args.out,
         progress=sys.stderr.isatty(),
+        batch_hook=_report_collector(collectors) if getattr(args, "report", None) else None,
     )
     print(result.report())
+    if getattr(args, "report", None):
+        from fcnseg.engine.evaluate import write_scores
+        from fcnseg.report import write_eval_report
+
+        collector = collectors[0]
+        result.payload.update(collector.json_fields(_sample_names(result.dataset)))
+        write_scores(result.out, result.payload)  # with the confusion matrix and per-image IU
+        index = write_eval_report(
+            args.report, result.payload, result.meta, collector, result.dataset
+        )
+        print(f"report written to {index}")
     print(f"scores written to {result.out}")
     return 0
+
+
+def _report_collector(collectors: list):
+    """A batch hook for run_evaluation: builds the report's collector once the split is known."""
+
+    def hook(dataset):
+        from fcnseg.engine.evaluate import eval_loader
+        from fcnseg.report import EvalCollector
+
+        sampler = getattr(eval_loader(dataset), "sampler", None)
+        indices = list(getattr(sampler, "indices", range(len(dataset))))
+        collectors.append(EvalCollector(dataset.num_classes, dataset.ignore_index, indices))
+        return collectors[-1]
+
+    return hook
+
+
+def _sample_names(dataset) -> list[str]:
+    try:
+        return [dataset.sample_name(index) for index in range(len(dataset))]
+    except Exception:  # noqa: BLE001 - names are a nicety of the report
+        return [str(index) for index in range(len(dataset))]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -345,6 +398,46 @@ def _write_demo_inputs(config, folder: Path, count: int = 4) -> Path:
     return folder
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Load the model once and serve it (see fcnseg.serve); blocks until interrupted."""
+    from fcnseg.serve import ServeLimits, load_pool, run_server
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    limits = ServeLimits(
+        max_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+        queue=args.queue,
+    )
+    device = "cpu" if args.device == "auto" else args.device
+    if args.device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() and args.engine == "torch" else "cpu"
+    pool = load_pool(
+        args.weights,
+        args.checkpoint,
+        args.run,
+        engine=args.engine,
+        workers=args.workers,
+        queue=args.queue,
+        mode=args.mode,
+        options=_inference_options(args),
+        device=device,
+    )
+    run_server(pool, limits, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render a run directory as DIR/index.html (learning curves + evaluations)."""
+    from fcnseg.report import write_run_report
+
+    index = write_run_report(args.run, args.out)
+    print(f"report written to {index}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
@@ -355,6 +448,8 @@ COMMANDS = {
     "import-caffe": cmd_import_caffe,
     "bench": cmd_bench,
     "demo": cmd_demo,
+    "serve": cmd_serve,
+    "report": cmd_report,
 }
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 #: Colour of ignored (void) pixels: in the ground truth panel and in the error map.
 VOID_TRUTH = (32, 32, 32)
-VOID_ERROR = (150, 150, 150)
+VOID_ERROR = (105, 105, 105)
 WRONG = (230, 30, 30)
 _DPI = 110
 _TEXT = "#1d2330"
@@ -130,7 +130,7 @@ def error_map(
 ) -> np.ndarray:
     """The image faded to grey; wrong pixels red, ignored pixels flat grey."""
     grey = rgb.astype(np.float32).mean(2, keepdims=True)
-    out = np.repeat(0.35 * grey + 0.65 * 235, 3, axis=2)
+    out = np.repeat(0.3 * grey + 0.7 * 245, 3, axis=2)
     valid = (target >= 0) & (target < num_classes)
     out[valid & (prediction != target)] = WRONG
     out[~valid] = VOID_ERROR

@@ -239,7 +239,7 @@ def eval_section(
             parts.append(
                 f"<h3>The {len(worst)} images with the lowest mean IU</h3>"
                 '<p class="key"><span>error map: <b style="color:#e61e1e">red</b> = wrong</span>'
-                '<span><b style="color:#969696">grey</b> = ignored (void)</span>'
+                '<span><b style="color:#696969">dark grey</b> = ignored (void)</span>'
                 "<span>ground truth: near-black = void</span></p>"
             )
             for rank, entry in enumerate(worst, start=1):

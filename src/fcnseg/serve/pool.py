@@ -127,9 +127,14 @@ class InferencePool:
     async def run(self, function, *args: Any) -> Any:
         """Run `function(*args)` on a worker thread (the caller must hold a slot)."""
         loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._timed, function, args)
+
+    def _timed(self, function, args: tuple) -> Any:
+        """Run on the worker; the running mean of the service time (not the wait before it)
+        is what Retry-After multiplies by the queue length."""
         started = time.perf_counter()
         try:
-            return await loop.run_in_executor(self._executor, function, *args)
+            return function(*args)
         finally:
             elapsed = time.perf_counter() - started
             with self._lock:

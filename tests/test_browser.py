@@ -1,0 +1,161 @@
+"""The page and the report in a real browser: Playwright driving Debian's chromium.
+
+Chromium is the system binary (/usr/bin/chromium, installed by .ci/run with apt-get); Playwright
+downloads nothing. Without it the tests skip locally and fail under CI=true.
+
+1. `fcnseg serve` (shipped CamVid weights, whole-image inference) runs as a subprocess on a free
+   loopback port; an image is uploaded through the page's file input; the overlay must appear
+   at the input's size, with a legend of the model's classes, and a wrong file must show a
+   friendly error. A screenshot is saved (to docs/serve_page.png when FCNSEG_SCREENSHOTS=1).
+2. An evaluation report opened from disk: every <img> decoded, the JSON's scores on the page.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path(os.environ.get("FCNSEG_CHROMIUM", "/usr/bin/chromium"))
+WEIGHTS = ROOT / "weights" / "camvid_fcn4s_lite0.safetensors"
+CAMVID_CLASSES = [
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
+    "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
+]  # fmt: skip
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {reason}; .ci/run installs chromium with apt-get")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install 'fcnseg[browser]')")
+    if not CHROMIUM.is_file():
+        _missing(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        yield chromium
+        chromium.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("fastapi")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [
+        sys.executable, "-m", "fcnseg.cli", "serve", "--weights", str(WEIGHTS),
+        "--port", str(port), "--mode", "whole", "--max-pixels", "1000000",
+    ]  # fmt: skip
+    with open(log, "w") as stream:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"fcnseg serve exited {process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"fcnseg serve not healthy in 90 s: {log.read_text()[-2000:]}")
+                time.sleep(0.25)
+        yield url, log
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_page_upload_shows_overlay_and_legend(browser, server, tmp_path):
+    url, log = server
+    image = tmp_path / "street.png"
+    from fcnseg.serve.samples import sample_array
+
+    Image.fromarray(sample_array(0)).resize((320, 240)).save(image)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    requests_outside: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            None if r.url.startswith((url, "data:", "blob:")) else requests_outside.append(r.url)
+        ),
+    )
+    page.goto(url)
+    page.wait_for_selector("#legend li")
+    page.set_input_files("#file", str(image))
+    page.wait_for_function("document.body.dataset.state === 'done'", timeout=60_000)
+    size = page.evaluate(
+        "[document.getElementById('overlay').width, document.getElementById('overlay').height]"
+    )
+    assert size == [320, 240]
+    assert page.evaluate("document.getElementById('photo').naturalWidth") == 320
+    legend = page.locator("#legend li").evaluate_all("items => items.map(i => i.dataset.class)")
+    assert sorted(legend) == sorted(CAMVID_CLASSES)
+    shares = page.locator("#legend .share").all_inner_texts()
+    assert all(text.endswith("%") for text in shares)
+    assert page.get_attribute("#download-mask", "href").startswith("data:image/png;base64,")
+    assert "ms" in page.inner_text("#time-inference")
+    # Opacity slider drives the overlay.
+    page.fill("#opacity", "20")
+    page.dispatch_event("#opacity", "input")
+    assert page.evaluate("getComputedStyle(document.getElementById('overlay')).opacity") == "0.2"
+    page.fill("#opacity", "55")
+    page.dispatch_event("#opacity", "input")
+    screenshot = tmp_path / "serve_page.png"
+    page.screenshot(path=str(screenshot))
+    if os.environ.get("FCNSEG_SCREENSHOTS") == "1":
+        page.screenshot(path=str(ROOT / "docs" / "serve_page.png"))
+    assert screenshot.stat().st_size > 10_000
+
+    # A file that is not an image: a friendly message, no traceback.
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not a picture")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.body.dataset.state === 'error'", timeout=30_000)
+    message = page.inner_text("#error")
+    assert "can't be segmented" in message and "Traceback" not in message
+    page.close()
+    assert requests_outside == []
+    assert "POST /v1/segment 200" in log.read_text()
+
+
+def test_eval_report_opens_with_images_and_scores(browser, tmp_path):
+    from test_report import _scores_shown, build_eval
+
+    from fcnseg.report import write_eval_report
+
+    dataset, collector, payload, meta = build_eval(tmp_path)
+    index = write_eval_report(tmp_path / "report", payload, meta, collector, dataset)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(index.as_uri())
+    page.wait_for_load_state("load")
+    widths = page.locator("img").evaluate_all("images => images.map(i => i.naturalWidth)")
+    assert len(widths) >= 3 + 6 and all(width > 0 for width in widths)
+    shown = _scores_shown(index.read_text())
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
+        text = page.inner_text(f'[data-score="{key}"] .value')
+        assert text == f"{100 * payload[key]:.1f}" == shown[key]
+    page.close()
