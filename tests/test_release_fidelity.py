@@ -229,9 +229,9 @@ def _random_blobs(layers, seed: int = 0) -> list[tuple[str, str, list[np.ndarray
     rng = np.random.default_rng(seed)
     blobs = []
     for name, shape, bias in layers:
-        arrays = [(rng.standard_normal(shape) * 0.1).astype(np.float32)]
+        arrays = [rng.random(shape, dtype=np.float32) * 0.2 - 0.1]
         if bias:
-            arrays.append((rng.standard_normal(shape[0]) * 0.1).astype(np.float32))
+            arrays.append(rng.random(shape[0], dtype=np.float32) * 0.2 - 0.1)
         blobs.append((name, _layer_type(name, shape, bias), arrays))
     return blobs
 
@@ -349,11 +349,22 @@ def test_caffenet_fcn32s_has_the_release_parameter_count_and_crop() -> None:
 @pytest.mark.parametrize("legacy", [False, True], ids=["layer", "v1-layers"])
 @pytest.mark.parametrize("net", sorted(RELEASE))
 def test_release_caffemodel_imports_exactly(net: str, legacy: bool, tmp_path: Path) -> None:
-    layers = _release_layers(net, DIVISOR)
+    _check_import(net, legacy, DIVISOR, tmp_path)
+
+
+def test_full_size_caffenet_caffemodel_imports_exactly(tmp_path: Path) -> None:
+    """voc-fcn-alexnet at the release's own sizes (58,704,590 values, 235 MB of blobs)."""
+    _check_import("voc-fcn-alexnet", False, 1, tmp_path)
+
+
+def _check_import(net: str, legacy: bool, divisor: int, tmp_path: Path) -> None:
+    """Write `net`'s layers (release shapes / divisor) as a caffemodel, import, check every
+    tensor and the first layers' outputs on a fixed input."""
+    layers = _release_layers(net, divisor)
     blobs = _random_blobs(layers, seed=len(net))
     path = tmp_path / f"{net}.caffemodel"
     path.write_bytes(_caffemodel(blobs, legacy))
-    model = _build(net, divisor=DIVISOR).eval()
+    model = _build(net, divisor=divisor).eval()
     loaded, unused = load_caffemodel(model, path)
     assert set(unused) == NOT_LOADED & {name for name, _, _ in layers}
     assert set(loaded) == {name for name, _, _ in layers} - NOT_LOADED
