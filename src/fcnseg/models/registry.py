@@ -30,8 +30,9 @@ class ModelInfo:
     weights_available: Callable[[], bool] = _never_available
     #: Keyword arguments the builder receives unless the caller overrides them.
     defaults: dict[str, Any] = field(default_factory=dict)
-    #: The stage of the paper's stage-wise training ("fcn32s", "fcn16s", "fcn8s"), which
-    #: decides the `paper` preset's solver (constants.PAPER_LR); None for models outside it.
+    #: The stage of the paper's stage-wise training ("fcn32s", "fcn16s", "fcn8s"; "fcn8s_atonce"
+    #: for the FCN-8s trained in one stage from ImageNet weights), which decides the `paper`
+    #: preset's solver (constants.PAPER_LR); None for models outside it.
     paper_stage: str | None = None
     #: The authors' release net whose solver.prototxt the `release` preset reproduces (a key of
     #: constants.RELEASE_SOLVERS, e.g. "voc-fcn32s"). Wrappers whose release net depends on their
