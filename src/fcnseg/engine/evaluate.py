@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,20 @@ def eval_loader(dataset: Dataset, batch_size: int = 1, num_workers: int = 0) -> 
 PRIMARY_HEAD = "semantic"
 
 
+def primary_head(heads: Iterable[str]) -> str:
+    """The head a model is scored and drawn by: "semantic" when present, else the first.
+
+    One rule for evaluation, prediction and the scores JSON, so they never disagree about
+    which output of a multi-head model is "the" segmentation.
+    """
+    names = list(heads)
+    return PRIMARY_HEAD if PRIMARY_HEAD in names else names[0]
+
+
 def _primary(output: Any) -> Tensor:
-    """The semantic logits of a multi-head model (first head otherwise)."""
+    """The primary head's logits of a multi-head model (see primary_head)."""
     if isinstance(output, dict):
-        return output[PRIMARY_HEAD] if PRIMARY_HEAD in output else next(iter(output.values()))
+        return output[primary_head(output)]
     return output
 
 
@@ -110,8 +120,7 @@ def evaluate_heads(
             if isinstance(masks, dict):
                 targets = dict(masks)
             else:  # one label map: it belongs to the primary head
-                first = PRIMARY_HEAD if PRIMARY_HEAD in outputs else next(iter(outputs))
-                targets = {first: masks}
+                targets = {primary_head(outputs): masks}
             for head, target in targets.items():
                 if head not in outputs:
                     continue
@@ -150,7 +159,7 @@ def evaluate(
     )
     if not per_head:
         return ConfusionMatrix(num_classes, ignore_index).scores()
-    return per_head[PRIMARY_HEAD] if PRIMARY_HEAD in per_head else next(iter(per_head.values()))
+    return per_head[primary_head(per_head)]
 
 
 def _fmt(value: float) -> str:

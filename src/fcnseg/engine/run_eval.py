@@ -20,10 +20,10 @@ from fcnseg.data.roots import resolve_data_root
 from fcnseg.engine.checkpoint import check_num_classes
 from fcnseg.engine.device import resolve_device
 from fcnseg.engine.evaluate import (
-    PRIMARY_HEAD,
     eval_loader,
     evaluate_heads,
     format_scores,
+    primary_head,
     scores_json,
     write_scores,
 )
@@ -145,7 +145,7 @@ def run_evaluation(
         progress=progress,
         on_batch=batch_hook(dataset) if batch_hook is not None else None,
     )
-    primary = PRIMARY_HEAD if PRIMARY_HEAD in per_head else next(iter(per_head))
+    primary = primary_head(per_head)
     result = EvalRun(
         model=model,
         meta=meta,
