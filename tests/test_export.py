@@ -79,6 +79,7 @@ class TwoHeadNet(nn.Module):
         self.body = nn.Conv2d(3, 4, 3, padding=1)
         self.semantic = nn.Conv2d(4, NUM_CLASSES, 1)
         self.geometric = nn.Conv2d(4, 2, 1)
+        self.normalization = "imagenet"
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         f = F.relu(self.body(x))
@@ -91,6 +92,7 @@ class FrozenSizeNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, NUM_CLASSES, 3, stride=4, padding=1)
+        self.normalization = "imagenet"
 
     def forward(self, x: Tensor) -> Tensor:
         size = (int(x.shape[2]), int(x.shape[3]))

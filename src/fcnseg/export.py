@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fcnseg.errors import FcnsegError, UsageError
 from fcnseg.io_utils import atomic_write
 
 ModelOutput = Tensor | dict[str, Tensor]
@@ -55,7 +56,7 @@ INPUT_NAME: str = "image"
 DEFAULT_OUTPUT_NAME: str = "logits"
 
 
-class ExportError(ValueError):
+class ExportError(FcnsegError):
     """The exported model does not reproduce PyTorch; the message says at which size and how."""
 
 
@@ -72,13 +73,19 @@ def _metadata(
     """What a deployed file must carry so that predict needs nothing but the file."""
     from fcnseg import __version__
 
-    classes = classes if classes is not None else getattr(model, "classes", None)
+    if normalization is None:
+        # Every fcnseg model declares it (models.protocol); another module must be told.
+        if not hasattr(model, "normalization"):
+            raise TypeError(
+                f"{type(model).__name__} does not declare `normalization`; pass normalization="
+            )
+        normalization = str(model.normalization)
     return {
         "fcnseg_version": __version__,
-        "normalization": normalization or str(getattr(model, "normalization", "imagenet")),
+        "normalization": normalization,
         "classes": json.dumps(list(classes) if classes is not None else None),
         "heads": json.dumps(heads if heads != [DEFAULT_OUTPUT_NAME] else None),
-        "model_name": str(getattr(model, "model_name", type(model).__name__)),
+        "model_name": type(model).__name__,
     }
 
 
@@ -356,7 +363,7 @@ def load_engine(
       exported (dynamic sizes, verified) to a temporary .onnx.
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise UsageError(f"engine must be one of {ENGINES}, got {engine!r}")
     if isinstance(path_or_model, nn.Module):
         if engine == "torch":
             return path_or_model.eval()
@@ -369,16 +376,16 @@ def load_engine(
         raise FileNotFoundError(f"{path}: no such model file; pass an exported .onnx or .pt")
     if engine == "onnxruntime":
         if path.suffix != ".onnx":
-            raise ValueError(
+            raise UsageError(
                 f"{path}: engine 'onnxruntime' needs an .onnx file; export one with "
                 "fcnseg.export.export_onnx (or `fcnseg export`)"
             )
         return OnnxRuntimeModel(path, threads=threads)
     if path.suffix == ".onnx":
-        raise ValueError(f"{path}: an .onnx file needs engine='onnxruntime'")
+        raise UsageError(f"{path}: an .onnx file needs engine='onnxruntime'")
     if path.suffix in (".pt", ".ts", ".torchscript", ".jit"):
         return TorchScriptModel(path)
-    raise ValueError(
+    raise UsageError(
         f"{path}: not an exported model (.onnx, .pt TorchScript); for a checkpoint or "
         "weights file build the model with fcnseg.build_model and load its weights"
     )

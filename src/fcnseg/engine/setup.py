@@ -24,6 +24,7 @@ from fcnseg.config import Config, eval_options
 from fcnseg.data.roots import resolve_data_root
 from fcnseg.engine.checkpoint import load_checkpoint, load_weights, unwrap, weights_metadata
 from fcnseg.losses import PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
+from fcnseg.models import build_model, check_model_contract
 
 #: Parameter-name prefixes that belong to the (pretrained) encoder, for `encoder_lr_mult`.
 #: A parameter belongs to the encoder when a module on its path has one of these names; matching
@@ -68,7 +69,9 @@ def prepare_training(
     num_classes = int(train_set.num_classes)  # type: ignore[attr-defined]
     if model is None:
         model = build_training_model(config, num_classes)
-    attach_transforms(config, getattr(model, "normalization", "imagenet"), train_set, val_set)
+    else:
+        check_model_contract(model, "the model passed to train()")
+    attach_transforms(config, model.normalization, train_set, val_set)
     if config.model.init and initialise:
         initialise_from(model, config.model.init)
     model.to(device)
@@ -159,8 +162,6 @@ def attach_transforms(config: Config, normalization: str, train_set: Any, val_se
 # -------------------------------------------------------------------------------- model
 def build_training_model(config: Config, num_classes: int) -> nn.Module:
     """The registry model the recipe names, with its encoder's pretrained weights if asked."""
-    from fcnseg.models import build_model
-
     return build_model(
         config.model.name,
         num_classes,
@@ -199,7 +200,7 @@ def model_metadata(config: Config, model: nn.Module, dataset: Any) -> dict[str, 
         num_classes=dataset.num_classes,
         classes=dataset.classes,
         palette=dataset.palette,
-        normalization=getattr(unwrap(model), "normalization", "imagenet"),
+        normalization=unwrap(model).normalization,
         ignore_index=dataset.ignore_index,
         data_format=config.data.format,
     )
