@@ -124,6 +124,14 @@ def test_page_upload_shows_overlay_and_legend(browser, server, tmp_path):
     assert page.evaluate("getComputedStyle(document.getElementById('overlay')).opacity") == "0.2"
     page.fill("#opacity", "55")
     page.dispatch_event("#opacity", "input")
+    # Both downloads: the class-index PNG (palette mode) and the overlay, at the input's size.
+    for button, mode in (("#download-mask", "P"), ("#download-overlay", "RGBA")):
+        with page.expect_download() as download:
+            page.click(button)
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        picture = Image.open(saved)
+        assert picture.size == (320, 240) and picture.mode == mode, (button, picture.mode)
     screenshot = tmp_path / "serve_page.png"
     page.screenshot(path=str(screenshot))
     if os.environ.get("FCNSEG_SCREENSHOTS") == "1":
