@@ -29,9 +29,13 @@ class TinySegNet(nn.Module):
     """conv3x3 -> ReLU -> dropout -> conv1x1: logits at the input size."""
 
     normalization = "imagenet"
+    in_channels = 3
 
     def __init__(self, num_classes: int, width: int = 8) -> None:
         super().__init__()
+        # The model contract (fcnseg.models.protocol) that train() checks.
+        self.num_classes = num_classes
+        self.head_classes: dict[str, int] = {}
         self.encoder = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2)
         )

@@ -116,3 +116,29 @@ class WeightedSumLoss(nn.Module):
         for weight, loss in zip(self.weights[1:], self.losses[1:], strict=True):
             total = total + weight * loss(logits, target)
         return total
+
+
+class PerHeadLoss(nn.Module):
+    """One loss per output head of a multi-head model, summed over the heads the batch labels.
+
+    Why not one criterion for all heads: class weights are per class, and the heads have
+    different classes (SIFT Flow: 33 semantic, 3 geometric), so each head needs its own
+    weighted cross-entropy; heads without weights get the plain one.
+    """
+
+    def __init__(self, losses: dict[str, nn.Module]) -> None:
+        super().__init__()
+        if not losses:
+            raise ValueError("PerHeadLoss needs at least one head")
+        self.heads = nn.ModuleDict(losses)
+
+    def forward(self, logits: dict[str, Tensor], targets: dict[str, Tensor]) -> Tensor:
+        missing = sorted(set(logits) - set(self.heads))
+        if missing:
+            raise ValueError(f"no loss for output head(s) {missing}; heads: {sorted(self.heads)}")
+        terms = [
+            self.heads[name](logits[name], targets[name]) for name in logits if name in targets
+        ]
+        if not terms:
+            raise ValueError("the batch labels none of the model's heads")
+        return torch.stack(terms).sum()

@@ -104,7 +104,14 @@ def evaluate_heads(
     count from the logits. The confusion matrices are summed over ranks.
     """
     device = torch.device(device)
-    confusions: dict[str, ConfusionMatrix] = {}
+    # Every head's matrix exists before the first batch, so every rank joins every reduction
+    # below, even a rank whose shard is empty (matrices created at the first batch made such a
+    # rank skip the all_reduce the others wait in: validation hung).
+    confusions = {
+        head: ConfusionMatrix(classes, ignore_index, device)
+        for head, classes in expected_heads(model, num_classes).items()
+    }
+    seen: set[str] = set()
     was_training = model.training
     model.eval()
     batches = loader
@@ -129,17 +136,37 @@ def evaluate_heads(
                     logits = torch.nn.functional.interpolate(
                         logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False
                     )
-                if head not in confusions:
+                if head not in confusions:  # a head the model did not declare (one process)
                     classes = num_classes if head == PRIMARY_HEAD else logits.shape[1]
                     confusions[head] = ConfusionMatrix(classes, ignore_index, device)
                 predicted = logits.argmax(1)
                 confusions[head].update(predicted, target)
+                seen.add(head)
                 if on_batch is not None and head == PRIMARY_HEAD:
                     on_batch(predicted, target)
-    for confusion in confusions.values():
-        confusion.reduce_()
+    for head in sorted(confusions):  # the same order on every rank
+        confusions[head].reduce_()
     model.train(was_training)
-    return {head: confusion.scores() for head, confusion in confusions.items()}
+    # Heads no rank scored (no label map for them, or an empty split) are left out, as before.
+    return {
+        head: confusion.scores()
+        for head, confusion in confusions.items()
+        if head in seen or int(confusion.matrix.sum()) > 0
+    }
+
+
+def expected_heads(model: nn.Module, num_classes: int) -> dict[str, int]:
+    """Head name -> class count of `model`'s outputs, known before any batch: the declared
+    `head_classes` of a multi-head model (the primary head counted with `num_classes`, the
+    dataset's), else one head, "semantic"."""
+    inner = getattr(model, "module", model)  # DistributedDataParallel
+    declared = dict(getattr(inner, "head_classes", None) or {})
+    if not declared:
+        return {PRIMARY_HEAD: num_classes}
+    heads = {name: int(count) for name, count in declared.items()}
+    if PRIMARY_HEAD in heads:
+        heads[PRIMARY_HEAD] = num_classes
+    return heads
 
 
 def evaluate(

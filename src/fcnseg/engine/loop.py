@@ -30,6 +30,7 @@ from fcnseg.engine.evaluate import eval_loader, evaluate, format_scores, scores_
 from fcnseg.engine.rundir import RunDirectory
 from fcnseg.engine.schedules import apply_lr, lr_factor
 from fcnseg.engine.setup import TrainingSetup
+from fcnseg.losses import PerHeadLoss
 from fcnseg.metrics import SegmentationScores
 
 
@@ -61,10 +62,13 @@ class Stopwatch:
 
 
 def _loss_of(criterion: nn.Module, logits: Any, masks: Any) -> Tensor:
-    """The loss of a batch; multi-head models sum their heads' losses."""
+    """The loss of a batch; multi-head models sum their heads' losses (each head with its own
+    criterion when the criterion is a PerHeadLoss, e.g. per-head class weights)."""
     if isinstance(logits, dict):
         if not isinstance(masks, dict):
             raise ValueError("a multi-head model needs a dataset returning a dict of masks")
+        if isinstance(criterion, PerHeadLoss):
+            return criterion(logits, masks)
         return sum(criterion(logits[key], masks[key]) for key in logits)  # type: ignore[return-value]
     return criterion(logits, masks)
 
@@ -117,6 +121,7 @@ class TrainingLoop:
         self.last_scores: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self.loss_sum, self.loss_count = 0.0, 0
+        self._improved = False  # a validation beat best_mean_iu; best.pt follows last.pt
         self.run = RunDirectory(None, resumed=False)
 
     # ------------------------------------------------------------------ checkpoint state
@@ -149,9 +154,14 @@ class TrainingLoop:
         set_rng_state(checkpoint["rng"])
         self.clock.continue_from(float(checkpoint.get("elapsed_s", 0.0)))
 
-    def _save_last(self) -> None:
-        if self.run.path is not None:
-            self.run.save_checkpoint("last.pt", self.checkpoint_state())
+    def _save_last(self) -> dict[str, Any] | None:
+        """Write checkpoints/last.pt (atomically: a kill or a full disk leaves the previous one);
+        returns the state written, which a new best reuses (rank 0 only)."""
+        if self.run.path is None:
+            return None
+        state = self.checkpoint_state()
+        self.run.save_checkpoint("last.pt", state)
+        return state
 
     # -------------------------------------------------------------------------- the loop
     def fit(self, run: RunDirectory) -> TrainResult:
@@ -308,7 +318,9 @@ class TrainingLoop:
         row["elapsed_s"] = self.clock.elapsed()
         self.history.append(row)
         self.run.log(row)
-        self._save_last()
+        state = self._save_last()
+        if state is not None:
+            self._save_best(state)
 
     def validate(self) -> SegmentationScores:
         """Score the validation split; a new best writes best.pt and model.safetensors."""
@@ -332,13 +344,24 @@ class TrainingLoop:
         improved = self.best_mean_iu is None or scores.mean_iu > self.best_mean_iu
         if improved:
             self.best_mean_iu = scores.mean_iu
+            self._improved = True
         if distributed.is_main():
             summary = format_scores(scores, train_set.classes).splitlines()[0]
             print(f"[epoch {self.epoch}, step {self.step}] {summary}", flush=True)
-            if improved and self.run.path is not None:
-                self.run.save_checkpoint("best.pt", self.checkpoint_state())
-                self.run.save_weights(
-                    self.model,
-                    {**self.setup.metadata, "step": self.step, "mean_iu": scores.mean_iu},
-                )
         return scores
+
+    def _save_best(self, state: dict[str, Any]) -> None:
+        """best.pt and model.safetensors after a validation that improved the mean IU.
+
+        Written after last.pt (see `_end_epoch`): a full disk or a kill between the writes then
+        leaves a last.pt to resume from, never a best.pt without one.
+        """
+        if not self._improved:
+            return
+        self._improved = False
+        if self.run.path is not None and distributed.is_main():
+            self.run.save_checkpoint("best.pt", state)
+            self.run.save_weights(
+                self.model,
+                {**self.setup.metadata, "step": self.step, "mean_iu": self.best_mean_iu},
+            )

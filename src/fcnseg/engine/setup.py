@@ -210,12 +210,22 @@ def model_metadata(config: Config, model: nn.Module, dataset: Any) -> dict[str, 
 def median_frequency_weights(dataset: Any) -> list[float]:
     """Median-frequency class weights of `dataset` (decoded masks, no augmentation), computed
     by the same scan as `fcnseg data check` so both report identical numbers."""
-    from fcnseg.data.check import scan_dataset
+    from fcnseg.data.check import primary_head
 
-    problems, statistics = scan_dataset(dataset, max_problems=1)
+    by_head = median_frequency_weights_by_head(dataset)
+    return by_head[primary_head(by_head)]
+
+
+def median_frequency_weights_by_head(dataset: Any) -> dict[str, list[float]]:
+    """Median-frequency weights of every head of `dataset` ("semantic" alone for single-head
+    datasets; SIFT Flow's masks are a dict, and each head is balanced over its own classes)."""
+    from fcnseg.data.check import scan_heads
+    from fcnseg.errors import DataError
+
+    problems, per_head = scan_heads(dataset, max_problems=1)
     if problems:
-        raise ValueError(f"data.class_weights: cannot scan the training set: {problems[0]}")
-    return statistics.median_frequency_weights
+        raise DataError(f"data.class_weights: cannot scan the training set: {problems[0]}")
+    return {head: stats.median_frequency_weights for head, stats in per_head.items()}
 
 
 def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Module:
@@ -223,8 +233,12 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
     `train.jaccard_weight` > 0; recipe errors here are one line, raised before anything runs."""
     train_cfg = config.train
     class_weights = config.data.class_weights
+    head_weights: dict[str, list[float]] = {}
     if class_weights == "median_frequency":
-        class_weights = median_frequency_weights(train_set)
+        from fcnseg.data.check import primary_head
+
+        head_weights = median_frequency_weights_by_head(train_set)
+        class_weights = head_weights[primary_head(head_weights)]
     if isinstance(class_weights, list) and len(class_weights) != num_classes:
         raise ValueError(
             f"data.class_weights: {len(class_weights)} weights for {num_classes} classes; give "
@@ -247,6 +261,24 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
         criterion = WeightedSumLoss(
             [(1.0, criterion), (train_cfg.jaccard_weight, SoftJaccardLoss(ignore_index))]
         )
+    head_infos = getattr(train_set, "head_class_info", None) or {}
+    if class_weights is not None and len(head_infos) > 1:
+        # Weights are per class and the heads' classes differ: each head gets its own
+        # cross-entropy (median-frequency weights of its own classes, or unweighted when the
+        # recipe lists weights, which are the primary head's).
+        from fcnseg.data.check import primary_head
+        from fcnseg.losses import PerHeadLoss
+
+        primary = primary_head(head_infos)
+        losses: dict[str, nn.Module] = {primary: criterion}
+        for head, info in head_infos.items():
+            if head != primary:
+                losses[head] = PixelCrossEntropy(
+                    ignore_index=info.ignore_index,
+                    class_weights=head_weights.get(head),
+                    normalization=train_cfg.loss_normalization,
+                )
+        criterion = PerHeadLoss(losses)
     return criterion
 
 

@@ -7,6 +7,10 @@
 
 Exact resume is the loop's property (see engine/loop.py): a run killed at any point and resumed
 from its last checkpoint ends with the same weights, bit for bit on CPU.
+
+What can fail is made to fail before the run directory is created or touched: the directory is
+locked first (a second writer is refused), then the recipe is built, then the training and
+validation data are checked (data/check.preflight); only then is anything written.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fcnseg.config import Config
+from fcnseg.data.check import preflight
 from fcnseg.engine import distributed
 from fcnseg.engine.device import seed_everything, training_device
 from fcnseg.engine.loop import Stopwatch, TrainingLoop, TrainResult
-from fcnseg.engine.rundir import RunDirectory, resume_point
+from fcnseg.engine.rundir import RunDirectory, claim_run_directory, resume_point
 from fcnseg.engine.setup import prepare_training
 
 __all__ = ["TrainResult", "train"]
@@ -48,21 +53,38 @@ def train(
     """
     clock = Stopwatch()
     device = training_device(config.train.device)
-    checkpoint, out = resume_point(resume, out)
-    seed_everything(config.train.seed, config.train.deterministic)
-    # Every recipe error is raised here, before the run directory exists.
-    setup = prepare_training(
-        config,
-        device,
-        model=model,
-        train_set=train_set,
-        val_set=val_set,
-        initialise=checkpoint is None,
-    )
-    loop = TrainingLoop(config, setup, device, clock)
-    if checkpoint is not None:
-        loop.restore(checkpoint)
-    run = RunDirectory.open(config, out, force=force, resumed=checkpoint is not None)
-    result = loop.fit(run)
+    lock = claim_run_directory(resume, out, force)
+    run: RunDirectory | None = None
+    try:
+        checkpoint, out = resume_point(resume, out)
+        seed_everything(config.train.seed, config.train.deterministic)
+        # Every recipe error is raised here, before the run directory exists.
+        setup = prepare_training(
+            config,
+            device,
+            model=model,
+            train_set=train_set,
+            val_set=val_set,
+            initialise=checkpoint is None,
+        )
+        # Every bad file that can be found cheaply is found here, not mid-epoch.
+        preflight(setup.train_set, setup.val_set)
+        loop = TrainingLoop(config, setup, device, clock)
+        if checkpoint is not None:
+            loop.restore(checkpoint)
+        run = RunDirectory.open(
+            config,
+            out,
+            force=force,
+            resumed=checkpoint is not None,
+            lock=lock,
+            resume_step=loop.step if checkpoint is not None else None,
+        )
+        result = loop.fit(run)
+    finally:
+        if run is not None:
+            run.release()
+        if lock is not None:
+            lock.release()
     distributed.barrier()
     return result
