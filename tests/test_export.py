@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import require_module
 from torch import Tensor, nn
 
 from fcnseg.export import (
@@ -23,8 +24,9 @@ from fcnseg.export import (
 )
 from fcnseg.inference import predict_logits
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+# CI installs the export extra: there a missing onnx/onnxruntime fails instead of skipping.
+onnx = require_module("onnx", "pip install -e '.[export]'")
+require_module("onnxruntime", "pip install -e '.[export]'")
 
 NUM_CLASSES = 3
 #: Stand-in crop offset of a pad-100 net (the real ones are derived by the model code).

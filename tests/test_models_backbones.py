@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import require_module
 
 from fcnseg.constants import IMAGENET_MEAN, IMAGENET_STD, TF_LITE_MEAN, TF_LITE_STD
 from fcnseg.models.weights import (
@@ -16,7 +17,7 @@ from fcnseg.models.weights import (
     resolve_pretrained,
 )
 
-skimage_data = pytest.importorskip("skimage.data")
+skimage_data = require_module("skimage.data", "scikit-image, in the test extra")
 
 #: ImageNet-1k classes of the two skimage test photos: chelsea is a tabby/tiger/Persian/Siamese/
 #: Egyptian cat (281-285), coffee a cup of espresso (967).

@@ -1,4 +1,12 @@
-"""The shipped CamVid model works on a user's copy with the standard layout (test split too)."""
+"""The shipped CamVid model scores what its card says, on a user's copy with the standard layout.
+
+Scoring the whole val split (101 images at 2x input) takes ~7 minutes on the shared 2-core CPU,
+too slow for every CI run, so the test scores a documented subset: the first SUBSET_SIZE val
+images by name, posing as a test split, whole-image inference (the card's first table). Its
+reference score was computed once with the shipped weights and is recorded below with the
+command that produced it; the test requires the score within one point of it, and the card's
+own whole-val number to be the one recorded next to it (so new weights must update both).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +21,18 @@ from PIL import Image
 from fcnseg.cli import main
 
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "camvid_fcn4s_lite0.safetensors"
-#: The released model scores about 0.7 mean IU on val; random or broken weights score < 0.1.
-#: On six val images posing as a test split, a working model is far above this bound.
-MIN_MEAN_IU = 0.45
+CARD = SHIPPED.with_suffix(".md")
+#: The card's val mean IU, whole-image inference (weights/camvid_fcn4s_lite0.md, first table).
+CARD_VAL_MEAN_IU = 77.6
+#: The subset: the first 6 val images by name (0016E5_07959 ... 0016E5_07969).
+SUBSET_SIZE = 6
+#: Mean IU of the shipped weights on the subset, recorded 2026-11-29 (commit d118b6a) with
+#:   fcnseg eval --weights weights/camvid_fcn4s_lite0.safetensors --data-root SUBSET \
+#:       --split test --mode whole --device cpu
+#: where SUBSET is the layout `_standard_layout_with_test_split` writes (24 s on 2 cores).
+SUBSET_MEAN_IU = 77.35
+#: "Within one point of the model card": a mean-IU point.
+TOLERANCE = 1.0
 
 
 def _standard_layout_with_test_split(source: Path, target: Path, count: int) -> list[str]:
@@ -37,13 +54,17 @@ def test_shipped_weights_evaluate_and_predict_on_a_test_split(real_camvid, tmp_p
     assert SHIPPED.is_file(), f"{SHIPPED} is missing: the released CamVid model must be in the repo"
     assert SHIPPED.stat().st_size <= 25e6
     root = tmp_path / "CamVid"
-    stems = _standard_layout_with_test_split(real_camvid, root, count=6)
+    stems = _standard_layout_with_test_split(real_camvid, root, count=SUBSET_SIZE)
     out = tmp_path / "scores.json"
     args = ["eval", "--weights", str(SHIPPED), "--data-root", str(root), "--split", "test"]
-    assert main([*args, "--device", "cpu", "--out", str(out)]) == 0
+    assert main([*args, "--mode", "whole", "--device", "cpu", "--out", str(out)]) == 0
     scores = json.loads(out.read_text())
-    assert scores["images"] == len(stems)
-    assert scores["mean_iu"] > MIN_MEAN_IU
+    assert scores["images"] == len(stems) and scores["mode"] == "whole"
+    assert abs(100 * scores["mean_iu"] - SUBSET_MEAN_IU) <= TOLERANCE, scores["mean_iu"]
+    card = CARD.read_text()
+    whole_table = card.split("## Validation scores", 1)[1].split("|---|---|---|---|", 1)[1]
+    card_mean_iu = float(whole_table.strip().splitlines()[0].strip("|").split("|")[2])
+    assert card_mean_iu == CARD_VAL_MEAN_IU, "the card changed: re-record SUBSET_MEAN_IU"
 
     predictions = tmp_path / "pred"
     image = root / "test" / f"{stems[0]}.png"

@@ -17,9 +17,10 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import require_module
 from PIL import Image
 
-pytest.importorskip("fastapi")
+require_module("fastapi", "pip install -e '.[test]'")  # fails under CI=true
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
@@ -274,7 +275,7 @@ def test_serve_cli_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_onnxruntime_engine_gives_the_torch_answer():
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime", "pip install -e '.[export]'")
     from fcnseg.serve.pool import build_engine
 
     image = png_bytes(36, 52)
