@@ -12,7 +12,8 @@ at its destination (atomic rename) once it passed.
 (dict for multi-head models) with `normalization` and `classes` attributes, which is all
 `fcnseg.inference.predict_logits` needs, so Python code can run an exported file through the
 same sliding-window / multi-scale inference as a PyTorch model (`fcnseg bench --engines
-onnxruntime` times it). The `fcnseg eval` and `fcnseg predict` commands run PyTorch models only.
+onnxruntime` times it). The `fcnseg eval`, `predict` and `serve` commands reach these engines
+through `fcnseg.inference.engines.resolve_engine` (`--engine`), which caches the checked graph.
 """
 
 from __future__ import annotations
@@ -261,6 +262,10 @@ class OnnxRuntimeModel:
 
     # nn.Module look-alikes, so engine code can treat both kinds of model alike.
     def eval(self) -> OnnxRuntimeModel:
+        return self
+
+    def train(self, mode: bool = True) -> OnnxRuntimeModel:
+        """Inference only; accepted because evaluation restores a module's previous mode."""
         return self
 
     def to(self, *args: Any, **kwargs: Any) -> OnnxRuntimeModel:
