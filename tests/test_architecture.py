@@ -108,7 +108,9 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_the_registry_is_a_leaf():
     assert GRAPH["fcnseg.models.registry"] == set()
-    assert GRAPH["fcnseg.models.protocol"] == set()
+    # The protocol may raise the project's error types: errors.py is itself a leaf.
+    assert GRAPH["fcnseg.models.protocol"] <= {"fcnseg.errors"}
+    assert GRAPH["fcnseg.errors"] == set()
 
 
 def test_lower_layers_do_not_import_higher_ones():

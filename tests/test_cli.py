@@ -152,9 +152,14 @@ def test_unknown_model_exits_2(tmp_path, capsys):
 
 def test_missing_dataset_root_exits_2(tmp_path, capsys):
     out = tmp_path / "run"
+    camvid = ["data.format=camvid", "data.options={}", "data.root=/nonexistent/cv"]
+    assert main(["train", "--out", str(out), *TINY, *camvid]) == 2
+    assert "/nonexistent/cv" in _error_line(capsys)
+    assert not out.exists()
+    # The synthetic set's options kept with data.format=camvid: refused by name, before any write.
     args = ["train", "--out", str(out), *TINY, "data.format=camvid", "data.root=/nonexistent/cv"]
     assert main(args) == 2
-    assert "/nonexistent/cv" in _error_line(capsys)
+    assert "data.options: unknown key 'num_images'" in _error_line(capsys)
     assert not out.exists()
     assert main(["eval", "--run", str(out), "--data-root", "/nonexistent/cv"]) == 2
     _error_line(capsys)

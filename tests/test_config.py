@@ -140,18 +140,21 @@ def test_base_overrides_merge_deeply(tmp_path):
     _write(
         tmp_path,
         "base.yaml",
-        "name: parent\nmodel: {name: fcn8s_vgg16, options: {a: 1, b: 2}}\n"
+        "name: parent\nmodel: {name: fcn8s_vgg16, options: {padded: false, width_divisor: 2}}\n"
         "data: {crop_size: [32, 32], scale_range: [0.5, 2.0]}\ntrain: {lr: 0.5, epochs: 3}\n",
     )
     child = _write(
         tmp_path,
         "child.yaml",
-        "base: base.yaml\nname: child\nmodel: {options: {b: 3}}\ndata: {crop_size: [16, 24]}\n",
+        "base: base.yaml\nname: child\nmodel: {options: {width_divisor: 4}}\ndata: {crop_size: [16, 24]}\n",
     )
     config = load_config(child, ["train.epochs=7"])
     assert config.name == "child"
     assert config.model.name == "fcn8s_vgg16"  # inherited
-    assert config.model.options == {"a": 1, "b": 3}  # mappings merge key by key
+    assert config.model.options == {
+        "padded": False,
+        "width_divisor": 4,
+    }  # mappings merge key by key
     assert config.data.crop_size == [16, 24]  # lists are replaced, not merged
     assert config.data.scale_range == [0.5, 2.0]
     assert config.train.lr == 0.5 and config.train.epochs == 7  # overrides still come last

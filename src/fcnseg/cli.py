@@ -7,10 +7,13 @@ recipe or override) into one line on stderr and exit status 2, before anything i
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from fcnseg.errors import FcnsegError, UsageError
 
 #: Exit status for bad input (argparse uses the same for usage errors).
 EXIT_BAD_INPUT = 2
@@ -234,7 +237,7 @@ def _sample_names(dataset) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from fcnseg.engine.predict import run_prediction
 
-    files, written = run_prediction(
+    result = run_prediction(
         args.inputs,
         args.out,
         weights=args.weights,
@@ -246,8 +249,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overlay=not args.no_overlay,
         progress=sys.stderr.isatty(),
     )
-    print(f"{len(files)} images -> {len(written)} files in {args.out}")
-    return 0
+    if result.mirrored_from is not None:
+        print(
+            f"inputs share file names: outputs mirror their folders under {args.out} "
+            f"(relative to {result.mirrored_from})"
+        )
+    summary = f"{len(result.files)} images -> {len(result.written)} files in {args.out}"
+    if result.failed:
+        summary += f"; {len(result.failed)} failed (listed on stderr)"
+    print(summary)
+    return 1 if result.failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -302,12 +313,12 @@ def cmd_import_caffe(args: argparse.Namespace) -> int:
     release = release_net(args.release) if args.release else None
     model_name = args.model or (release.model if release else None)
     if model_name is None:
-        raise ValueError("import-caffe: pass --release NET (e.g. voc-fcn8s) or --model NAME")
+        raise UsageError("import-caffe: pass --release NET (e.g. voc-fcn8s) or --model NAME")
     options: dict = dict(release.options) if release and model_name == release.model else {}
     for item in args.options:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"{item}: model options are key=value, e.g. at_once=true")
+            raise UsageError(f"{item}: model options are key=value, e.g. at_once=true")
         options[key] = yaml.safe_load(value)
     options.setdefault("normalization", "caffe_bgr")  # what every Caffe FCN net was trained on
     data_format = args.format or (release.data_format if release else "voc")
@@ -376,10 +387,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"scores written to {scored.out}")
     images = _write_demo_inputs(config, run_dir / "demo_inputs")
     predictions = run_dir / "predictions"
-    files, written = run_prediction(
+    predicted = run_prediction(
         [str(images)], predictions, run=run_dir, device=device, mode="whole", progress=progress
     )
-    print(f"{len(files)} images -> {len(written)} files in {predictions}")
+    print(f"{len(predicted.files)} images -> {len(predicted.written)} files in {predictions}")
     return 0
 
 
@@ -403,7 +414,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fcnseg.serve import ServeLimits, load_pool, run_server
 
     if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     limits = ServeLimits(
         max_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels,
@@ -453,21 +464,49 @@ COMMANDS = {
 }
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a filesystem failure: what, which file, and the usual fix.
+
+    fcnseg raises FileNotFoundError with its own one-line message (no errno); that message is
+    kept as it is. An OSError from the system (errno set) becomes "file: reason; fix".
+    """
+    if error.errno is None and error.args:
+        return _one_line(error.args[0])
+    where = f"{error.filename}: " if error.filename else ""
+    reason = error.strerror or type(error).__name__
+    fixes = {
+        errno.ENOSPC: "free some space or choose another --out",
+        errno.EROFS: "the filesystem is read-only; choose another --out",
+        errno.EACCES: "check the permissions or choose another location",
+        errno.EPERM: "check the permissions or choose another location",
+        errno.ENOENT: "check the path",
+        errno.EISDIR: "name a file, not a folder",
+        errno.ENOTDIR: "a component of the path is a file, not a folder",
+        errno.EEXIST: "choose another name or remove it",
+    }
+    fix = fixes.get(error.errno or 0, "check the path and the disk")
+    return _one_line(f"{where}{reason}; {fix}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns (and exits with) 0 on success, 2 on bad input."""
+    """Entry point; returns 0 on success, 1 when some inputs failed, 2 on bad input.
+
+    The error model (fcnseg.errors): an `FcnsegError` is the user's to fix and the filesystem
+    failing (missing, read-only, full) is the machine's; both become one line on stderr with exit
+    status 2. Anything else is a bug in fcnseg and keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (
-        ValueError,
-        FileNotFoundError,
-        KeyError,
-        NotADirectoryError,
-        IsADirectoryError,
-    ) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        message = " ".join(str(message).split())  # one line, whatever the source
-        print(f"fcnseg {args.command}: error: {message}", file=sys.stderr)
+    except FcnsegError as error:
+        print(f"fcnseg {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        print(f"fcnseg {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("fcnseg: interrupted", file=sys.stderr)

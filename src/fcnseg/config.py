@@ -26,6 +26,40 @@ from typing import Any, Literal, Union
 import yaml
 
 from fcnseg import constants
+from fcnseg.errors import FcnsegError, RecipeError
+from fcnseg.paths import check_name
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses YAML anchors and aliases (`&a` / `*a`).
+
+    Why: an alias expands to the whole anchored node, and nested aliases grow exponentially
+    ("billion laughs"); under a free-form mapping such as `data.options` nothing would stop the
+    expansion before memory runs out. Recipes never need them (`base:` covers reuse), so they are
+    refused outright, in one line naming the file and the line.
+    """
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise RecipeError(
+                f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed in "
+                "recipes; write the value out, or share settings with 'base: other.yaml'"
+            )
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise RecipeError(
+                f"line {event.start_mark.line + 1}: YAML anchors and aliases (&{event.anchor}, "
+                f"*{event.anchor}) are not allowed in recipes; write the value out, or share "
+                "settings with 'base: other.yaml'"
+            )
+        return super().compose_node(parent, index)
+
+
+def safe_load_yaml(text: str) -> Any:
+    """`yaml.safe_load` without anchors and aliases (see _NoAliasLoader)."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["fixed", "poly", "cosine"]
@@ -175,7 +209,7 @@ def paper_stage(model_name: str, model_options: Mapping[str, Any] | None = None)
     base = (model_options or {}).get("base", info.defaults.get("base"))
     if isinstance(base, str) and base != model_name:
         return paper_stage(base)
-    raise ValueError(
+    raise RecipeError(
         f"train.preset: model {model_name!r} has no paper training stage; use "
         "train.preset=modern or a paper/FCN model"
     )
@@ -195,7 +229,7 @@ def release_solver(model_name: str, model_options: Mapping[str, Any] | None = No
     if name is not None and "{stage}" in name:
         name = name.format(stage=paper_stage(model_name, model_options))
     if name is None or name not in constants.RELEASE_SOLVERS:
-        raise ValueError(
+        raise RecipeError(
             f"train.preset=release: the authors' release has no solver for model {model_name!r}"
             + (f" ({name})" if name else "")
             + f"; its nets are {', '.join(constants.RELEASE_SOLVERS)}. Use train.preset=paper "
@@ -245,19 +279,23 @@ def preset_values(
         }
     if preset == "modern":
         return {}
-    raise ValueError(f"train.preset: unknown preset {preset!r}; use 'modern', 'paper' or 'release'")
+    raise RecipeError(
+        f"train.preset: unknown preset {preset!r}; use 'modern', 'paper' or 'release'"
+    )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`"train.lr=0.01"` -> (["train", "lr"], 0.01); the value is parsed as YAML."""
     if "=" not in text:
-        raise ValueError(f"override {text!r}: expected key.sub=value, e.g. train.lr=0.01")
+        raise RecipeError(f"override {text!r}: expected key.sub=value, e.g. train.lr=0.01")
     key, _, raw = text.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ValueError(f"override {text!r}: empty key; write e.g. train.epochs=5")
+        raise RecipeError(f"override {text!r}: empty key; write e.g. train.epochs=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load_yaml(raw) if raw.strip() else None
+    except RecipeError as error:
+        raise RecipeError(f"override {text!r}: {error}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -292,28 +330,28 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ValueError as error:
                 errors.append(str(error))
-        raise ValueError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
+        raise RecipeError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
     if origin is Literal:
         if value not in args:
-            raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise RecipeError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key}: expected a list like [1, 2], got {value!r}")
+            raise RecipeError(f"{key}: expected a list like [1, 2], got {value!r}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+            raise RecipeError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true or false, got {value!r}")
+            raise RecipeError(f"{key}: expected true or false, got {value!r}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
+            raise RecipeError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, str):
@@ -326,24 +364,24 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if math.isfinite(number):
                 return number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
+            raise RecipeError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ValueError(f"{key}: expected a string, got {value!r}")
+            raise RecipeError(f"{key}: expected a string, got {value!r}")
         return value
-    raise ValueError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+    raise RecipeError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
 def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ValueError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
+        raise RecipeError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ValueError(
+        raise RecipeError(
             f"unknown config key {where}{unknown[0]}; valid keys here: {', '.join(sorted(fields))}"
         )
     kwargs = {}
@@ -373,7 +411,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     train_raw = merged.get("train") or {}
     model_raw = merged.get("model") or {}
     if not isinstance(train_raw, dict) or not isinstance(model_raw, dict):
-        raise ValueError("config: 'train' and 'model' must be mappings of keys")
+        raise RecipeError("config: 'train' and 'model' must be mappings of keys")
     preset = train_raw.get("preset", TrainConfig.preset)
     model_name = model_raw.get("name", ModelConfig.name)
     model_options = model_raw.get("options") if isinstance(model_raw.get("options"), dict) else {}
@@ -391,15 +429,17 @@ BASE_KEY = "base"
 def _read_yaml(path: Path) -> dict[str, Any]:
     """One recipe file as a mapping; syntax errors are one line naming the file."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = safe_load_yaml(path.read_text()) or {}
+    except RecipeError as error:
+        raise RecipeError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}:{where} invalid YAML; fix the syntax") from None
+        raise RecipeError(f"{path}:{where} invalid YAML; fix the syntax") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file; pass a YAML recipe") from None
+        raise RecipeError(f"{path}: not a text file; pass a YAML recipe") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a recipe must be a mapping of keys, e.g. 'train: {{}}'")
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, e.g. 'train: {{}}'")
     return raw
 
 
@@ -415,13 +455,13 @@ def load_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     here = path.resolve()
     if here in _chain:
         names = " -> ".join(str(link) for link in (*_chain, here))
-        raise ValueError(f"recipe inheritance cycle: {names}; remove one of these 'base' keys")
+        raise RecipeError(f"recipe inheritance cycle: {names}; remove one of these 'base' keys")
     raw = _read_yaml(path)
     base = raw.pop(BASE_KEY, None)
     if base is None:
         return raw
     if not isinstance(base, str) or not base:
-        raise ValueError(f"{path}: base: expected a recipe file name, e.g. 'base: other.yaml'")
+        raise RecipeError(f"{path}: base: expected a recipe file name, e.g. 'base: other.yaml'")
     base_path = path.parent / base
     if not base_path.is_file():
         raise FileNotFoundError(
@@ -437,9 +477,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     raw = load_recipe(path) if path is not None else {}
     try:
         return config_from_dict(raw, overrides)
-    except ValueError as error:
+    except FcnsegError as error:
         if path is not None:
-            raise ValueError(f"{path}: {error}") from None
+            raise type(error)(f"{path}: {error}") from None
         raise
 
 
@@ -454,19 +494,82 @@ def validate(config: Config) -> None:
     }
     for key, value in positive.items():
         if value < 1:
-            raise ValueError(f"{key}: must be >= 1, got {value}")
+            raise RecipeError(f"{key}: must be >= 1, got {value}")
     if train.lr <= 0:
-        raise ValueError(f"train.lr: must be > 0, got {train.lr}")
+        raise RecipeError(f"train.lr: must be > 0, got {train.lr}")
     for key, size in (
         ("data.crop_size", config.data.crop_size),
         ("data.val_size", config.data.val_size),
     ):
         if size is not None and (len(size) != 2 or min(size) < 1):
-            raise ValueError(f"{key}: expected [height, width] with positive values, got {size}")
+            raise RecipeError(f"{key}: expected [height, width] with positive values, got {size}")
     if len(config.data.scale_range) != 2 or config.data.scale_range[0] > config.data.scale_range[1]:
-        raise ValueError(f"data.scale_range: expected [low, high], got {config.data.scale_range}")
+        raise RecipeError(f"data.scale_range: expected [low, high], got {config.data.scale_range}")
     weights = config.data.class_weights
     if isinstance(weights, str) and weights != "median_frequency":
-        raise ValueError(
+        raise RecipeError(
             f"data.class_weights: {weights!r}; use a list of numbers or 'median_frequency'"
         )
+    check_name(config.name, "name")
+    if ".." in Path(config.out_root).parts:
+        raise RecipeError(
+            f"out_root: {config.out_root!r} climbs out with '..'; name the folder directly "
+            "(or pass --out)"
+        )
+    check_free_form_options(config)
+
+
+def dataset_options_accepted(data_format: str) -> set[str] | None:
+    """Option names the dataset class of `data_format` takes (None: it takes any, **kwargs).
+
+    Read from the class's constructor signature, less what build_dataset passes itself.
+    """
+    import inspect
+
+    from fcnseg.data.datasets.registry import get_dataset_class
+
+    parameters = inspect.signature(get_dataset_class(data_format).__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters} - {"self", "root", "split", "transform"}
+
+
+def inference_options_accepted() -> set[str]:
+    """Keyword options of fcnseg.inference.predict_logits (what `eval.options` may hold)."""
+    import inspect
+
+    from fcnseg.inference import predict_logits
+
+    parameters = inspect.signature(predict_logits).parameters.values()
+    return {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
+
+
+def _check_keys(options: Mapping[str, Any], accepted: set[str] | None, field: str, what: str):
+    if accepted is None:
+        return
+    for key in options:
+        if key not in accepted:
+            listed = ", ".join(sorted(accepted)) or "none"
+            raise RecipeError(
+                f"{field}: unknown key {key!r} for {what}; it accepts {listed} (check the key, "
+                f"or clear it with {field}={{}})"
+            )
+
+
+def check_free_form_options(config: Config) -> None:
+    """Every key of the free-form mappings checked against what its builder accepts.
+
+    `data.options` / `data.val_options` go to the dataset class of `data.format`, `model.options`
+    to the model builder (wrappers: plus their base model's), `eval.options` to predict_logits.
+    Why here: an unknown key used to surface as a TypeError traceback from the builder, after the
+    run directory was made (the natural mistake: reusing configs/demo.yaml's synthetic options
+    with data.format=camvid). Checked by signature, so nothing is built.
+    """
+    from fcnseg.models.factory import check_model_options
+
+    accepted = dataset_options_accepted(config.data.format)
+    what = f"dataset format {config.data.format!r}"
+    _check_keys(config.data.options, accepted, "data.options", what)
+    _check_keys(config.data.val_options, accepted, "data.val_options", what)
+    _check_keys(config.eval.options, inference_options_accepted(), "eval.options", "inference")
+    check_model_options(config.model.name, config.model.options, "model.options")

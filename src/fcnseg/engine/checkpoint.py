@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fcnseg.config import Config, config_from_dict
+from fcnseg.errors import WeightsError
 from fcnseg.io_utils import atomic_write
 
 CHECKPOINT_VERSION = 1
@@ -65,7 +66,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def config_from_checkpoint(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The recipe a checkpoint was trained with, plus overrides (e.g. more epochs), so that
     `fcnseg train --resume RUN` needs no --config."""
-    return config_from_dict(load_checkpoint(path)["config"], overrides)
+    recipe = load_checkpoint(path).get("config")
+    if not isinstance(recipe, dict):
+        raise WeightsError(
+            f"{path}: checkpoint holds no training recipe ('config'); pass --config RECIPE"
+        )
+    return config_from_dict(recipe, overrides)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -78,12 +84,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(
+        raise WeightsError(
             f"{path}: not a readable fcnseg checkpoint ({type(error).__name__}); pass a .pt "
             "written by `fcnseg train`"
         ) from None
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path}: not an fcnseg checkpoint (no 'model' entry)")
+        raise WeightsError(f"{path}: not an fcnseg checkpoint (no 'model' entry)")
     return state
 
 
@@ -101,7 +107,7 @@ def resolve_run_checkpoint(run_dir: Path, prefer: tuple[str, ...] = ("last.pt",)
 
 def check_num_classes(source: str | Path, found: int, expected: int) -> None:
     if found != expected:
-        raise ValueError(
+        raise WeightsError(
             f"{source}: weights are for {found} classes but the dataset has {expected}; use "
             "weights trained on this dataset, or fine-tune from them with train.init"
         )
@@ -168,13 +174,21 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
             header = stream.metadata() or {}
             tensors = {key: stream.get_tensor(key) for key in stream.keys()}
     except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+        raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
     if WEIGHTS_METADATA_KEY not in header:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: safetensors header has no '{WEIGHTS_METADATA_KEY}' metadata; export "
             "weights with `fcnseg export --format safetensors`"
         )
-    return tensors, json.loads(header[WEIGHTS_METADATA_KEY])
+    try:
+        metadata = json.loads(header[WEIGHTS_METADATA_KEY])
+    except (ValueError, RecursionError):
+        raise WeightsError(
+            f"{path}: '{WEIGHTS_METADATA_KEY}' metadata is not valid JSON; re-export the weights"
+        ) from None
+    from fcnseg.engine.metadata import validate_weights_metadata
+
+    return tensors, validate_weights_metadata(metadata, path)
 
 
 def update_weights_metadata(path: str | Path, **entries: Any) -> None:

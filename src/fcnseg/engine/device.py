@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from fcnseg.engine import distributed
+from fcnseg.errors import UsageError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -23,9 +24,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device {name!r}: unknown; use auto, cpu or cuda[:N]") from None
+        raise UsageError(f"device {name!r}: unknown; use auto, cpu or cuda[:N]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available here; use --device cpu")
+        raise UsageError(f"device {name!r}: CUDA is not available here; use --device cpu")
     return device
 
 

@@ -8,7 +8,10 @@ metadata (classes, palette, normalisation, ignore label) that evaluation and pre
 
 from __future__ import annotations
 
-import glob
+import fnmatch
+import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +23,20 @@ from torch import nn
 from fcnseg.engine.checkpoint import load_checkpoint, load_weights, resolve_run_checkpoint
 from fcnseg.engine.device import resolve_device
 from fcnseg.engine.evaluate import _primary, predict_batch_logits
+from fcnseg.engine.metadata import (
+    INFERENCE_OPTIONS,
+    check_forward_pixels,
+    check_inference_options,
+    validate_weights_metadata,
+)
+from fcnseg.errors import FcnsegError, OutputError, RecipeError, UsageError, WeightsError
 
 #: Opacity of the class colours in the overlay images.
 OVERLAY_ALPHA: float = 0.5
 
 #: Inference modes a weights file may recommend (metadata "inference"), with the options each
 #: may carry (keyword arguments of fcnseg.inference.predict_logits).
-RECOMMENDABLE_OPTIONS: dict[str, frozenset[str]] = {
-    "whole": frozenset(),
-    "sliding": frozenset({"tile_size", "overlap", "blend"}),
-    "multiscale": frozenset({"scales", "flip"}),
-}
+RECOMMENDABLE_OPTIONS: dict[str, frozenset[str]] = INFERENCE_OPTIONS
 
 
 def inference_settings(
@@ -45,6 +51,7 @@ def inference_settings(
     (e.g. --scales) override the stored ones.
     """
     if mode is not None:
+        check_inference_options(mode, options, "command line")
         return mode, options
     stored = meta.get("inference") or {}
     stored_mode = stored.get("mode", "whole")
@@ -55,11 +62,13 @@ def inference_settings(
         or not isinstance(stored_options, dict)
         or not set(stored_options) <= allowed
     ):
-        raise ValueError(
+        raise WeightsError(
             f"{meta.get('source', 'weights')}: unusable 'inference' metadata {stored!r}; "
             "pass --mode whole|sliding|multiscale"
         )
-    return stored_mode, {**stored_options, **options}
+    merged = {**stored_options, **options}
+    check_inference_options(stored_mode, merged, "command line")
+    return stored_mode, merged
 
 
 def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], source: Path) -> nn.Module:
@@ -67,16 +76,23 @@ def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], source: Path)
 
     name = meta.get("model")
     if not name:
-        raise ValueError(f"{source}: metadata names no model; re-export the weights")
-    # The weights are loaded right after, so never load (or look for) encoder weights here.
-    model = build_model(
-        name, int(meta["num_classes"]), pretrained=False, **meta.get("model_options", {})
-    )
+        raise WeightsError(f"{source}: metadata names no model; re-export the weights")
+    # The weights are loaded right after, so never load (or look for) encoder weights here: a
+    # path stored in the metadata (encoder_weights) is neither needed nor read.
+    options = {
+        key: value
+        for key, value in (meta.get("model_options") or {}).items()
+        if key not in ("pretrained", "encoder_weights")
+    }
+    try:
+        model = build_model(name, int(meta["num_classes"]), pretrained=False, **options)
+    except FcnsegError as error:
+        raise WeightsError(f"{source}: metadata describes no buildable model ({error})") from None
     try:
         model.load_state_dict(tensors)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
-        raise ValueError(f"{source}: weights do not fit model {name!r} ({first})") from None
+        raise WeightsError(f"{source}: weights do not fit model {name!r} ({first})") from None
     return model
 
 
@@ -88,7 +104,7 @@ def load_trained_model(
     """(eval-mode model on CPU, metadata) from exactly one of weights / checkpoint / run."""
     given = [value for value in (weights, checkpoint, run) if value is not None]
     if len(given) != 1:
-        raise ValueError("pass exactly one of --weights, --checkpoint or --run")
+        raise UsageError("pass exactly one of --weights, --checkpoint or --run")
     if run is not None:
         run = Path(run)
         if not run.is_dir():
@@ -103,12 +119,22 @@ def load_trained_model(
     else:
         source = Path(checkpoint)  # type: ignore[arg-type]
         state = load_checkpoint(source)
-        tensors, meta = state["model"], dict(state["meta"])
-        meta["config"] = state.get("config")
+        meta = validate_weights_metadata(state.get("meta"), source)
+        tensors, meta = state["model"], dict(meta)
+        if not isinstance(tensors, dict):
+            raise WeightsError(f"{source}: checkpoint 'model' entry is not a state dict")
+        config = state.get("config")
+        meta["config"] = config if isinstance(config, dict) else None
     if run is not None and meta.get("config") is None and (run / "config.yaml").is_file():
         import yaml
 
-        meta["config"] = yaml.safe_load((run / "config.yaml").read_text())
+        from fcnseg.config import safe_load_yaml
+
+        try:
+            recipe = safe_load_yaml((run / "config.yaml").read_text())
+        except (yaml.YAMLError, RecipeError, UnicodeDecodeError):
+            recipe = None  # only a fallback for eval's dataset defaults; the weights suffice
+        meta["config"] = recipe if isinstance(recipe, dict) else None
     model = _build(meta, tensors, source)
     model.eval()
     meta["source"] = str(source)
@@ -116,26 +142,108 @@ def load_trained_model(
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_MAGIC = "*?["
+
+
+def _match_parts(parts: list[str], segments: list[str]) -> bool:
+    """Whether path components `parts` match glob `segments` (`**` = zero or more folders)."""
+    if not segments:
+        return not parts
+    head, rest = segments[0], segments[1:]
+    if head == "**":
+        if _match_parts(parts, rest):
+            return True
+        return bool(parts) and not parts[0].startswith(".") and _match_parts(parts[1:], segments)
+    if not parts:
+        return False
+    name = parts[0]
+    if name.startswith(".") and not head.startswith("."):
+        return False  # as glob: wildcards do not match hidden names
+    return fnmatch.fnmatchcase(name, head) and _match_parts(parts[1:], rest)
+
+
+def expand_glob(pattern: str) -> list[Path]:
+    """Files matching `pattern` (with `**`), found without following directory symlinks.
+
+    Why not glob.glob: on this Python it follows symlinked folders under `**`, so a link to a
+    parent folder repeats the same files until the path length limit. os.walk with
+    followlinks=False visits each real folder once; a symlinked file is still matched.
+    """
+    segments = pattern.replace(os.sep, "/").split("/")
+    absolute = pattern.startswith(("/", os.sep))
+    base_parts: list[str] = []
+    for segment in segments[1 if absolute else 0 :]:
+        if any(char in segment for char in _MAGIC):
+            break
+        base_parts.append(segment)
+    rest = segments[(1 if absolute else 0) + len(base_parts) :]
+    base = Path("/" if absolute else ".").joinpath(*base_parts)
+    if not rest or not base.is_dir():
+        return []
+    rest = [segment for segment in rest if segment]  # "a//b" and a trailing "/"
+    found: list[Path] = []
+    for folder, dirs, names in os.walk(base, followlinks=False):
+        dirs.sort()
+        relative = Path(folder).relative_to(base).parts
+        for name in sorted(names):
+            if _match_parts([*relative, name], rest):
+                found.append(Path(folder) / name)
+    return found
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Files from paths, folders (their images) and glob patterns; one-line error if none."""
+    """Files from paths, folders (their images) and glob patterns, each file once.
+
+    A file reached twice (named twice, by two patterns, or through a symlink) is listed once,
+    by its resolved path; order is the order of first appearance. One-line error if none.
+    """
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
         elif path.is_file():
             found.append(path)
-        elif any(char in item for char in "*?["):
-            found += sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        elif any(char in item for char in _MAGIC):
+            found += [p for p in expand_glob(item) if p.is_file()]
         else:
             raise FileNotFoundError(f"{item}: no such image, folder or glob; check the path")
-    if not found:
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    if not unique:
         raise FileNotFoundError(
             f"{' '.join(inputs)}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})"
         )
-    return found
+    return list(unique.values())
+
+
+def output_names(files: list[Path]) -> tuple[dict[Path, Path], Path | None]:
+    """Output path (relative to --out, without suffix) per input, and the mirrored root.
+
+    When every input's stem is unique the outputs are flat (`<stem>.png`, as always). When two
+    inputs share a stem (a/scene.png and b/scene.png) the outputs mirror the inputs' folders
+    relative to their common folder (`a/scene.png`, `b/scene.png`), and the common folder is
+    returned so the rule can be printed; inputs with the same stem in one folder (scene.png,
+    scene.jpg) keep their suffix in the name (`scene_png`, `scene_jpg`). Nothing is lost.
+    """
+    stems = [path.stem for path in files]
+    if len(set(stems)) == len(stems):
+        return {path: Path(path.stem) for path in files}, None
+    resolved = {path: path.resolve() for path in files}
+    root = Path(os.path.commonpath([str(r.parent) for r in resolved.values()]))
+    keys = {path: resolved[path].parent.relative_to(root) / path.stem for path in files}
+    counts: dict[Path, int] = {}
+    for key in keys.values():
+        counts[key] = counts.get(key, 0) + 1
+    names: dict[Path, Path] = {}
+    for path, key in keys.items():
+        if counts[key] > 1:
+            key = key.with_name(f"{path.stem}_{path.suffix.lstrip('.').lower() or 'file'}")
+        names[path] = key
+    return names, root
 
 
 def palette_image(
@@ -159,6 +267,18 @@ def overlay_image(
     return Image.fromarray(side_by_side.clip(0, 255).astype(np.uint8), mode="RGB")
 
 
+@dataclass
+class PredictionRun:
+    """What `run_prediction` read and wrote: every input is in `written` or in `failed`."""
+
+    files: list[Path]
+    written: list[Path] = field(default_factory=list)
+    #: (input, one-line reason) per input that could not be predicted.
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    #: The inputs' common folder when outputs mirror it (inputs share a file name), else None.
+    mirrored_from: Path | None = None
+
+
 def predict_files(
     model: nn.Module,
     meta: dict[str, Any],
@@ -169,14 +289,22 @@ def predict_files(
     options: dict[str, Any] | None = None,
     overlay: bool = True,
     progress: bool = False,
+    report: PredictionRun | None = None,
 ) -> list[Path]:
-    """Write `<stem>.png` (class ids, palette) and `<stem>_overlay.jpg` per input to out_dir."""
+    """Write `<name>.png` (class ids, palette) and `<name>_overlay.jpg` per input under out_dir.
+
+    Names follow `output_names` (flat stems, or mirrored folders when stems collide). An input
+    that cannot be used (unreadable, a decompression bomb, wrong channels, too many pixels for one
+    forward) is reported on stderr in one line and skipped; the others are still written. Its
+    reason is added to `report.failed` when a report is given, otherwise the error is raised.
+    """
     from fcnseg.data.io import read_image
     from fcnseg.data.transforms import normalize
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).eval()
     palette = meta["palette"]
+    names, _ = output_names(files)
     written: list[Path] = []
     iterator = files
     if progress:
@@ -184,19 +312,41 @@ def predict_files(
 
         iterator = tqdm(files, desc="predict", dynamic_ncols=True)
     for path in iterator:
-        image = read_image(path)
-        batch = normalize(image, meta.get("normalization", "imagenet")).unsqueeze(0).to(device)
-        logits = _primary(predict_batch_logits(model, batch, mode, options))
+        try:
+            image = read_image(path)
+            check_forward_pixels(image.shape[-2], image.shape[-1], mode, options or {}, path)
+            batch = normalize(image, meta.get("normalization", "imagenet")).unsqueeze(0)
+            logits = _primary(predict_batch_logits(model, batch.to(device), mode, options))
+        except (FcnsegError, OSError) as error:
+            if report is None:
+                raise
+            reason = " ".join(str(error).split())
+            if isinstance(error, OSError) and error.errno is not None:
+                reason = f"{path}: {error.strerror}"
+            if not reason.startswith(str(path)):
+                reason = f"{path}: {reason}"
+            print(f"fcnseg predict: skipped {reason}", file=sys.stderr)
+            report.failed.append((path, reason))
+            continue
         labels = logits.argmax(1)[0].cpu().numpy()
-        target = out_dir / f"{path.stem}.png"
+        target = out_dir / names[path].with_name(names[path].name + ".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
         palette_image(labels, palette).save(target)
         written.append(target)
         if overlay:
             rgb = image.permute(1, 2, 0).numpy()
-            overlay_path = out_dir / f"{path.stem}_overlay.jpg"
+            overlay_path = out_dir / names[path].with_name(names[path].name + "_overlay.jpg")
             overlay_image(rgb, labels, palette).save(overlay_path, quality=90)
             written.append(overlay_path)
+    if report is not None:
+        report.written += written
     return written
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """OutputError when `out_dir` exists but is not a folder (checked before the model loads)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir}: exists and is not a folder; choose a folder name")
 
 
 def run_prediction(
@@ -211,26 +361,31 @@ def run_prediction(
     options: dict[str, Any] | None = None,
     overlay: bool = True,
     progress: bool = False,
-) -> tuple[list[Path], list[Path]]:
-    """`fcnseg predict` as a function: (input files, files written).
+) -> PredictionRun:
+    """`fcnseg predict` as a function: the inputs, the files written and the inputs that failed.
 
     Inputs are files, folders and glob patterns (see collect_inputs), checked before the model
     is loaded; the model comes from exactly one of weights / checkpoint / run, and `mode` /
-    `options` default to the inference its weights recommend (see inference_settings).
+    `options` default to the inference its weights recommend (see inference_settings). A bad
+    input is skipped and reported (see predict_files); the caller decides the exit status.
     """
     torch_device = resolve_device(device)
+    out_dir = Path(out_dir)
+    check_output_folder(out_dir)
     files = collect_inputs(inputs)
     model, meta = load_trained_model(weights, checkpoint, run)
     mode, options = inference_settings(meta, mode, options or {})
-    written = predict_files(
+    report = PredictionRun(files=files, mirrored_from=output_names(files)[1])
+    predict_files(
         model,
         meta,
         files,
-        Path(out_dir),
+        out_dir,
         torch_device,
         mode=mode,
         options=options,
         overlay=overlay,
         progress=progress,
+        report=report,
     )
-    return files, written
+    return report

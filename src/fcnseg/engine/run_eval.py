@@ -29,7 +29,9 @@ from fcnseg.engine.evaluate import (
 )
 from fcnseg.engine.predict import inference_settings, load_trained_model
 from fcnseg.engine.setup import build_eval_dataset
+from fcnseg.errors import UsageError, WeightsError
 from fcnseg.metrics import SegmentationScores
+from fcnseg.paths import safe_name
 
 
 @dataclass
@@ -82,7 +84,7 @@ def eval_split(
     recipe = (meta.get("config") or {}).get("data", {})
     data_format = data_format or meta.get("data_format") or recipe.get("format")
     if not data_format:
-        raise ValueError("--format: the weights do not say which dataset format; pass --format")
+        raise UsageError("--format: the weights do not say which dataset format; pass --format")
     root = data_root if data_root is not None else recipe.get("root")
     if data_root is not None and not Path(data_root).exists():
         raise FileNotFoundError(f"--data-root {data_root}: directory not found; fix the path")
@@ -90,6 +92,11 @@ def eval_split(
     if root is not None and not Path(root).exists():
         raise FileNotFoundError(f"dataset root {root}: directory not found; pass --data-root")
     split = split or recipe.get("val_split") or "val"
+    if not isinstance(split, str) or not isinstance(data_format, str):
+        raise WeightsError(
+            f"{meta.get('source', 'weights')}: stored dataset format/split are not strings; "
+            "pass --format and --split"
+        )
     options = eval_options(recipe) if data_format == recipe.get("format") else {}
     dataset = build_eval_dataset(
         data_format,
@@ -100,6 +107,17 @@ def eval_split(
         size=size,
     )
     return dataset, data_format, split
+
+
+def default_scores_path(run: str | Path | None, data_format: str, split: str) -> Path:
+    """`<run or .>/eval-<format>-<split>.json` with both names made safe file-name parts.
+
+    Why: format and split may come from the weights file's metadata (its stored recipe), which
+    must never decide where a file is written; `../` in a stored split once put the JSON outside
+    the run directory.
+    """
+    name = f"eval-{safe_name(data_format, 'data')}-{safe_name(split, 'split')}.json"
+    return Path(run or ".") / name
 
 
 def run_evaluation(
@@ -157,7 +175,7 @@ def run_evaluation(
         per_head=per_head,
         primary=primary,
         payload={},
-        out=Path(out) if out else Path(run or ".") / f"eval-{data_format}-{split}.json",
+        out=Path(out) if out else default_scores_path(run, data_format, split),
     )
     result.payload = {
         "source": meta["source"],

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from fcnseg.config import Config, eval_options
 from fcnseg.data.roots import resolve_data_root
 from fcnseg.engine.checkpoint import load_checkpoint, load_weights, unwrap, weights_metadata
+from fcnseg.errors import RecipeError
 from fcnseg.losses import PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
 from fcnseg.models import build_model, check_model_contract
 
@@ -188,7 +189,7 @@ def initialise_from(model: nn.Module, source: str) -> None:
     own = model.state_dict()
     matched = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
     if not matched:
-        raise ValueError(f"model.init {source}: no tensor matches this model; check model.name")
+        raise RecipeError(f"model.init {source}: no tensor matches this model; check model.name")
     model.load_state_dict(matched, strict=False)
 
 
@@ -240,7 +241,7 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
         head_weights = median_frequency_weights_by_head(train_set)
         class_weights = head_weights[primary_head(head_weights)]
     if isinstance(class_weights, list) and len(class_weights) != num_classes:
-        raise ValueError(
+        raise RecipeError(
             f"data.class_weights: {len(class_weights)} weights for {num_classes} classes; give "
             "one per class"
         )
@@ -251,9 +252,9 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
         normalization=train_cfg.loss_normalization,
     )
     if train_cfg.jaccard_weight < 0:
-        raise ValueError(f"train.jaccard_weight must be >= 0, got {train_cfg.jaccard_weight}")
+        raise RecipeError(f"train.jaccard_weight must be >= 0, got {train_cfg.jaccard_weight}")
     if train_cfg.jaccard_weight > 0 and train_cfg.loss_normalization != "mean":
-        raise ValueError(
+        raise RecipeError(
             "train.jaccard_weight needs train.loss_normalization=mean (a per-pixel-summed "
             "cross-entropy would dwarf an IoU term in [0, 1])"
         )

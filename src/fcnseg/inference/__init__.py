@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from fcnseg.errors import DataError, UsageError
 from fcnseg.inference.sliding import (
     DEFAULT_OVERLAP,
     Blend,
@@ -65,7 +66,7 @@ def _sliding_predictor(
     tile_batch: int,
 ) -> Forward:
     if tile_size is None:
-        raise ValueError("sliding inference needs tile_size (e.g. tile_size=512 or (512, 1024))")
+        raise UsageError("sliding inference needs tile_size (e.g. tile_size=512 or (512, 1024))")
 
     def predict(images: Tensor) -> ModelOutput:
         return sliding_window_logits(
@@ -97,19 +98,19 @@ def _scores(
 ) -> tuple[ModelOutput, bool]:
     """(scores, are_probabilities): logits for whole/sliding, probabilities for multiscale."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise UsageError(f"mode must be one of {MODES}, got {mode!r}")
     # RGB-D / RGB+HHA models (fcnseg.models.fusion) declare more input channels.
     channels = getattr(model, "in_channels", 3)
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != channels:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"image_batch must be a float tensor N x {channels} x H x W, got {shape}")
+        raise DataError(f"image_batch must be a float tensor N x {channels} x H x W, got {shape}")
     if mode == "whole":
         return model(images), False
     if mode == "sliding":
         sliding = _sliding_predictor(model, tile_size, tile_stride, overlap, blend, tile_batch)
         return sliding(images), False
     if inner not in ("whole", "sliding"):
-        raise ValueError(f"inner must be 'whole' or 'sliding', got {inner!r}")
+        raise UsageError(f"inner must be 'whole' or 'sliding', got {inner!r}")
     predictor = (
         _sliding_predictor(model, tile_size, tile_stride, overlap, blend, tile_batch)
         if inner == "sliding"
@@ -186,7 +187,7 @@ def predict_probs(
             inner=options.pop("inner", "whole"),
         )
         if options:
-            raise ValueError(f"unknown predict_probs options: {sorted(options)}")
+            raise UsageError(f"unknown predict_probs options: {sorted(options)}")
         if are_probs:
             return scores
         return _map(scores, lambda t: torch.softmax(t.float(), dim=1))

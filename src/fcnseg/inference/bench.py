@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from fcnseg.errors import UsageError
 from fcnseg.inference.cpu_fast import argmax_agreement, optimize_for_cpu
 
 Runnable = Callable[[Tensor], Tensor | dict[str, Tensor]]
@@ -170,7 +171,7 @@ def build_engine(model: nn.Module, engine: str, example: Tensor) -> Runnable:
         from fcnseg.export import load_engine
 
         return load_engine(model, "onnxruntime", threads=torch.get_num_threads())
-    raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINE_NAMES)}")
+    raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINE_NAMES)}")
 
 
 def bench_model(
@@ -184,7 +185,7 @@ def bench_model(
     so that one engine missing on a machine (e.g. no compiler for inductor) loses one row."""
     unknown = [e for e in engines if e not in ENGINE_NAMES]
     if unknown:
-        raise ValueError(f"unknown engines {unknown}; choose from {', '.join(ENGINE_NAMES)}")
+        raise UsageError(f"unknown engines {unknown}; choose from {', '.join(ENGINE_NAMES)}")
     model = model.eval()
     example = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0))
     gflops = count_gflops(model, example)
@@ -263,7 +264,7 @@ def run_bench(
 
     height, width = (size, size) if isinstance(size, int) else size
     if height < 1 or width < 1 or repeats < 1:
-        raise ValueError(f"size and repeats must be positive, got size={size}, repeats={repeats}")
+        raise UsageError(f"size and repeats must be positive, got size={size}, repeats={repeats}")
     if threads:
         torch.set_num_threads(threads)
     try:

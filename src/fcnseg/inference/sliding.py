@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fcnseg.errors import DataError, UsageError
+
 ModelOutput = Tensor | dict[str, Tensor]
 Forward = Callable[[Tensor], ModelOutput]
 Blend = Literal["uniform", "gaussian", "ramp"]
@@ -46,7 +48,7 @@ DEFAULT_OVERLAP: float = 1.0 / 3.0
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or any(int(v) < 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
+        raise UsageError(f"{name} must be a positive int or (height, width), got {value!r}")
     return int(pair[0]), int(pair[1])
 
 
@@ -57,9 +59,9 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     into padding; a length not larger than the tile gives the single start 0.
     """
     if stride < 1 or tile < 1:
-        raise ValueError(f"tile ({tile}) and stride ({stride}) must be >= 1")
+        raise UsageError(f"tile ({tile}) and stride ({stride}) must be >= 1")
     if stride > tile:
-        raise ValueError(
+        raise UsageError(
             f"tile stride {stride} is larger than the tile {tile}: pixels would be skipped; "
             "pass a stride <= the tile size"
         )
@@ -75,7 +77,7 @@ def blend_window(
 ) -> Tensor:
     """Per-pixel weights (height x width, max 1, min >= MIN_BLEND_WEIGHT) of one tile."""
     if blend not in BLEND_MODES:
-        raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
+        raise UsageError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
 
     def axis(n: int) -> Tensor:
         positions = torch.arange(n, dtype=torch.float32, device=device)
@@ -128,13 +130,13 @@ def sliding_window_logits(
             mean for every normalisation preset, i.e. a neutral grey.
     """
     if images.dim() != 4:
-        raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
+        raise DataError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
     if tile_batch < 1:
-        raise ValueError(f"tile_batch must be >= 1, got {tile_batch}")
+        raise UsageError(f"tile_batch must be >= 1, got {tile_batch}")
     tile_h, tile_w = _pair(tile_size, "tile_size")
     if tile_stride is None:
         if not 0.0 <= overlap < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+            raise UsageError(f"overlap must be in [0, 1), got {overlap}")
         stride_h = max(1, math.floor(tile_h * (1.0 - overlap)))
         stride_w = max(1, math.floor(tile_w * (1.0 - overlap)))
     else:

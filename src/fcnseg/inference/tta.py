@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fcnseg.errors import DataError, UsageError
 from fcnseg.inference.sliding import ModelOutput
 
 #: Scales of the common multi-scale protocol (DeepLab / PSPNet evaluation: 0.5 to 1.75 in
@@ -49,10 +50,10 @@ def multiscale_flip_probs(
         flip: also predict the left-right mirrored image (and mirror the scores back).
     """
     if images.dim() != 4:
-        raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
+        raise DataError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
     scales = tuple(float(s) for s in scales)
     if not scales or any(s <= 0 for s in scales):
-        raise ValueError(f"scales must be a non-empty list of positive factors, got {scales}")
+        raise UsageError(f"scales must be a non-empty list of positive factors, got {scales}")
     height, width = images.shape[-2:]
     totals: dict[str, Tensor] = {}
     single_output = True

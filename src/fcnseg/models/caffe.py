@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcnseg.errors import WeightsError
+
 # Protobuf wire types (protobuf encoding specification).
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 
@@ -55,7 +57,7 @@ _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
 _SHAPE_DIM = 1
 
 
-class CaffeModelError(ValueError):
+class CaffeModelError(WeightsError):
     """A caffemodel that cannot be read, or that does not fit the net it is loaded into."""
 
 

@@ -7,10 +7,13 @@ modules: `fcnseg.models` (the package) does, so the table is full whenever anyth
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from fcnseg.errors import ModelOptionError
 from fcnseg.models.protocol import NORMALIZATIONS, PROTOCOL_ATTRIBUTES
 from fcnseg.models.registry import ModelInfo, lookup, registered_names
 
@@ -21,8 +24,66 @@ def list_models() -> list[str]:
 
 
 def model_info(name: str) -> ModelInfo:
-    """Metadata of `name`; raises KeyError with the list of valid names."""
-    return lookup(name)
+    """Metadata of `name`; a ModelOptionError with the list of valid names for an unknown one.
+
+    The registry (a leaf that imports nothing of fcnseg) raises KeyError; a user's typo in a
+    model name is the user's to fix, so it becomes the project's error type here.
+    """
+    if not isinstance(name, str):
+        raise ModelOptionError(
+            f"model name must be a string, got {name!r}; `fcnseg models` lists them"
+        )
+    try:
+        return lookup(name)
+    except KeyError as error:
+        raise ModelOptionError(str(error.args[0])) from None
+
+
+#: Keyword arguments every build_model caller may pass whatever the builder (not model options).
+_ALWAYS_ACCEPTED: frozenset[str] = frozenset({"pretrained"})
+
+
+def accepted_options(name: str, options: Mapping[str, Any] | None = None) -> set[str]:
+    """The option names the builder of model `name` accepts (besides num_classes).
+
+    Read from the builder's signature. A wrapper builder that forwards `**kwargs` to a `base`
+    model (fusion, multi-head) accepts its own parameters plus the base builder's; a `**kwargs`
+    that goes nowhere else is not an open door (build_fcn uses it only to name unknown options).
+    Why: an unknown key in `model.options` used to reach the builder as a TypeError traceback,
+    after the run directory had been made.
+    """
+    info = model_info(name)
+    parameters = inspect.signature(info.builder).parameters.values()
+    named = {
+        p.name
+        for p in parameters
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "num_classes"
+    }
+    forwards = any(p.kind is p.VAR_KEYWORD for p in parameters) and "base" in named
+    if forwards:
+        base = {**info.defaults, **(options or {})}.get("base")
+        if isinstance(base, str) and base != name:
+            named |= accepted_options(base, {})
+    return named | _ALWAYS_ACCEPTED
+
+
+def check_model_options(
+    name: str, options: Mapping[str, Any], where: str = "model.options"
+) -> None:
+    """ModelOptionError naming the first key of `options` that model `name` does not accept.
+
+    Called on recipes (config.validate), weights metadata and by build_model, so an unknown key is
+    one line before anything is built or written.
+    """
+    if not isinstance(options, Mapping):
+        raise ModelOptionError(f"{where}: expected a mapping of option names, got {options!r}")
+    accepted = accepted_options(name, options)
+    for key in options:
+        if key not in accepted:
+            raise ModelOptionError(
+                f"{where}: unknown key {key!r} for model {name!r}; it accepts "
+                f"{', '.join(sorted(accepted))}"
+            )
 
 
 def check_model_contract(model: nn.Module, name: str) -> None:
@@ -36,7 +97,8 @@ def check_model_contract(model: nn.Module, name: str) -> None:
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build the model registered as `name` with `num_classes` output classes."""
-    info = lookup(name)
+    info = model_info(name)
+    check_model_options(name, kwargs)
     options = {**info.defaults, **kwargs}
     model = info.builder(num_classes=num_classes, **options)
     check_model_contract(model, name)

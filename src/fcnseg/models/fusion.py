@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from fcnseg.errors import DataError, ModelOptionError, RecipeError
 from fcnseg.metrics import ConfusionMatrix, SegmentationScores
 from fcnseg.models.factory import build_model
 from fcnseg.models.protocol import primary_head_name
@@ -55,7 +56,7 @@ def find_first_conv(model: nn.Module, in_channels: int = RGB_CHANNELS) -> tuple[
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d) and module.in_channels == in_channels:
             return name, module
-    raise ValueError(
+    raise ModelOptionError(
         f"{type(model).__name__}: no Conv2d with {in_channels} input channels found; "
         "expand_input_channels needs a model whose stem is a 2-D convolution"
     )
@@ -72,14 +73,14 @@ def expand_input_channels(
     input read. Returns the model for chaining.
     """
     if rule not in CHANNEL_RULES:
-        raise ValueError(f"rule must be one of {CHANNEL_RULES}, got {rule!r}")
+        raise ModelOptionError(f"rule must be one of {CHANNEL_RULES}, got {rule!r}")
     if n_channels < RGB_CHANNELS:
-        raise ValueError(
+        raise ModelOptionError(
             f"n_channels must be >= {RGB_CHANNELS} (RGB plus extra channels), got {n_channels}"
         )
     name, conv = find_first_conv(model)
     if conv.groups != 1:
-        raise ValueError(f"first conv {name!r} is grouped; cannot add input channels to it")
+        raise ModelOptionError(f"first conv {name!r} is grouped; cannot add input channels to it")
     old = conv.weight.detach()
     extra = n_channels - RGB_CHANNELS
     if rule == "mean":
@@ -159,10 +160,10 @@ class LateFusionFCN(nn.Module):
         if isinstance(x, Mapping):
             missing = [key for key in LATE_FUSION_KEYS if key not in x]
             if missing:
-                raise ValueError(f"late fusion input dict lacks {missing}; pass keys 'rgb', 'hha'")
+                raise DataError(f"late fusion input dict lacks {missing}; pass keys 'rgb', 'hha'")
             return x["rgb"], x["hha"]
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise DataError(
                 f"late fusion expects N x {self.in_channels} x H x W (RGB then HHA) or a dict "
                 f"{{'rgb', 'hha'}}, got shape {tuple(x.shape)}"
             )
@@ -195,7 +196,9 @@ def build_late_fusion(
 ) -> LateFusionFCN:
     """Two independently initialised `base` models (both from the same pretrained weights)."""
     if len(stream_weights) != 2:
-        raise ValueError(f"stream_weights must be two numbers (RGB, HHA), got {stream_weights!r}")
+        raise ModelOptionError(
+            f"stream_weights must be two numbers (RGB, HHA), got {stream_weights!r}"
+        )
     return LateFusionFCN(
         build_model(base, num_classes, **kwargs),
         build_model(base, num_classes, **kwargs),
@@ -330,7 +333,9 @@ class MultiHeadFCN(nn.Module):
     def __init__(self, models: Mapping[str, nn.Module], shared: list[str]) -> None:
         super().__init__()
         if not models:
-            raise ValueError("MultiHeadFCN needs at least one head, e.g. heads={'semantic': 33}")
+            raise ModelOptionError(
+                "MultiHeadFCN needs at least one head, e.g. heads={'semantic': 33}"
+            )
         first = next(iter(models.values()))
         self.normalization: str = first.normalization
         self.in_channels: int = first.in_channels
@@ -355,10 +360,12 @@ class MultiHeadFCN(nn.Module):
     def from_builder(cls, builder, heads: Mapping[str, int]) -> MultiHeadFCN:
         """Call `builder(num_classes)` per head and share every class-independent sub-module."""
         if not heads:
-            raise ValueError("heads must name at least one task, e.g. {'semantic': 33}")
+            raise ModelOptionError("heads must name at least one task, e.g. {'semantic': 33}")
         for name, classes in heads.items():
             if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-                raise ValueError(f"heads[{name!r}] must be a positive class count, got {classes!r}")
+                raise ModelOptionError(
+                    f"heads[{name!r}] must be a positive class count, got {classes!r}"
+                )
         models = {name: builder(classes) for name, classes in heads.items()}
         names = list(models)
         shared: list[str] = []
@@ -395,7 +402,7 @@ def build_multihead(
 
 def _check_same_keys(outputs: Mapping[str, Any], other: Mapping[str, Any], what: str) -> None:
     if set(outputs) != set(other):
-        raise ValueError(
+        raise RecipeError(
             f"model heads {sorted(outputs)} do not match the {what} {sorted(other)}; "
             "configure the model's heads to match the dataset's label maps"
         )

@@ -34,6 +34,7 @@ from fcnseg.constants import (
     FCN_FC6_KERNEL,
     FCN_FC_CHANNELS,
 )
+from fcnseg.errors import DataError, ModelOptionError
 from fcnseg.models.backbones.vgg import (
     SequentialEncoder,
     alexnet_encoder,
@@ -113,7 +114,7 @@ def aligned_upsample(
         except ValueError as exc:
             error = exc
     if mode == "bilinear":
-        raise ValueError(
+        raise ModelOptionError(
             f"{what}: upsample='bilinear' cannot align this net by whole-pixel crops (its "
             "geometry is off by half a pixel); use upsample='deconv_frozen'"
         )
@@ -123,7 +124,7 @@ def aligned_upsample(
 
 def _whole(value: Fraction, what: str) -> int:
     if value.denominator != 1 or value < 1:
-        raise ValueError(f"{what} is {value}, not a whole upsampling factor")
+        raise ModelOptionError(f"{what} is {value}, not a whole upsampling factor")
     return int(value)
 
 
@@ -177,14 +178,14 @@ class PaperFCN(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ModelOptionError(f"num_classes must be >= 1, got {num_classes}")
         if normalization not in NORMALIZATIONS:
-            raise ValueError(
+            raise ModelOptionError(
                 f"normalization={normalization!r} is not one of {', '.join(NORMALIZATIONS)}"
             )
         unknown = [skip for skip in skips if skip not in SKIP_TAPS]
         if unknown:
-            raise ValueError(f"skips {unknown} unknown; choose from {', '.join(SKIP_TAPS)}")
+            raise ModelOptionError(f"skips {unknown} unknown; choose from {', '.join(SKIP_TAPS)}")
         upsample = upsample_mode(upsample)
         self.num_classes = num_classes
         self.normalization = normalization
@@ -228,7 +229,7 @@ class PaperFCN(nn.Module):
         self.add_module(self.final_upsample, final)
         self.final_offset = -offset
         if self.final_offset < 0:
-            raise ValueError(
+            raise ModelOptionError(
                 f"output map starts {-self.final_offset} px inside the image; pad the first "
                 "convolution more so the output covers the input"
             )
@@ -252,7 +253,7 @@ class PaperFCN(nn.Module):
         except RuntimeError as exc:
             if "too small" not in str(exc):
                 raise
-            raise ValueError(
+            raise DataError(
                 f"input {height}x{width} is too small for this encoder ({exc}); use a larger "
                 "image or the paper variant (padded=False)"
             ) from exc
@@ -277,7 +278,7 @@ class PaperFCN(nn.Module):
         out = getattr(self, self.final_upsample)(score)
         start = self.final_offset
         if out.shape[-2] - start < height or out.shape[-1] - start < width:
-            raise ValueError(
+            raise DataError(
                 f"input {height}x{width} is too small for this net: its output covers only "
                 f"{out.shape[-2] - start}x{out.shape[-1] - start}; use a larger image"
             )
@@ -293,7 +294,7 @@ def _fc_head(
 ) -> tuple[list[tuple[str, nn.Module]], int]:
     """fc6 (kernel x kernel conv) and fc7 (1x1), each with ReLU and dropout, as in the release."""
     if padded and kernel % 2 == 0:
-        raise ValueError(f"a padded fc6 needs an odd kernel to stay centred, got {kernel}")
+        raise ModelOptionError(f"a padded fc6 needs an odd kernel to stay centred, got {kernel}")
     width = FCN_FC_CHANNELS // width_divisor
     fc6 = nn.Conv2d(in_channels, width, kernel, padding=kernel // 2 if padded else 0)
     fc7 = nn.Conv2d(width, width, 1)
@@ -338,7 +339,7 @@ def _finish(
                 stacklevel=3,
             )
         else:
-            raise ValueError(
+            raise ModelOptionError(
                 f"pretrained=True but no {enum_name} weights are on this machine; pass "
                 "encoder_weights=PATH (e.g. model.options.encoder_weights=vgg16.pth), "
                 "pretrained='auto' or pretrained=False"
@@ -437,7 +438,7 @@ def fcn32s_caffenet(
     Normalisation defaults to "caffe_bgr" because every CaffeNet weight file is Caffe's.
     """
     if pretrained and pretrained != "auto":
-        raise ValueError(
+        raise ModelOptionError(
             "fcn32s_caffenet has no torchvision ImageNet weights; convert the release's "
             "caffemodel with `fcnseg import-caffe --release voc-fcn-alexnet` and pass it as "
             "model.init, or use pretrained=False"

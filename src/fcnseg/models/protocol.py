@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
+from fcnseg.errors import ModelOptionError
+
 #: How score maps are upsampled, for the paper nets and the skip head alike: a bilinear-
 #: initialised transposed convolution kept fixed (the release's choice), the same trained, or a
 #: parameter-free bilinear resize.
@@ -36,7 +38,7 @@ def upsample_mode(value: str) -> str:
     """`value` as one of UPSAMPLE_MODES (legacy spellings mapped); ValueError naming the choices."""
     value = _LEGACY_UPSAMPLE.get(value, value)
     if value not in UPSAMPLE_MODES:
-        raise ValueError(f"upsample={value!r} is not one of {', '.join(UPSAMPLE_MODES)}")
+        raise ModelOptionError(f"upsample={value!r} is not one of {', '.join(UPSAMPLE_MODES)}")
     return value
 
 
@@ -45,7 +47,7 @@ def fcn_variant(value: str, allowed: tuple[str, ...] = FCN_VARIANTS) -> str:
     if value in ("32s", "16s", "8s", "4s"):
         value = f"fcn{value}"
     if value not in allowed:
-        raise ValueError(f"variant={value!r} is not one of {', '.join(allowed)}")
+        raise ModelOptionError(f"variant={value!r} is not one of {', '.join(allowed)}")
     return value
 
 

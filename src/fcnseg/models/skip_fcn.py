@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fcnseg.errors import DataError, ModelOptionError
 from fcnseg.models.backbones import BACKBONES, Backbone, build_backbone
 from fcnseg.models.protocol import UpsampleMode, fcn_variant, upsample_mode
 from fcnseg.models.registry import register_model
@@ -126,7 +127,7 @@ class ScoreBranch(nn.Module):
     ) -> None:
         super().__init__()
         if head_channels < 0:
-            raise ValueError(f"head_channels must be >= 0, got {head_channels}")
+            raise ModelOptionError(f"head_channels must be >= 0, got {head_channels}")
         self.block: nn.Module = nn.Identity()
         if head_channels > 0:
             self.block = nn.Sequential(
@@ -164,11 +165,11 @@ class FCNHead(nn.Module):
         super().__init__()
         variant = fcn_variant(variant)
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ModelOptionError(f"num_classes must be >= 1, got {num_classes}")
         self.streams = FCN_VARIANT_STREAMS[variant]
         missing = [name for name in self.streams if name not in channels]
         if missing:
-            raise ValueError(
+            raise ModelOptionError(
                 f"{variant} needs backbone features {missing} that this backbone lacks "
                 f"(it has {sorted(channels)}); choose a coarser variant"
             )
@@ -213,7 +214,7 @@ class SkipFCN(nn.Module):
     ) -> None:
         super().__init__()
         if not input_scale > 0:
-            raise ValueError(f"input_scale must be a positive factor, got {input_scale}")
+            raise ModelOptionError(f"input_scale must be a positive factor, got {input_scale}")
         self.backbone = backbone
         self.head = FCNHead(
             backbone.channels, backbone.strides, num_classes, variant, head_channels, upsample
@@ -242,7 +243,7 @@ class SkipFCN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise DataError(
                 f"SkipFCN expects a normalised N x {self.in_channels} x H x W batch, "
                 f"got shape {tuple(x.shape)}"
             )
@@ -298,7 +299,7 @@ def build_fcn(
     """Builder behind every `fcn*_<encoder>` registry entry (see SkipFCN and FCNHead)."""
     name = f"{fcn_variant(variant)}_{encoder}"
     if unexpected:
-        raise ValueError(f"{name}: unknown option(s) {sorted(unexpected)}")
+        raise ModelOptionError(f"{name}: unknown option(s) {sorted(unexpected)}")
     backbone = build_backbone(
         encoder,
         pretrained=pretrained,

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from fcnseg.errors import ModelOptionError, WeightsError
+
 
 def bilinear_kernel_size(factor: int) -> int:
     """Kernel size of an upsampling-by-`factor` deconvolution: 2f - f mod 2 (the release's rule).
@@ -101,7 +103,7 @@ def transplant_linear(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None) -> N
     the weight rows reshaped to C x k x k (flattening is channel-major in PyTorch and Caffe).
     """
     if weight.numel() != conv.weight.numel():
-        raise ValueError(
+        raise WeightsError(
             f"cannot transplant a Linear weight of shape {tuple(weight.shape)} into a conv of "
             f"shape {tuple(conv.weight.shape)}; the classifier does not match this encoder"
         )
@@ -139,7 +141,7 @@ def load_state_source(source: object) -> dict[str, Tensor]:
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
     if not isinstance(state, Mapping):
-        raise ValueError(f"encoder weights file {path} does not hold a state dict")
+        raise WeightsError(f"encoder weights file {path} does not hold a state dict")
     return dict(state)
 
 
@@ -171,7 +173,7 @@ def load_classifier_weights(model: nn.Module, source: object) -> list[str]:
     required += [f"{prefix}.{p}" for prefix in fc_sources.values() for p in ("weight", "bias")]
     missing = [key for key in required if key not in state]
     if missing:
-        raise ValueError(
+        raise WeightsError(
             f"encoder weights {where}: {len(missing)} expected keys missing (first: "
             f"{', '.join(missing[:3])}); pass a torchvision state dict of the same architecture"
         )
@@ -180,7 +182,7 @@ def load_classifier_weights(model: nn.Module, source: object) -> list[str]:
     with torch.no_grad():
         for theirs, ours in encoder.torchvision_keys.items():
             if state[theirs].shape != target[ours].shape:
-                raise ValueError(
+                raise WeightsError(
                     f"encoder weights {where}: {theirs} has shape {tuple(state[theirs].shape)} "
                     f"but the model expects {tuple(target[ours].shape)}; check width_divisor"
                 )
@@ -205,9 +207,9 @@ def resize_score_layers(
     Returns the names of the layers replaced.
     """
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise ModelOptionError(f"num_classes must be >= 1, got {num_classes}")
     if class_map is not None and len(class_map) != num_classes:
-        raise ValueError(
+        raise ModelOptionError(
             f"class_map has {len(class_map)} entries; give one per new class ({num_classes})"
         )
     replaced: list[str] = []
@@ -239,7 +241,7 @@ def _surviving(
         if old_index is None:
             continue
         if not 0 <= old_index < old_count:
-            raise ValueError(f"class_map[{new_index}]={old_index} is not an old class index")
+            raise ModelOptionError(f"class_map[{new_index}]={old_index} is not an old class index")
         pairs.append((new_index, old_index))
     return pairs
 

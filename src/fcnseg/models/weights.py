@@ -18,6 +18,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from fcnseg.errors import ModelOptionError, WeightsError
+
 #: What builders accept for `pretrained`: True (require weights), False (random init) or "auto"
 #: (use the weights if installed, else warn and fall back to random init).
 Pretrained = bool | Literal["auto"]
@@ -101,7 +103,7 @@ def resolve_pretrained(encoder: str, pretrained: Pretrained, model_name: str) ->
     if pretrained is False:
         return None
     if pretrained not in (True, "auto"):
-        raise ValueError(f"pretrained must be True, False or 'auto', got {pretrained!r}")
+        raise ModelOptionError(f"pretrained must be True, False or 'auto', got {pretrained!r}")
     entry = OFFLINE_WEIGHTS.get(encoder)
     if entry is None:
         if pretrained == "auto":
@@ -111,7 +113,7 @@ def resolve_pretrained(encoder: str, pretrained: Pretrained, model_name: str) ->
                 stacklevel=3,
             )
             return None
-        raise ValueError(
+        raise ModelOptionError(
             f"{model_name}: no offline ImageNet weights are known for {encoder!r}; pass "
             "encoder_weights=<local file> (torchvision encoders also take a weights name such "
             "as 'IMAGENET1K_V1') or pretrained=False / pretrained='auto'"
@@ -135,7 +137,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     try:
         content: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise ValueError(
+        raise WeightsError(
             f"cannot read encoder weights {path} ({type(error).__name__}); pass a state dict "
             "saved with torch.save(model.state_dict(), ...)"
         ) from error
@@ -145,7 +147,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(content, Mapping) or not all(
         isinstance(value, Tensor) for value in content.values()
     ):
-        raise ValueError(
+        raise WeightsError(
             f"encoder weights {path} is not a state dict of tensors; save one with "
             "torch.save(model.state_dict(), ...)"
         )
@@ -162,7 +164,7 @@ def map_state_dict_in_order(
     counts and all shapes agree, which is checked here so a wrong file fails loudly.
     """
     if len(source) != len(target):
-        raise ValueError(
+        raise WeightsError(
             f"{source_name}: {len(source)} tensors but the model expects {len(target)}; "
             "the file is for a different architecture"
         )
@@ -171,7 +173,7 @@ def map_state_dict_in_order(
         source.items(), target.items(), strict=True
     ):
         if value.shape != expected.shape:
-            raise ValueError(
+            raise WeightsError(
                 f"{source_name}: tensor {source_key} has shape {tuple(value.shape)} but "
                 f"{target_key} needs {tuple(expected.shape)}; the file is for another model"
             )

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from fcnseg.errors import UsageError
 from fcnseg.serve.limits import ServeLimits, UploadError, decode_upload
 from fcnseg.serve.pool import SERVE_ENGINES, InferencePool, available_cores, build_engine
 
@@ -33,7 +34,7 @@ def create_app(pool: InferencePool, limits: ServeLimits | None = None):
     try:
         from fcnseg.serve.app import create_app as build
     except ImportError as error:
-        raise ValueError(f"{MISSING_EXTRA} ({error})") from None
+        raise UsageError(f"{MISSING_EXTRA} ({error})") from None
     return build(pool, limits)
 
 
@@ -55,14 +56,14 @@ def load_pool(
     from fcnseg.engine.predict import inference_settings, load_trained_model
 
     if engine not in SERVE_ENGINES:
-        raise ValueError(f"--engine must be one of {SERVE_ENGINES}, got {engine!r}")
+        raise UsageError(f"--engine must be one of {SERVE_ENGINES}, got {engine!r}")
     if workers < 1 or workers > available_cores() * 4:
-        raise ValueError(f"--workers must be between 1 and {available_cores() * 4}, got {workers}")
+        raise UsageError(f"--workers must be between 1 and {available_cores() * 4}, got {workers}")
     model, meta = load_trained_model(weights, checkpoint, run)
     mode, options = inference_settings(meta, mode, dict(options or {}))
     torch_device = torch.device(device)
     if engine == "onnxruntime" and torch_device.type != "cpu":
-        raise ValueError("--engine onnxruntime runs on the CPU here; pass --device cpu")
+        raise UsageError("--engine onnxruntime runs on the CPU here; pass --device cpu")
     threads = max(1, available_cores() // workers)
     runnable = build_engine(model.to(torch_device), engine, threads)
     return InferencePool(
@@ -86,7 +87,7 @@ def run_server(
     try:
         import uvicorn
     except ImportError as error:
-        raise ValueError(f"{MISSING_EXTRA} ({error})") from None
+        raise UsageError(f"{MISSING_EXTRA} ({error})") from None
     app = create_app(pool, limits)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("fcnseg.serve").setLevel(logging.INFO)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fcnseg.errors import UsageError
+
 #: Decoders an upload may use (Pillow format names).
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 #: Defaults: 10 MiB per upload, 4 megapixels (e.g. 2000 x 2000), 4 requests waiting.
@@ -50,7 +52,7 @@ class ServeLimits:
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_pixels < 1 or self.queue < 0:
-            raise ValueError(
+            raise UsageError(
                 f"limits must be positive (queue may be 0): max_bytes={self.max_bytes}, "
                 f"max_pixels={self.max_pixels}, queue={self.queue}"
             )

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcnseg.errors import UsageError
+
 #: Inference engines `fcnseg serve --engine` accepts.
 SERVE_ENGINES: tuple[str, ...] = ("torch", "onnxruntime")
 
@@ -81,9 +83,9 @@ class InferencePool:
         engine: str = "torch",
     ) -> None:
         if workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {workers}")
+            raise UsageError(f"--workers must be at least 1, got {workers}")
         if queue < 0:
-            raise ValueError(f"--queue must be 0 or more, got {queue}")
+            raise UsageError(f"--queue must be 0 or more, got {queue}")
         self.model = model
         self.meta = meta
         self.mode = mode
@@ -220,13 +222,13 @@ def build_engine(model: torch.nn.Module, engine: str, threads: int) -> Any:
     (`fcnseg.export.load_engine`), so `--engine onnxruntime` needs the `export` extra.
     """
     if engine not in SERVE_ENGINES:
-        raise ValueError(f"--engine must be one of {SERVE_ENGINES}, got {engine!r}")
+        raise UsageError(f"--engine must be one of {SERVE_ENGINES}, got {engine!r}")
     if engine == "torch":
         return model.eval()
     try:
         from fcnseg.export import load_engine
     except ImportError as error:  # pragma: no cover - depends on the install
-        raise ValueError(
+        raise UsageError(
             f"--engine onnxruntime needs onnx and onnxruntime ({error}); "
             "pip install 'fcnseg[export]'"
         ) from None

@@ -9,6 +9,10 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from fcnseg.errors import DataError
+
+__all__ = ["ClassInfo", "DataError", "SegmentationDataset"]
+
 #: A joint transform: takes the decoded image (uint8 tensor 3xHxW, RGB) and mask (int64 HxW)
 #: and returns the training/evaluation tensors (float 3xHxW, int64 HxW).
 JointTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -25,10 +29,6 @@ class ClassInfo:
     @property
     def num_classes(self) -> int:
         return len(self.names)
-
-
-class DataError(ValueError):
-    """Bad data on disk. The message is one line naming the file and what to do about it."""
 
 
 class SegmentationDataset(Dataset[tuple[Tensor, Tensor]]):

@@ -94,7 +94,7 @@ def load_class_file(path: str | Path) -> tuple[ClassInfo, bool]:
 def split_by_hash(stems: list[str], fraction: float) -> set[str]:
     """The validation stems: the `fraction` of stems with the smallest CRC-32 (at least one)."""
     if not 0 <= fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {fraction}")
+        raise DataError(f"val_fraction must be in [0, 1), got {fraction}")
     count = round(len(stems) * fraction)
     if fraction > 0 and len(stems) > 1:
         count = max(1, count)
@@ -142,7 +142,7 @@ class FolderDataset(SegmentationDataset):
                 val = split_by_hash([image.stem for image, _ in pairs], val_fraction)
                 self.samples = [p for p in pairs if (p[0].stem in val) == (split == "val")]
             else:
-                raise ValueError(
+                raise DataError(
                     f"split {split!r} needs images/{split}/; flat folders have train, val, all"
                 )
             if not self.samples:

@@ -83,7 +83,7 @@ def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
         or modalities[0] != "rgb"
         or len(set(modalities)) != len(modalities)
     ):
-        raise ValueError(
+        raise DataError(
             f"modalities {modalities!r} are not valid; start with 'rgb' and add any of "
             "'depth', 'hha' once, e.g. ('rgb', 'depth') or ('rgb', 'hha')"
         )
@@ -114,7 +114,7 @@ class NYUDv2(SegmentationDataset):
     ) -> None:
         super().__init__(transform)
         if root is None:
-            raise ValueError("NYUDv2 needs root=<the release's nyud directory>; pass data.root")
+            raise DataError("NYUDv2 needs root=<the release's nyud directory>; pass data.root")
         self.root = Path(root)
         self.split = split
         self.modalities = _check_modalities(modalities)

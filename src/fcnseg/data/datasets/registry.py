@@ -11,6 +11,7 @@ import importlib
 from pathlib import Path
 
 from fcnseg.data.datasets.base import JointTransform, SegmentationDataset
+from fcnseg.errors import RecipeError
 
 #: Format name -> "module:Class" (modules relative to fcnseg.data.datasets).
 DATASET_FORMATS: dict[str, str] = {
@@ -38,14 +39,14 @@ def get_dataset_class(format: str) -> type[SegmentationDataset]:
     try:
         target = DATASET_FORMATS[format]
     except KeyError:
-        raise ValueError(
+        raise RecipeError(
             f"dataset format {format!r} is unknown; use one of {', '.join(list_formats())}"
         ) from None
     module_name, class_name = target.split(":")
     try:
         module = importlib.import_module(f"fcnseg.data.datasets.{module_name}")
     except ImportError as error:
-        raise ValueError(
+        raise RecipeError(
             f"dataset format {format!r} is not available in this install ({error})"
         ) from None
     return getattr(module, class_name)

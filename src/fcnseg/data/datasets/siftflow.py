@@ -146,10 +146,10 @@ class SIFTFlow(SegmentationDataset):
     ) -> None:
         super().__init__(transform)
         if root is None:
-            raise ValueError("SIFTFlow needs root=<dir of the SIFT Flow release>; pass data.root")
+            raise DataError("SIFTFlow needs root=<dir of the SIFT Flow release>; pass data.root")
         self.root = Path(root)
         if split not in SIFTFLOW_SPLITS:
-            raise ValueError(f"split {split!r} is unknown; use one of {sorted(SIFTFLOW_SPLITS)}")
+            raise DataError(f"split {split!r} is unknown; use one of {sorted(SIFTFLOW_SPLITS)}")
         self.split = split
         list_name, expected = SIFTFLOW_SPLITS[split]
         names = read_split_list(self.root / list_name)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from fcnseg.data.datasets.base import ClassInfo, JointTransform, SegmentationDataset
+from fcnseg.errors import DataError
 
 SYNTHETIC_CLASS_INFO = ClassInfo(
     names=("sky", "building", "road", "car", "pole", "sign"),
@@ -207,13 +208,13 @@ class SyntheticStreets(SegmentationDataset):
     ) -> None:
         super().__init__(transform)
         if split not in _SPLIT_IDS:
-            raise ValueError(f"split {split!r} is unknown; use one of {tuple(_SPLIT_IDS)}")
+            raise DataError(f"split {split!r} is unknown; use one of {tuple(_SPLIT_IDS)}")
         count = DEFAULT_SPLIT_SIZES[split] if num_images is None else int(num_images)
         if count < 1:
-            raise ValueError(f"num_images must be at least 1, got {num_images}")
+            raise DataError(f"num_images must be at least 1, got {num_images}")
         height, width = int(size[0]), int(size[1])
         if height < 32 or width < 32:
-            raise ValueError(f"size must be at least 32x32 for the scenes to fit, got {size}")
+            raise DataError(f"size must be at least 32x32 for the scenes to fit, got {size}")
         self.root = None  # type: ignore[assignment]
         self.split = split
         self.size = (height, width)

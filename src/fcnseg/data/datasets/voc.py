@@ -208,7 +208,7 @@ class FCNVOCTrain(SegmentationDataset):
             voc = Path(voc_root) if voc_root else self.root
             self.inner = VOCSegmentation(voc, "seg11valid", list_file=list_path)
         else:
-            raise ValueError(
+            raise DataError(
                 f"split {split!r} is unknown for the FCN VOC protocol; use train or val"
             )
         self.samples = self.inner.samples

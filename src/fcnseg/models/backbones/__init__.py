@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from fcnseg.errors import ModelOptionError
 from fcnseg.models.backbones.base import Backbone, stride_key
 from fcnseg.models.weights import Pretrained, offline_weights_available
 
@@ -86,13 +87,13 @@ def build_backbone(
 ) -> Backbone:
     """The backbone named `encoder` (a key of BACKBONES), with weights per the policy."""
     if encoder not in BACKBONES:
-        raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(BACKBONES)}")
+        raise ModelOptionError(f"unknown encoder {encoder!r}; choose one of {', '.join(BACKBONES)}")
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        raise ModelOptionError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     architecture = encoder
     if encoder == "timm":
         if not timm_name:
-            raise ValueError("the timm FCN models need timm_name=<timm architecture>")
+            raise ModelOptionError("the timm FCN models need timm_name=<timm architecture>")
         architecture = timm_name
     entry = BACKBONES[encoder]
     builder = getattr(entry.builders(), entry.builder)

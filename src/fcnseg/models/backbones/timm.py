@@ -14,6 +14,7 @@ import timm
 from torch import Tensor, nn
 
 from fcnseg.constants import IMAGENET_MEAN, IMAGENET_STD
+from fcnseg.errors import ModelOptionError, WeightsError
 from fcnseg.models.backbones.base import Backbone, stride_key
 from fcnseg.models.weights import (
     Pretrained,
@@ -48,7 +49,7 @@ def build_efficientnet_lite_classifier(encoder: str, weights: str | Path | None)
     dict (loaded by name). Used by the backbone and by the tests that prove the weights are real.
     """
     if encoder not in EFFICIENTNET_LITE_TIMM:
-        raise ValueError(
+        raise ModelOptionError(
             f"unknown EfficientNet-Lite {encoder!r}; choose one of {sorted(EFFICIENTNET_LITE_TIMM)}"
         )
     classifier = timm.create_model(EFFICIENTNET_LITE_TIMM[encoder], pretrained=False)
@@ -99,7 +100,7 @@ class TimmBackbone(Backbone):
         nominal_all = _nominal_reductions(actual_all)
         self.indices = [i for i, stride in enumerate(nominal_all) if stride in FCN_STRIDES]
         if not self.indices or nominal_all[self.indices[-1]] != max(FCN_STRIDES):
-            raise ValueError(
+            raise ModelOptionError(
                 f"timm model {timm_name!r} has no stride-32 features; pick another timm_name"
             )
         nominal = [nominal_all[i] for i in self.indices]
@@ -117,7 +118,7 @@ class TimmBackbone(Backbone):
         wanted = self.body.state_dict()
         missing = [key for key in wanted if key not in state]
         if missing:
-            raise ValueError(
+            raise WeightsError(
                 f"{source}: weights lack {len(missing)} encoder tensors (first: {missing[0]}); "
                 "pass a state dict of the same timm architecture"
             )
@@ -156,7 +157,7 @@ def build_timm_backbone(
 ) -> TimmBackbone:
     """Any timm features model; weights only from a local file (nothing is downloaded)."""
     if timm_name not in timm.list_models():
-        raise ValueError(
+        raise ModelOptionError(
             f"unknown timm model {timm_name!r}; pass timm_name= one of timm.list_models()"
         )
     if encoder_weights is None:

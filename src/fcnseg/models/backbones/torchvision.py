@@ -14,6 +14,7 @@ from pathlib import Path
 import torchvision
 from torch import Tensor, nn
 
+from fcnseg.errors import ModelOptionError, WeightsError
 from fcnseg.models.backbones.base import Backbone
 from fcnseg.models.weights import Pretrained, load_state_dict_file, resolve_pretrained
 
@@ -33,7 +34,7 @@ def _weights_enum_state(encoder: str, weights_name: str) -> dict[str, Tensor]:
     try:
         member = enum[weights_name]
     except KeyError:
-        raise ValueError(
+        raise ModelOptionError(
             f"encoder_weights={weights_name!r} is neither a file nor a {enum.__name__} member; "
             f"choose a path or one of {[m.name for m in enum]}"
         ) from None
@@ -61,7 +62,7 @@ def _load_classifier(classifier: nn.Module, state: dict[str, Tensor] | None, sou
         classifier.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first_line = str(error).splitlines()[0]
-        raise ValueError(
+        raise WeightsError(
             f"{source}: encoder weights do not fit ({first_line}); pass the matching "
             "torchvision classifier state dict"
         ) from None
@@ -75,7 +76,7 @@ class ResNetBackbone(Backbone):
     ) -> None:
         super().__init__()
         if depth not in RESNET_DEPTHS:
-            raise ValueError(f"unknown ResNet {depth!r}; choose one of {RESNET_DEPTHS}")
+            raise ModelOptionError(f"unknown ResNet {depth!r}; choose one of {RESNET_DEPTHS}")
         dilate = [False, output_stride <= 8, output_stride <= 16]
         if depth == "resnet18" and any(dilate):
             # torchvision's BasicBlock refuses dilation; set it on its 3x3 convolutions instead.
@@ -201,12 +202,12 @@ def build_torchvision_backbone(
 ) -> Backbone:
     """ResNet or MobileNetV2 backbone with weights per the `pretrained` policy."""
     if encoder not in TORCHVISION_ENCODERS:
-        raise ValueError(
+        raise ModelOptionError(
             f"unknown encoder {encoder!r}; choose one of {TORCHVISION_ENCODERS} "
             "(or efficientnet_lite0/1/2, or timm with timm_name=...)"
         )
     if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        raise ModelOptionError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     state = _encoder_state(encoder, pretrained, encoder_weights, model_name)
     if encoder == "mobilenet_v2":
         return MobileNetV2Backbone(output_stride, state)

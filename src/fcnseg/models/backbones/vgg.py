@@ -24,6 +24,7 @@ from fcnseg.constants import (
     CAFFENET_POOL_STRIDE,
     FCN_CONV1_PAD,
 )
+from fcnseg.errors import ModelOptionError
 from fcnseg.models.backbones.base import Backbone, stride_key
 from fcnseg.models.geometry import CoordMap, path_map
 
@@ -98,7 +99,7 @@ class SequentialEncoder(Backbone):
 
 def _divide(width: int, divisor: int, what: str) -> int:
     if width % divisor:
-        raise ValueError(
+        raise ModelOptionError(
             f"width_divisor={divisor} does not divide the {width} channels of {what}; "
             "use a divisor of every layer width (1, 2, 4 or 8)"
         )
