@@ -43,6 +43,8 @@ BODIES: list[str] = []
 class Tiny(torch.nn.Module):
     """Three classes from a 1x1 convolution: instant and deterministic."""
 
+    normalization = "imagenet"  # declared like every fcnseg model (the ONNX export reads it)
+
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
