@@ -84,7 +84,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"))
-    parser.add_argument("--server-args", default="--mode whole --workers 1 --queue 4")
+    parser.add_argument(
+        "--server-args", default="--mode whole --engine torch --workers 1 --queue 4"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--no-retry", action="store_true", help="do not honour Retry-After")
     args = parser.parse_args()

@@ -65,7 +65,7 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     command = [
         sys.executable, "-m", "fcnseg.cli", "serve", "--weights", str(WEIGHTS),
-        "--port", str(port), "--mode", "whole", "--max-pixels", "1000000",
+        "--port", str(port), "--mode", "whole", "--engine", "torch", "--max-pixels", "1000000",
     ]  # fmt: skip
     with open(log, "w") as stream:
         process = subprocess.Popen(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT)
