@@ -173,6 +173,10 @@ def quantize_int8(
 
     if not images:
         raise DataError("int8 calibration needs at least one image")
+    import onnxruntime
+
+    # The quantiser's sessions warn once per unused BN constant (hundreds of lines); errors only.
+    onnxruntime.set_default_logger_severity(3)
     model = model.eval()
     _, fp32_entry, _, _ = export_checked(model, weights_path, ExportOptions(opset=opset), log=log)
     entry = writable_entry(weights_path, ExportOptions(opset=opset, int8=True))
