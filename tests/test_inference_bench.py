@@ -20,6 +20,7 @@ from fcnseg.inference.bench import (
 def tiny_segmenter() -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+    model.normalization = "imagenet"  # the model contract's input preset, which export records
     return model.eval()
 
 
