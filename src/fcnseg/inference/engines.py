@@ -64,8 +64,9 @@ class EngineError(FcnsegError):
     """An engine that was asked for by name cannot be used; the message says why and the fix."""
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _announce(message: str) -> None:
+    """Progress notes go to stdout: stderr is the one-line error channel of the CLI."""
+    print(message, file=sys.stdout, flush=True)
 
 
 # ------------------------------------------------------------------------------ cache keys
@@ -311,7 +312,7 @@ def export_checked(
     options: ExportOptions = ExportOptions(),
     *,
     threads: int | None = None,
-    log: Log | None = _stderr,
+    log: Log | None = _announce,
 ) -> tuple[Any, CacheEntry, dict[str, Any], str]:
     """(ORT runnable, cache entry, record, "cache" | "exported") for the fp32 graph of `model`
     whose weights are `weights_path`: reused when checked before, else exported and checked once.
@@ -407,7 +408,7 @@ def resolve_engine(
     device: torch.device | str = "cpu",
     opset: int = DEFAULT_OPSET,
     threads: int | None = None,
-    log: Log | None = _stderr,
+    log: Log | None = _announce,
 ) -> ResolvedEngine:
     """The runnable `predict_logits` should call for `model` (loaded from `weights_path`).
 
@@ -417,7 +418,7 @@ def resolve_engine(
             keys the cache, and the cache lives beside it. None: no cache, so auto is torch.
         device: the torch device; onnxruntime runs on the CPU here, so auto picks torch for CUDA
             and naming an ONNX engine with a CUDA device is a UsageError.
-        log: where the one-time export is announced (stderr by default; None: silent).
+        log: where the one-time export is announced (stdout by default; None: silent).
 
     Raises UsageError / EngineError for a named engine that cannot be used; auto never raises
     for the engine's sake, it falls back to torch with the reason in `.reason`.

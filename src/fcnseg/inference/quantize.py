@@ -35,7 +35,7 @@ from fcnseg.inference.engines import (
     CacheEntry,
     ExportOptions,
     Log,
-    _stderr,
+    _announce,
     _versions,
     agreement_check,
     export_checked,
@@ -153,7 +153,7 @@ def quantize_int8(
     calibration_source: str = "",
     opset: int = 17,
     out: str | os.PathLike[str] | None = None,
-    log: Log | None = _stderr,
+    log: Log | None = _announce,
 ) -> tuple[CacheEntry, dict[str, Any]]:
     """Quantise `model` (weights `weights_path`) to an int8 QDQ graph calibrated on `images`;
     store it in the engine cache (and copy it to `out`). Returns (entry, sidecar record).
