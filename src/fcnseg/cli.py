@@ -18,6 +18,9 @@ from fcnseg.errors import FcnsegError, UsageError
 #: Exit status for bad input (argparse uses the same for usage errors).
 EXIT_BAD_INPUT = 2
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+#: `--engine` choices: fcnseg.inference.engines.ENGINE_CHOICES, spelled out so that parsing the
+#: command line does not import torch (tests/test_engines.py checks that the two agree).
+ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
 
 
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +40,17 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tile-size", type=int, nargs="+", help="sliding-window tile (H [W])")
     parser.add_argument("--scales", type=float, nargs="+", help="multi-scale factors")
+
+
+def _add_engine_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        default="auto",
+        choices=ENGINE_CHOICES,
+        help="what runs the model: auto (onnxruntime when installed and on the CPU, else torch), "
+        "torch, onnxruntime, onnxruntime-int8 (made by `export --int8`); the ONNX graph is "
+        "exported and checked once, cached beside the weights (<weights>.onnx-cache/)",
+    )
 
 
 def _inference_options(args: argparse.Namespace) -> dict:
@@ -75,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", metavar="DIR", help="also write an HTML report (DIR/index.html + PNGs)"
     )
     _add_inference_options(evaluate)
+    _add_engine_option(evaluate)
 
     predict = sub.add_parser("predict", help="images -> class-index PNGs + overlays")
     _add_model_source(predict)
@@ -82,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="predictions", help="output folder")
     predict.add_argument("--no-overlay", action="store_true", help="skip the overlay images")
     _add_inference_options(predict)
+    _add_engine_option(predict)
 
     models = sub.add_parser("models", help="list the models (parameters, GFLOPs, weights)")
     models.add_argument("names", nargs="*", help="only these models (default: all)")
@@ -100,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", dest="target", required=True, choices=["onnx", "torchscript", "safetensors"]
     )
     export.add_argument("--out", required=True, help="output file")
+    export.add_argument(
+        "--int8",
+        action="store_true",
+        help="ONNX only: static int8 quantisation (QDQ, per-channel weights), also cached for "
+        "--engine onnxruntime-int8",
+    )
+    export.add_argument(
+        "--calibrate", metavar="ROOT", help="--int8: dataset root (with --format) or image folder"
+    )
+    export.add_argument(
+        "--format", help="--int8: dataset format of ROOT (default: folder of images)"
+    )
+    export.add_argument("--calibration-split", default="train", help="--int8: split (train)")
+    export.add_argument(
+        "--calibration-images", type=int, default=32, help="--int8: images, spread over the split"
+    )
 
     caffe = sub.add_parser(
         "import-caffe", help="a Caffe .caffemodel (the FCN release) -> .safetensors weights"
@@ -139,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_source(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"])
+    _add_engine_option(serve)
     serve.add_argument("--workers", type=int, default=1, help="inference threads (default 1)")
     serve.add_argument("--queue", type=int, default=4, help="requests that may wait (else 503)")
     serve.add_argument("--max-upload-mb", type=float, default=10.0, help="per image (else 413)")
@@ -195,7 +227,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out=args.out,
         progress=sys.stderr.isatty(),
         batch_hook=_report_collector(collectors) if getattr(args, "report", None) else None,
+        engine=args.engine,
     )
+    print(result.engine.summary())
     print(result.report())
     if getattr(args, "report", None):
         from fcnseg.engine.evaluate import write_scores
@@ -248,6 +282,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         options=_inference_options(args),
         overlay=not args.no_overlay,
         progress=sys.stderr.isatty(),
+        engine=args.engine,
     )
     if result.mirrored_from is not None:
         print(
@@ -258,6 +293,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if result.failed:
         summary += f"; {len(result.failed)} failed (listed on stderr)"
     print(summary)
+    print(result.engine.summary())  # after the summary line, which scripts read first
     return 1 if result.failed else 0
 
 
@@ -288,8 +324,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fcnseg.engine.checkpoint import save_weights
     from fcnseg.engine.predict import load_trained_model
 
+    calibration = (args.calibrate, args.format)
+    if args.int8 and (args.target != "onnx" or not args.calibrate):
+        raise UsageError("--int8 needs --to onnx and --calibrate ROOT (training images)")
+    if not args.int8 and any(value is not None for value in calibration):
+        raise UsageError("--calibrate and --format belong to --int8; add --int8")
     model, meta = load_trained_model(args.weights, args.checkpoint, args.run)
     out = Path(args.out)
+    if args.int8:
+        from fcnseg.inference.quantize import calibration_images, quantize_int8
+
+        images, source = calibration_images(
+            args.calibrate,
+            meta["normalization"],
+            data_format=args.format,
+            split=args.calibration_split,
+            count=args.calibration_images,
+        )
+        entry, record = quantize_int8(
+            model, meta["source"], images, calibration_source=source, out=out
+        )
+        agreement = 100 * record["check"]["argmax_agreement"]
+        print(
+            f"wrote {out} (int8; cached as {entry.onnx} for --engine onnxruntime-int8; argmax "
+            f"agreement with PyTorch {agreement:.2f}% on {record['check']['inputs']})"
+        )
+        return 0
     if args.target == "safetensors":
         meta = {key: value for key, value in meta.items() if key not in ("config", "source")}
         save_weights(out, model, meta)
@@ -424,7 +484,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.device == "auto":
         import torch
 
-        device = "cuda" if torch.cuda.is_available() and args.engine == "torch" else "cpu"
+        on_gpu = torch.cuda.is_available() and args.engine in ("torch", "auto")
+        device = "cuda" if on_gpu else "cpu"
     pool = load_pool(
         args.weights,
         args.checkpoint,
@@ -436,6 +497,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         options=_inference_options(args),
         device=device,
     )
+    print(pool.resolved_engine.summary(), flush=True)
     run_server(pool, limits, host=args.host, port=args.port)
     return 0
 

@@ -277,6 +277,8 @@ class PredictionRun:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     #: The inputs' common folder when outputs mirror it (inputs share a file name), else None.
     mirrored_from: Path | None = None
+    #: The engine that ran the model (fcnseg.inference.engines.ResolvedEngine).
+    engine: Any = None
 
 
 def predict_files(
@@ -361,6 +363,7 @@ def run_prediction(
     options: dict[str, Any] | None = None,
     overlay: bool = True,
     progress: bool = False,
+    engine: str = "torch",
 ) -> PredictionRun:
     """`fcnseg predict` as a function: the inputs, the files written and the inputs that failed.
 
@@ -368,16 +371,20 @@ def run_prediction(
     is loaded; the model comes from exactly one of weights / checkpoint / run, and `mode` /
     `options` default to the inference its weights recommend (see inference_settings). A bad
     input is skipped and reported (see predict_files); the caller decides the exit status.
+    `engine` picks what runs the model (fcnseg.inference.engines.resolve_engine).
     """
+    from fcnseg.inference.engines import resolve_engine
+
     torch_device = resolve_device(device)
     out_dir = Path(out_dir)
     check_output_folder(out_dir)
     files = collect_inputs(inputs)
     model, meta = load_trained_model(weights, checkpoint, run)
     mode, options = inference_settings(meta, mode, options or {})
-    report = PredictionRun(files=files, mirrored_from=output_names(files)[1])
+    resolved = resolve_engine(model.to(torch_device), meta["source"], engine, device=torch_device)
+    report = PredictionRun(files=files, mirrored_from=output_names(files)[1], engine=resolved)
     predict_files(
-        model,
+        resolved.runnable,
         meta,
         files,
         out_dir,

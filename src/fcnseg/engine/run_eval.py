@@ -30,6 +30,7 @@ from fcnseg.engine.evaluate import (
 from fcnseg.engine.predict import inference_settings, load_trained_model
 from fcnseg.engine.setup import build_eval_dataset
 from fcnseg.errors import UsageError, WeightsError
+from fcnseg.inference.engines import resolve_engine
 from fcnseg.metrics import SegmentationScores
 from fcnseg.paths import safe_name
 
@@ -51,6 +52,8 @@ class EvalRun:
     #: The JSON written to `out`.
     payload: dict[str, Any]
     out: Path
+    #: The engine that ran the model (fcnseg.inference.engines.ResolvedEngine).
+    engine: Any = None
 
     def report(self) -> str:
         """The tables `fcnseg eval` prints: the primary head's, then any other head's."""
@@ -135,6 +138,7 @@ def run_evaluation(
     out: str | Path | None = None,
     progress: bool = False,
     batch_hook: Callable[[Any], Callable[[Tensor, Tensor], None]] | None = None,
+    engine: str = "torch",
 ) -> EvalRun:
     """Score the model from exactly one of weights / checkpoint / run on a split; write the JSON.
 
@@ -142,7 +146,9 @@ def run_evaluation(
     engine.predict.inference_settings). `out` defaults to `<run>/eval-<format>-<split>.json`,
     or the current directory when the model is not a run directory. `batch_hook(dataset)`
     returns a callback that sees every batch's predicted ids and targets (evaluate_heads'
-    on_batch; the HTML report of `fcnseg eval --report` uses it).
+    on_batch; the HTML report of `fcnseg eval --report` uses it). `engine`: "torch",
+    "onnxruntime", "onnxruntime-int8" or "auto" (fcnseg.inference.engines.resolve_engine; the
+    graph is cached beside the weights); the one used is in the JSON's "engine".
     """
     torch_device = resolve_device(device)
     model, meta = load_trained_model(weights, checkpoint, run)
@@ -152,8 +158,9 @@ def run_evaluation(
     )
     check_num_classes(meta["source"], int(meta["num_classes"]), dataset.num_classes)
     model.to(torch_device)
+    resolved = resolve_engine(model, meta["source"], engine, device=torch_device)
     per_head = evaluate_heads(
-        model,
+        resolved.runnable,
         eval_loader(dataset),
         dataset.num_classes,
         dataset.ignore_index,
@@ -176,6 +183,7 @@ def run_evaluation(
         primary=primary,
         payload={},
         out=Path(out) if out else default_scores_path(run, data_format, split),
+        engine=resolved,
     )
     result.payload = {
         "source": meta["source"],
@@ -184,6 +192,8 @@ def run_evaluation(
         "images": len(dataset),
         "mode": mode,
         "inference_options": options,
+        "engine": resolved.name,
+        "engine_details": resolved.as_json(),
         **scores_json(per_head[primary], dataset.classes),
     }
     if len(per_head) > 1:  # multi-head models (SIFT Flow): every head's scores, by head name

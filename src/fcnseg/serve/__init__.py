@@ -13,7 +13,7 @@ from typing import Any
 
 from fcnseg.errors import UsageError
 from fcnseg.serve.limits import ServeLimits, UploadError, decode_upload
-from fcnseg.serve.pool import SERVE_ENGINES, InferencePool, available_cores, build_engine
+from fcnseg.serve.pool import SERVE_ENGINES, InferencePool, available_cores
 
 __all__ = [
     "SERVE_ENGINES",
@@ -50,13 +50,19 @@ def load_pool(
     options: dict[str, Any] | None = None,
     device: str = "cpu",
 ) -> InferencePool:
-    """Load a trained model once and put it behind a pool of `workers` inference threads."""
+    """Load a trained model once and put it behind a pool of `workers` inference threads.
+
+    `engine` ("auto", "torch", "onnxruntime", "onnxruntime-int8") goes through the same
+    resolver as eval and predict (fcnseg.inference.engines), so the ONNX graph is exported and
+    checked once per weights file and reused from its cache at every later start.
+    """
     import torch
 
     from fcnseg.engine.predict import inference_settings, load_trained_model
+    from fcnseg.inference.engines import ENGINE_CHOICES, resolve_engine
 
-    if engine not in SERVE_ENGINES:
-        raise UsageError(f"--engine must be one of {SERVE_ENGINES}, got {engine!r}")
+    if engine not in ENGINE_CHOICES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
     if workers < 1 or workers > available_cores() * 4:
         raise UsageError(f"--workers must be between 1 and {available_cores() * 4}, got {workers}")
     model, meta = load_trained_model(weights, checkpoint, run)
@@ -65,9 +71,11 @@ def load_pool(
     if engine == "onnxruntime" and torch_device.type != "cpu":
         raise UsageError("--engine onnxruntime runs on the CPU here; pass --device cpu")
     threads = max(1, available_cores() // workers)
-    runnable = build_engine(model.to(torch_device), engine, threads)
-    return InferencePool(
-        runnable,
+    resolved = resolve_engine(
+        model.to(torch_device), meta["source"], engine, device=torch_device, threads=threads
+    )
+    pool = InferencePool(
+        resolved.runnable,
         meta,
         mode=mode,
         options=options,
@@ -75,8 +83,10 @@ def load_pool(
         queue=queue,
         threads=threads,
         device=torch_device,
-        engine=engine,
+        engine=resolved.name,
     )
+    pool.resolved_engine = resolved  # type: ignore[attr-defined] - for the start-up line
+    return pool
 
 
 def run_server(
