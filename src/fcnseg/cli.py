@@ -45,11 +45,12 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
 def _add_engine_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine",
-        default="auto",
+        default="torch",
         choices=ENGINE_CHOICES,
-        help="what runs the model: auto (onnxruntime when installed and on the CPU, else torch), "
-        "torch, onnxruntime, onnxruntime-int8 (made by `export --int8`); the ONNX graph is "
-        "exported and checked once, cached beside the weights (<weights>.onnx-cache/)",
+        help="what runs the model: torch (default), auto (onnxruntime when installed and on the "
+        "CPU, else torch), onnxruntime, onnxruntime-int8 (made by `export --int8`); the ONNX "
+        "graph is exported and checked once and cached beside the weights "
+        "(<weights>.onnx-cache/), the one write outside --out, which is why it is opt-in",
     )
 
 
@@ -394,7 +395,7 @@ def cmd_import_caffe(args: argparse.Namespace) -> int:
         num_classes=len(classes),
         classes=classes,
         palette=palette,
-        normalization=getattr(model, "normalization", options["normalization"]),
+        normalization=model.normalization,
         ignore_index=info.ignore_index,
         data_format=data_format,
         converted_from=Path(args.caffemodel).name,
