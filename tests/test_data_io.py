@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from image_bytes import header_only_png
 from PIL import Image
 
 from fcnseg.data.datasets.base import DataError
@@ -119,29 +120,11 @@ def test_check_pair_size_mismatch_and_bad_values():
     check_pair(image, torch.tensor([[0, 1, 2, 255, 0]]).expand(4, 5), 3, 255, "i.png", "m.png")
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims `width` x `height` with almost no pixel data (a "bomb")."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_a_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     from fcnseg.data.io import MAX_PIXELS_ENV, read_image, read_mask
 
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_png_header_only(20000, 20000))
+    bomb.write_bytes(header_only_png(20000, 20000))
     for reader in (read_image, read_mask):
         with pytest.raises(DataError, match=r"bomb.png: 20000x20000 image .* exceeds"):
             reader(bomb)

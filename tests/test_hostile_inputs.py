@@ -24,9 +24,7 @@ import io
 import json
 import os
 import pickle
-import struct
 import traceback
-import zlib
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from image_bytes import header_only_png, png_bytes
 from PIL import Image
 
 from fcnseg.cli import main
@@ -51,28 +50,8 @@ TRAIN = [
 
 
 # ------------------------------------------------------------------------------ fixtures
-def png_bytes(height: int = 32, width: int = 40, mode: str = "RGB", seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    array = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array).convert(mode).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
-    """A tiny PNG whose header claims width x height (a decompression bomb's shape)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 4096))
-        + chunk(b"IEND", b"")
-    )
+    return header_only_png(width, height)
 
 
 def good_meta() -> dict:

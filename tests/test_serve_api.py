@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import struct
 import threading
 import time
-import zlib
 
 import numpy as np
 import pytest
 import torch
 from conftest import require_module
+from image_bytes import header_only_png
+from image_bytes import png_bytes as image_png_bytes
 from PIL import Image
 
 require_module("fastapi", "pip install -e '.[test]'")  # fails under CI=true
@@ -74,27 +74,7 @@ class Broken(Tiny):
 
 
 def png_bytes(height: int = 40, width: int = 60, mode: str = "RGB") -> bytes:
-    rng = np.random.default_rng(0)
-    array = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array).convert(mode).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def header_only_png(width: int, height: int) -> bytes:
-    """A small PNG whose header declares width x height: a decompression bomb's shape."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 4096))
-        + chunk(b"IEND", b"")
-    )
+    return image_png_bytes(height, width, mode)
 
 
 def make_client(model: torch.nn.Module | None = None, **limits) -> TestClient:

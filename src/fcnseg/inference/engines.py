@@ -180,6 +180,30 @@ def writable_entry(weights_path: str | os.PathLike[str], options: ExportOptions)
     )
 
 
+def cache_record(
+    weights_path: str | Path,
+    options: ExportOptions,
+    check: dict[str, Any],
+    started: float,
+    **details: Any,
+) -> dict[str, Any]:
+    """The sidecar's content for a graph made from `weights_path`: what it was made from, how it
+    was checked, when, in how long (since `started`, a perf_counter value) and by which versions.
+
+    One shape for the fp32 export and the int8 quantisation, so that a reader of the cache (and
+    `resolve_engine`'s reuse rule) needs to know only one."""
+    return {
+        "weights": str(Path(weights_path).resolve()),
+        "weights_sha256": weights_digest(weights_path),
+        "options": asdict(options),
+        **details,
+        "check": check,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(time.perf_counter() - started, 2),
+        "versions": _versions(),
+    }
+
+
 def write_record(entry: CacheEntry, record: dict[str, Any]) -> None:
     """Write the sidecar (atomically) with the graph's size, so a replaced graph is noticed."""
     record = {**record, "onnx_bytes": entry.onnx.stat().st_size}
@@ -336,17 +360,8 @@ def export_checked(
     started = time.perf_counter()
     export_onnx(model, entry.onnx, opset=options.opset, dynamic=options.dynamic, check_sizes=[])
     runnable = _open(entry.onnx, model, threads)
-    check = agreement_check(model, runnable, in_channels=int(getattr(model, "in_channels", 3)))
-    record = {
-        "weights": str(Path(weights_path).resolve()),
-        "weights_sha256": weights_digest(weights_path),
-        "options": asdict(options),
-        "cache_format": CACHE_FORMAT_VERSION,
-        "check": check,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(time.perf_counter() - started, 2),
-        "versions": _versions(),
-    }
+    check = agreement_check(model, runnable, in_channels=int(model.in_channels))
+    record = cache_record(weights_path, options, check, started, cache_format=CACHE_FORMAT_VERSION)
     write_record(entry, record)
     if not check["passed"]:
         raise EngineError(_failed_message(record, entry))

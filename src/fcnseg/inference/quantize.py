@@ -22,7 +22,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,9 @@ from fcnseg.inference.engines import (
     ExportOptions,
     Log,
     _announce,
-    _versions,
     agreement_check,
+    cache_record,
     export_checked,
-    weights_digest,
     writable_entry,
     write_record,
 )
@@ -209,20 +207,17 @@ def quantize_int8(
         atomic_write(entry.onnx, lambda tmp: shutil.copyfile(quantized, tmp))
     runnable = OnnxRuntimeModel(entry.onnx)
     check = _real_agreement(model, runnable, images[:AGREEMENT_IMAGES])
-    check["random_inputs"] = agreement_check(
-        model, runnable, in_channels=int(getattr(model, "in_channels", 3))
-    )["argmax_agreement"]
-    record = {
-        "weights": str(Path(weights_path).resolve()),
-        "weights_sha256": weights_digest(weights_path),
-        "options": asdict(ExportOptions(opset=opset, int8=True)),
-        "quantization": "static QDQ, per-channel int8 weights, uint8 activations, MinMax",
-        "calibration": {"source": calibration_source, "images": len(images)},
-        "check": check,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(time.perf_counter() - started, 2),
-        "versions": _versions(),
-    }
+    check["random_inputs"] = agreement_check(model, runnable, in_channels=int(model.in_channels))[
+        "argmax_agreement"
+    ]
+    record = cache_record(
+        weights_path,
+        ExportOptions(opset=opset, int8=True),
+        check,
+        started,
+        quantization="static QDQ, per-channel int8 weights, uint8 activations, MinMax",
+        calibration={"source": calibration_source, "images": len(images)},
+    )
     write_record(entry, record)
     if not check["passed"]:
         raise ExportError(
