@@ -12,7 +12,13 @@ look-up count, as a user would see them) `--repeats` times; wall seconds and ima
 and their median are printed with the load average. The ONNX engine's one-time export is done
 by a warm-up call on 2 images before timing, so the timed runs reuse the cached graph.
 
+Item 4's comparison: each repeat runs both loops on the same images, back to back, so load
+changes hit both alike: "old" is `--batch-size 1 --workers 0 --foreground-writes` (today's loop
+exactly), "new" is `--batch-size B --workers N` (DataLoader decoding, same-size batches of B,
+background writes); the ratio of the medians is printed.
+
 Run:  .venv/bin/python benchmarks/predict_throughput.py [--count 500] [--engine auto]
+      [--batch-size 4] [--workers 2] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -44,10 +50,25 @@ def write_scenes(folder: Path, count: int, size: tuple[int, int]) -> None:
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"scene_{index:04d}.png")
 
 
-def run_predict(weights: str, inputs: list[str], out: Path, engine: str, mode: str) -> float:
+#: The command-line options of each loop compared ("new" gets --batch-size/--workers added).
+LOOPS: dict[str, list[str]] = {
+    "old": ["--batch-size", "1", "--workers", "0", "--foreground-writes"],
+    "new": [],
+}
+
+
+def run_predict(
+    weights: str,
+    inputs: list[str],
+    out: Path,
+    engine: str,
+    mode: str,
+    extra: list[str] | None = None,
+) -> float:
     """Wall seconds of one `fcnseg predict` subprocess."""
     command = [sys.executable, "-m", "fcnseg.cli", "predict", "--weights", weights, *inputs]
     command += ["--out", str(out), "--engine", engine, "--mode", mode, "--device", "cpu"]
+    command += extra or []
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -62,7 +83,10 @@ def main() -> None:
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--mode", default="whole")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=4, help="the new loop's batch size")
+    parser.add_argument("--workers", type=int, default=2, help="the new loop's decode workers")
     args = parser.parse_args()
+    loops = {**LOOPS, "new": ["--batch-size", str(args.batch_size), "--workers", str(args.workers)]}
 
     scratch = Path(tempfile.mkdtemp(prefix="predict-throughput-"))
     images = Path(args.images) if args.images else scratch / "scenes"
@@ -74,20 +98,24 @@ def main() -> None:
         f"{args.size[0]}x{args.size[1]}, engine {args.engine}, mode {args.mode}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
-    rates = []
+    rates: dict[str, list[float]] = {name: [] for name in loops}
     for repeat in range(args.repeats):
-        out = scratch / f"out{repeat}"
-        before = " ".join(f"{v:.1f}" for v in os.getloadavg())
-        seconds = run_predict(args.weights, [str(images)], out, args.engine, args.mode)
-        after = " ".join(f"{v:.1f}" for v in os.getloadavg())
-        written = len(list(out.rglob("*.png")))
-        rates.append(len(files) / seconds)
-        print(
-            f"run {repeat + 1}: {seconds:.1f} s, {rates[-1]:.2f} images/s, {written} PNGs, "
-            f"load {before} -> {after}"
-        )
-        shutil.rmtree(out)
-    print(f"median: {statistics.median(rates):.2f} images/s")
+        for name, extra in loops.items():
+            out = scratch / f"out-{name}{repeat}"
+            before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+            seconds = run_predict(args.weights, [str(images)], out, args.engine, args.mode, extra)
+            after = " ".join(f"{v:.1f}" for v in os.getloadavg())
+            written = len(list(out.rglob("*.png")))
+            rates[name].append(len(files) / seconds)
+            print(
+                f"run {repeat + 1} {name} ({' '.join(extra)}): {seconds:.1f} s, "
+                f"{rates[name][-1]:.2f} images/s, {written} PNGs, load {before} -> {after}"
+            )
+            shutil.rmtree(out)
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    for name, value in medians.items():
+        print(f"median {name}: {value:.2f} images/s")
+    print(f"ratio new/old: {medians['new'] / medians['old']:.2f}")
     shutil.rmtree(scratch)
 
 

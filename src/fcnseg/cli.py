@@ -97,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--out", default="predictions", help="output folder")
     predict.add_argument("--no-overlay", action="store_true", help="skip the overlay images")
+    predict.add_argument(
+        "--batch-size", type=int, default=1, help="images of one size per forward (default 1)"
+    )
+    predict.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: min(2, CPUs), 0 for fewer than 8 inputs)",
+    )
+    predict.add_argument(
+        "--foreground-writes",
+        action="store_true",
+        help="write outputs in the main thread (the one-image loop, for comparisons)",
+    )
     _add_inference_options(predict)
     _add_engine_option(predict)
 
@@ -284,18 +298,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overlay=not args.no_overlay,
         progress=sys.stderr.isatty(),
         engine=args.engine,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        background_writes=not args.foreground_writes,
     )
+    written, failed = result.counts()
+    if result.rank != 0:
+        return 1 if failed else 0  # under torchrun only rank 0 prints the summary
     if result.mirrored_from is not None:
         print(
             f"inputs share file names: outputs mirror their folders under {args.out} "
             f"(relative to {result.mirrored_from})"
         )
-    summary = f"{len(result.files)} images -> {len(result.written)} files in {args.out}"
-    if result.failed:
-        summary += f"; {len(result.failed)} failed (listed on stderr)"
+    summary = f"{len(result.files)} images -> {written} files in {args.out}"
+    if failed:
+        summary += f"; {failed} failed (listed on stderr)"
     print(summary)
     print(result.engine.summary())  # after the summary line, which scripts read first
-    return 1 if result.failed else 0
+    return 1 if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -279,6 +279,16 @@ class PredictionRun:
     mirrored_from: Path | None = None
     #: The engine that ran the model (fcnseg.inference.engines.ResolvedEngine).
     engine: Any = None
+    #: This process's rank under torchrun (0 otherwise); only rank 0 prints the summary.
+    rank: int = 0
+    #: (files written, inputs failed) summed over all ranks under torchrun, else None.
+    world_counts: tuple[int, int] | None = None
+
+    def counts(self) -> tuple[int, int]:
+        """(files written, inputs failed) over every process: what the summary line reports."""
+        if self.world_counts is not None:
+            return self.world_counts
+        return len(self.written), len(self.failed)
 
 
 def predict_files(
@@ -292,54 +302,131 @@ def predict_files(
     overlay: bool = True,
     progress: bool = False,
     report: PredictionRun | None = None,
+    batch_size: int = 1,
+    num_workers: int | None = None,
+    background_writes: bool = True,
+    names: dict[Path, Path] | None = None,
 ) -> list[Path]:
     """Write `<name>.png` (class ids, palette) and `<name>_overlay.jpg` per input under out_dir.
 
-    Names follow `output_names` (flat stems, or mirrored folders when stems collide). An input
-    that cannot be used (unreadable, a decompression bomb, wrong channels, too many pixels for one
-    forward) is reported on stderr in one line and skipped; the others are still written. Its
-    reason is added to `report.failed` when a report is given, otherwise the error is raised.
-    """
-    from fcnseg.data.io import read_image
-    from fcnseg.data.transforms import normalize
+    Names follow `output_names` (flat stems, or mirrored folders when stems collide); `names`
+    passes them in when `files` is one rank's shard, so the names stay those of all inputs. An
+    input that cannot be used (unreadable, a decompression bomb, wrong channels, too many pixels
+    for one forward) is reported on stderr in one line and skipped; the others are still written.
+    Its reason is added to `report.failed` when a report is given, otherwise the error is raised.
 
+    Speed (engine.predict_loader): inputs decode in `num_workers` DataLoader workers (None: the
+    default for this many inputs), consecutive images of one size share a forward of up to
+    `batch_size`, and the PNG/JPEG writes run on a background thread; every write has finished
+    when this returns. batch_size 1 computes exactly what the one-image loop computed.
+    """
+    from fcnseg.data.transforms import normalize
+    from fcnseg.engine.predict_loader import (
+        BackgroundWriter,
+        decoded_inputs,
+        default_workers,
+        failure_reason,
+        same_size_groups,
+    )
+
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size}: must be 1 or more")
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).eval()
     palette = meta["palette"]
-    names, _ = output_names(files)
+    if names is None:
+        names, _ = output_names(files)
     written: list[Path] = []
-    iterator = files
+    workers = default_workers(len(files)) if num_workers is None else num_workers
+    # Without a report an error is raised, as before: decode in-process so it is the original one.
+    decoded = decoded_inputs(files, workers if report is not None else 0, report is None)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(files, desc="predict", dynamic_ncols=True)
-    for path in iterator:
-        try:
-            image = read_image(path)
-            check_forward_pixels(image.shape[-2], image.shape[-1], mode, options or {}, path)
-            batch = normalize(image, meta.get("normalization", "imagenet")).unsqueeze(0)
-            logits = _primary(predict_batch_logits(model, batch.to(device), mode, options))
-        except (FcnsegError, OSError) as error:
-            if report is None:
-                raise
-            reason = " ".join(str(error).split())
-            if isinstance(error, OSError) and error.errno is not None:
-                reason = f"{path}: {error.strerror}"
-            if not reason.startswith(str(path)):
-                reason = f"{path}: {reason}"
-            print(f"fcnseg predict: skipped {reason}", file=sys.stderr)
-            report.failed.append((path, reason))
-            continue
-        labels = logits.argmax(1)[0].cpu().numpy()
+        bar = tqdm(total=len(files), desc="predict", dynamic_ncols=True)
+
+    def skip(path: Path, error: BaseException | str) -> None:
+        reason = error if isinstance(error, str) else failure_reason(path, error)
+        print(f"fcnseg predict: skipped {reason}", file=sys.stderr)
+        report.failed.append((path, reason))  # type: ignore[union-attr]
+
+    def forward(images: list[torch.Tensor]) -> torch.Tensor:
+        batch = torch.stack([normalize(im, meta.get("normalization", "imagenet")) for im in images])
+        return _primary(predict_batch_logits(model, batch.to(device), mode, options))
+
+    def write_job(path: Path, labels: np.ndarray, image: torch.Tensor):
         target = out_dir / names[path].with_name(names[path].name + ".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        palette_image(labels, palette).save(target)
+        overlay_path = out_dir / names[path].with_name(names[path].name + "_overlay.jpg")
+
+        def job() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            palette_image(labels, palette).save(target)
+            if overlay:
+                rgb = image.permute(1, 2, 0).numpy()
+                overlay_image(rgb, labels, palette).save(overlay_path, quality=90)
+
         written.append(target)
         if overlay:
-            rgb = image.permute(1, 2, 0).numpy()
-            overlay_path = out_dir / names[path].with_name(names[path].name + "_overlay.jpg")
-            overlay_image(rgb, labels, palette).save(overlay_path, quality=90)
             written.append(overlay_path)
+        return job
+
+    writer = BackgroundWriter(foreground=not background_writes)
+    try:
+        for group in same_size_groups(decoded, batch_size):
+            if bar is not None:
+                bar.update(len(group))
+            ready = []
+            for item in group:
+                if item.image is None:
+                    skip(item.path, item.reason or f"{item.path}: could not be read")
+                    continue
+                try:
+                    check_forward_pixels(
+                        item.image.shape[-2], item.image.shape[-1], mode, options or {}, item.path
+                    )
+                except (FcnsegError, OSError) as error:
+                    if report is None:
+                        raise
+                    skip(item.path, error)
+                    continue
+                ready.append(item)
+            if not ready:
+                continue
+            try:
+                logits = [forward([item.image for item in ready])]
+                owners = [ready]
+            except (FcnsegError, OSError) as error:
+                if len(ready) == 1:
+                    if report is None:
+                        raise
+                    skip(ready[0].path, error)
+                    continue
+                # Retry one by one so the failure is charged to the input that caused it.
+                logits, owners = [], []
+                for item in ready:
+                    try:
+                        logits.append(forward([item.image]))
+                        owners.append([item])
+                    except (FcnsegError, OSError) as error:
+                        if report is None:
+                            raise
+                        skip(item.path, error)
+            for batch_logits, items in zip(logits, owners, strict=True):
+                labels = batch_logits.argmax(1).cpu().numpy()
+                for offset, item in enumerate(items):
+                    writer.submit(write_job(item.path, labels[offset], item.image))
+    except BaseException:
+        writer.foreground = True  # stop taking jobs; drain what is queued, keep the first error
+        try:
+            writer.close()
+        except BaseException:  # noqa: BLE001 - the loop's own error is the one to report
+            pass
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    writer.close()
     if report is not None:
         report.written += written
     return written
@@ -364,6 +451,9 @@ def run_prediction(
     overlay: bool = True,
     progress: bool = False,
     engine: str = "torch",
+    batch_size: int = 1,
+    num_workers: int | None = None,
+    background_writes: bool = True,
 ) -> PredictionRun:
     """`fcnseg predict` as a function: the inputs, the files written and the inputs that failed.
 
@@ -371,28 +461,51 @@ def run_prediction(
     is loaded; the model comes from exactly one of weights / checkpoint / run, and `mode` /
     `options` default to the inference its weights recommend (see inference_settings). A bad
     input is skipped and reported (see predict_files); the caller decides the exit status.
-    `engine` picks what runs the model (fcnseg.inference.engines.resolve_engine).
+    `engine` picks what runs the model (fcnseg.inference.engines.resolve_engine); batch_size,
+    num_workers and background_writes are predict_files' speed options.
+
+    Under torchrun (WORLD_SIZE > 1) rank r predicts inputs i with i % world == r, under the
+    output names of all inputs, so every input is written exactly once; the counts are summed
+    over the ranks (`report.counts()`) and only rank 0 should print them.
     """
+    from fcnseg.engine import distributed
+    from fcnseg.engine.predict_loader import shard
     from fcnseg.inference.engines import resolve_engine
 
     torch_device = resolve_device(device)
+    joined = distributed.setup(torch_device.type) is not None
     out_dir = Path(out_dir)
     check_output_folder(out_dir)
     files = collect_inputs(inputs)
     model, meta = load_trained_model(weights, checkpoint, run)
     mode, options = inference_settings(meta, mode, options or {})
     resolved = resolve_engine(model.to(torch_device), meta["source"], engine, device=torch_device)
-    report = PredictionRun(files=files, mirrored_from=output_names(files)[1], engine=resolved)
-    predict_files(
-        resolved.runnable,
-        meta,
-        files,
-        out_dir,
-        torch_device,
-        mode=mode,
-        options=options,
-        overlay=overlay,
-        progress=progress,
-        report=report,
-    )
+    names, mirrored_from = output_names(files)
+    rank, world = distributed.rank(), distributed.world_size()
+    report = PredictionRun(files=files, mirrored_from=mirrored_from, engine=resolved, rank=rank)
+    try:
+        predict_files(
+            resolved.runnable,
+            meta,
+            shard(files, rank, world),
+            out_dir,
+            torch_device,
+            mode=mode,
+            options=options,
+            overlay=overlay,
+            progress=progress and rank == 0,
+            report=report,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            background_writes=background_writes,
+            names=names,
+        )
+        if world > 1:
+            counts = torch.tensor([len(report.written), len(report.failed)], dtype=torch.int64)
+            counts = counts.to(torch_device if torch_device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(counts)
+            report.world_counts = (int(counts[0]), int(counts[1]))
+    finally:
+        if joined:
+            torch.distributed.destroy_process_group()
     return report
