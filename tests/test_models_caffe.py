@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from protobuf_writer import int_field, length_field, varint
 
 from fcnseg.cli import main
 from fcnseg.engine.predict import load_trained_model
@@ -17,24 +18,7 @@ from fcnseg.models.caffe import CaffeModelError, load_caffemodel, read_caffemode
 # --- a minimal protobuf writer (the test's own, independent of the reader under test) ---
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _int_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
+_varint, _field, _int_field = varint, length_field, int_field
 
 
 def _blob(array: np.ndarray, legacy: bool = False, packed: bool = True) -> bytes:

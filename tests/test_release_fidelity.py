@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from protobuf_writer import int_field, length_field, varint
 from torch import nn
 
 from fcnseg import constants
@@ -170,24 +171,7 @@ def _build(net: str, device: str | None = None, divisor: int = 1) -> nn.Module:
 # --- a minimal protobuf writer (independent of the reader under test) --------------------------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _int_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
+_varint, _field, _int_field = varint, length_field, int_field
 
 
 def _blob(array: np.ndarray, legacy: bool) -> bytes:
