@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 import torchvision
+from paper_speed import _OutOnly  # run as a script: the benchmarks folder is on sys.path
 from torch import nn
 
 from fcnseg.constants import CAMVID_NUM_CLASSES, CAMVID_SIZE_HW
@@ -37,17 +38,6 @@ ENCODERS = (
     "resnet101",
 )
 BASELINE = "lraspp_mobilenet_v3_large"
-
-
-class _OutOnly(nn.Module):
-    """torchvision segmenters return {"out": logits}; time the same work as a plain model."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
 
 
 def model_factories(num_classes: int) -> dict[str, Callable[[], nn.Module]]:

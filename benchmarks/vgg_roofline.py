@@ -28,6 +28,7 @@ from collections import defaultdict
 
 import torch
 import torchvision
+from paper_speed import _OutOnly  # run as a script: the benchmarks folder is on sys.path
 from torch import nn
 
 from fcnseg.inference.bench import (
@@ -38,15 +39,6 @@ from fcnseg.inference.bench import (
     time_interleaved,
 )
 from fcnseg.models import build_model
-
-
-class _OutOnly(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
 
 
 def conv_flops(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> float:

@@ -49,3 +49,18 @@ def require_module(name: str, install: str):
         return importlib.import_module(name)
     except ImportError:
         skip_or_fail_in_ci(f"{name} is not installed ({install})")
+
+
+#: Overrides that make `fcnseg train` a seconds-long run on four 32x32 synthetic scenes, for the
+#: CLI tests that need a trained run directory.
+TINY_TRAIN_OVERRIDES: list[str] = [
+    "model.name=fcn8s_efficientnet_lite0",
+    "model.pretrained=false",
+    "data.format=synthetic",
+    "data.options={num_images: 4, size: [32, 32]}",
+    "data.crop_size=[32, 32]",
+    "train.epochs=1",
+    "train.batch_size=2",
+    "train.device=cpu",
+    "train.progress=false",
+]

@@ -11,22 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_TRAIN_OVERRIDES
 from PIL import Image
 
 from fcnseg.cli import main
 
 MODEL = "fcn8s_efficientnet_lite0"
-TINY = [
-    f"model.name={MODEL}",
-    "model.pretrained=false",
-    "data.format=synthetic",
-    "data.options={num_images: 4, size: [32, 32]}",
-    "data.crop_size=[32, 32]",
-    "train.epochs=1",
-    "train.batch_size=2",
-    "train.device=cpu",
-    "train.progress=false",
-]
+TINY = TINY_TRAIN_OVERRIDES
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN_OVERRIDES
 from PIL import Image
 
 from fcnseg.cli import main
@@ -20,17 +21,7 @@ from fcnseg.engine.evaluate import eval_loader, evaluate_heads, scores_json
 from fcnseg.report import EvalCollector, write_eval_report, write_run_report
 from fcnseg.report.collect import image_mean_iu
 
-TINY = [
-    "model.name=fcn8s_efficientnet_lite0",
-    "model.pretrained=false",
-    "data.format=synthetic",
-    "data.options={num_images: 4, size: [32, 32]}",
-    "data.crop_size=[32, 32]",
-    "train.epochs=1",
-    "train.batch_size=2",
-    "train.device=cpu",
-    "train.progress=false",
-]
+TINY = TINY_TRAIN_OVERRIDES
 
 
 class Colourist(torch.nn.Module):

@@ -241,20 +241,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         size=tuple(args.size) if args.size else None,
         out=args.out,
         progress=sys.stderr.isatty(),
-        batch_hook=_report_collector(collectors) if getattr(args, "report", None) else None,
+        batch_hook=_report_collector(collectors) if args.report else None,
+        payload_extras=(
+            (lambda run: collectors[0].json_fields(_sample_names(run.dataset)))
+            if args.report
+            else None
+        ),
         engine=args.engine,
     )
     print(result.engine.summary())
     print(result.report())
-    if getattr(args, "report", None):
-        from fcnseg.engine.evaluate import write_scores
+    if args.report:
         from fcnseg.report import write_eval_report
 
-        collector = collectors[0]
-        result.payload.update(collector.json_fields(_sample_names(result.dataset)))
-        write_scores(result.out, result.payload)  # with the confusion matrix and per-image IU
         index = write_eval_report(
-            args.report, result.payload, result.meta, collector, result.dataset
+            args.report, result.payload, result.meta, collectors[0], result.dataset
         )
         print(f"report written to {index}")
     print(f"scores written to {result.out}")
@@ -264,12 +265,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _report_collector(collectors: list):
     """A batch hook for run_evaluation: builds the report's collector once the split is known."""
 
-    def hook(dataset):
-        from fcnseg.engine.evaluate import eval_loader
+    def hook(dataset, loader):
         from fcnseg.report import EvalCollector
 
-        sampler = getattr(eval_loader(dataset), "sampler", None)
-        indices = list(getattr(sampler, "indices", range(len(dataset))))
+        # The loader's order (this rank's shard) maps batch positions to dataset indices.
+        indices = list(getattr(loader.sampler, "indices", range(len(dataset))))
         collectors.append(EvalCollector(dataset.num_classes, dataset.ignore_index, indices))
         return collectors[-1]
 

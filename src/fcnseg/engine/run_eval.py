@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from fcnseg.config import eval_options
 from fcnseg.data.roots import resolve_data_root
@@ -137,16 +138,18 @@ def run_evaluation(
     size: tuple[int, int] | None = None,
     out: str | Path | None = None,
     progress: bool = False,
-    batch_hook: Callable[[Any], Callable[[Tensor, Tensor], None]] | None = None,
+    batch_hook: Callable[[Any, DataLoader], Callable[[Tensor, Tensor], None]] | None = None,
+    payload_extras: Callable[[EvalRun], dict[str, Any]] | None = None,
     engine: str = "torch",
 ) -> EvalRun:
     """Score the model from exactly one of weights / checkpoint / run on a split; write the JSON.
 
     `mode`/`options`: the inference (None: what the weights recommend, see
     engine.predict.inference_settings). `out` defaults to `<run>/eval-<format>-<split>.json`,
-    or the current directory when the model is not a run directory. `batch_hook(dataset)`
-    returns a callback that sees every batch's predicted ids and targets (evaluate_heads'
-    on_batch; the HTML report of `fcnseg eval --report` uses it). `engine`: "torch",
+    or the current directory when the model is not a run directory. `batch_hook(dataset,
+    loader)` returns a callback that sees every batch's predicted ids and targets (evaluate_heads'
+    on_batch; the HTML report of `fcnseg eval --report` uses it); `payload_extras(result)` adds
+    fields to the JSON before its one write (the report's confusion matrix and per-image IU). `engine`: "torch",
     "onnxruntime", "onnxruntime-int8" or "auto" (fcnseg.inference.engines.resolve_engine; the
     graph is cached beside the weights); the one used is in the JSON's "engine".
     """
@@ -159,16 +162,17 @@ def run_evaluation(
     check_num_classes(meta["source"], int(meta["num_classes"]), dataset.num_classes)
     model.to(torch_device)
     resolved = resolve_engine(model, meta["source"], engine, device=torch_device)
+    loader = eval_loader(dataset)
     per_head = evaluate_heads(
         resolved.runnable,
-        eval_loader(dataset),
+        loader,
         dataset.num_classes,
         dataset.ignore_index,
         torch_device,
         mode=mode,
         options=options,
         progress=progress,
-        on_batch=batch_hook(dataset) if batch_hook is not None else None,
+        on_batch=batch_hook(dataset, loader) if batch_hook is not None else None,
     )
     primary = primary_head(per_head)
     result = EvalRun(
@@ -201,5 +205,7 @@ def run_evaluation(
             head: scores_json(scores, result.head_classes(head))
             for head, scores in per_head.items()
         }
+    if payload_extras is not None:
+        result.payload.update(payload_extras(result))
     write_scores(result.out, result.payload)
     return result
