@@ -313,3 +313,63 @@ def test_multi_head_model_runs_on_the_graph(tmp_path):
         for head in heads:
             agreement = (got[head].argmax(1) == expected[head].argmax(1)).float().mean()
             assert float(agreement) >= 0.999
+
+
+def test_a_size_that_comes_back_gets_its_own_checked_graph(tiny, tmp_path, monkeypatch):
+    from fcnseg.inference.engines import FixedSizeGraphs
+
+    weights = _fresh_copy(tiny[0], tmp_path / "w")
+    model, meta = _load(weights)
+    runnable = resolve_engine(model, meta["source"], "onnxruntime", log=None).runnable
+    assert isinstance(runnable, FixedSizeGraphs)
+    image = torch.randn(1, 3, 70, 90, generator=torch.Generator().manual_seed(2))
+    expected = model(image)
+    first = runnable(image)
+    assert runnable.fixed_sizes == []  # one call: the dynamic graph, nothing exported
+    second = runnable(image)
+    assert runnable.fixed_sizes == [[70, 90]]
+    for got in (first, second):
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, atol=1e-4)
+    entry = find_cached(weights, ExportOptions(dynamic=False, size=(70, 90)))
+    assert entry is not None
+    record = entry.record()
+    assert record["options"]["size"] == [70, 90] and record["check"]["passed"]
+    assert {tuple(item["size"]) for item in record["check"]["per_size"]} == {(70, 90)}
+    # A batch of two keeps to the dynamic graph; no new size is recorded for it.
+    assert runnable(image.repeat(2, 1, 1, 1)).shape[0] == 2
+    assert runnable.fixed_sizes == [[70, 90]]
+    # A new process finds the fixed-size graph in the cache: nothing is exported again.
+    monkeypatch.setattr("fcnseg.export.export_onnx", lambda *a, **k: pytest.fail("exported"))
+    again = resolve_engine(model, meta["source"], "onnxruntime", log=None).runnable
+    again(image)
+    assert torch.allclose(again(image), expected, atol=1e-4)
+    assert again.fixed_sizes == [[70, 90]]
+
+
+def test_fixed_size_graphs_are_capped_and_failures_stay_dynamic(tiny, tmp_path, monkeypatch):
+    from fcnseg.inference.engines import FixedSizeGraphs
+
+    weights = _fresh_copy(tiny[0], tmp_path / "w")
+    model, meta = _load(weights)
+    dynamic = resolve_engine(model, meta["source"], "onnxruntime", log=None).runnable.dynamic
+    logged: list[str] = []
+    capped = FixedSizeGraphs(model, weights, dynamic, log=logged.append, max_sizes=1)
+    small, large = torch.randn(1, 3, 64, 80), torch.randn(1, 3, 72, 96)
+    for _ in range(3):
+        capped(small)
+        capped(large)
+    assert capped.fixed_sizes == [[64, 80]]
+    real_export = engines.export_checked
+
+    def failing(model, weights_path, options, **kwargs):
+        if options.size is not None:
+            raise EngineError("the graph disagrees with PyTorch")
+        return real_export(model, weights_path, options, **kwargs)
+
+    monkeypatch.setattr(engines, "export_checked", failing)
+    failed = FixedSizeGraphs(model, weights, dynamic, log=logged.append)
+    outputs = [failed(large) for _ in range(3)]
+    assert failed.fixed_sizes == [] and len(outputs) == 3
+    assert sum("no fixed-size graph for 72x96" in line for line in logged) == 1
+    assert torch.allclose(outputs[-1], model(large), atol=1e-4)
