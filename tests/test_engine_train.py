@@ -322,3 +322,74 @@ def test_jaccard_term_changes_training_and_is_checked(tmp_path):
         run_tiny(tmp_path / "neg", jaccard_weight=-1.0)
     with pytest.raises(ValueError, match="loss_normalization=mean"):
         run_tiny(tmp_path / "sum", jaccard_weight=1.0, loss_normalization="sum")
+
+
+# -------------------------------------------------------------------------- distillation
+def _teacher_file(folder: Path, num_classes: int, normalization: str = "imagenet") -> Path:
+    """A registry model saved as a weights file, usable as `train.distill_from`."""
+    from fcnseg.engine.checkpoint import save_weights, weights_metadata
+    from fcnseg.models import build_model
+
+    torch.manual_seed(1)
+    model = build_model("fcn8s_mobilenet_v2", num_classes, pretrained=False)
+    meta = weights_metadata(
+        "fcn8s_mobilenet_v2",
+        {},
+        num_classes=num_classes,
+        classes=[f"c{i}" for i in range(num_classes)],
+        palette=[[i, i, i] for i in range(num_classes)],
+        normalization=normalization,
+        ignore_index=255,
+        data_format="synthetic",
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(folder / "teacher.safetensors", model, meta)
+    return folder / "teacher.safetensors"
+
+
+def test_distillation_term_is_a_tempered_kl_that_pulls_toward_the_teacher():
+    from fcnseg.losses import DistillationLoss
+
+    teacher = nn.Conv2d(3, 5, 1)
+    images = torch.randn(2, 3, 6, 7)
+    with torch.no_grad():
+        same = teacher(images)
+    loss = DistillationLoss(teacher, weight=2.0, temperature=3.0)
+    assert float(loss(images, same)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros_like(same, requires_grad=True)
+    value = loss(images, student)
+    # By hand: 2 * 3^2 * mean over pixels of KL(softmax(t/3) || softmax(0)).
+    soft = torch.softmax(same / 3.0, dim=1)
+    expected = 2.0 * 9.0 * (soft * (soft.log() - torch.log_softmax(student / 3.0, 1))).sum(1).mean()
+    assert float(value.detach()) == pytest.approx(float(expected), rel=1e-5)
+    value.backward()
+    with torch.no_grad():
+        stepped = student - 0.5 * student.grad
+    assert float(loss(images, stepped)) < float(value.detach())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    loss.train()
+    assert not teacher.training
+    with pytest.raises(ValueError, match="temperature > 0"):
+        DistillationLoss(teacher, temperature=0.0)
+
+
+def test_distillation_from_a_teacher_file_trains_and_is_checked(tmp_path):
+    train_set, _ = tiny_datasets()
+    teacher = _teacher_file(tmp_path / "teacher", train_set.num_classes)
+    plain = run_tiny(tmp_path / "plain", epochs=1, checkpoint_every=0)
+    taught = run_tiny(tmp_path / "taught", epochs=1, checkpoint_every=0, distill_from=str(teacher))
+    assert taught.stopped == "completed"
+    # The same seed and batches: the distillation term (>= 0) is all that differs.
+    assert taught.history[0]["train_loss"] > plain.history[0]["train_loss"]
+    config = load_checkpoint(tmp_path / "taught" / "checkpoints" / "last.pt")["config"]
+    assert config["train"]["distill_from"] == str(teacher)
+    with pytest.raises(ValueError, match="distill_from .*file not found"):
+        run_tiny(tmp_path / "missing", distill_from=str(tmp_path / "nope.safetensors"))
+    assert not (tmp_path / "missing").exists()
+    other = _teacher_file(tmp_path / "other", train_set.num_classes + 1)
+    with pytest.raises(ValueError, match="same classes"):
+        run_tiny(tmp_path / "classes", distill_from=str(other))
+    with pytest.raises(ValueError, match="loss_normalization=mean"):
+        run_tiny(tmp_path / "sum", distill_from=str(teacher), loss_normalization="sum")
+    with pytest.raises(ValueError, match="distill_weight must be >= 0"):
+        run_tiny(tmp_path / "neg", distill_from=str(teacher), distill_weight=-1.0)

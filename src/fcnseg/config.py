@@ -138,6 +138,12 @@ class TrainConfig:
     bias_mult_scope: Literal["all", "score"] = "all"
     #: Weight of a soft-Jaccard (mean IoU) term added to the cross-entropy (0: plain paper loss).
     jaccard_weight: float = 0.0
+    #: Knowledge distillation: a trained weights file (same classes) whose softened per-pixel
+    #: predictions the model also learns from (see losses.DistillationLoss); null: none.
+    distill_from: str | None = None
+    #: Weight of the distillation term, and the softmax temperature of teacher and student.
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
     #: Mixed precision: bf16 autocast on CPU, fp16 autocast + GradScaler on CUDA.
     amp: bool = False
     #: Validate every N epochs (0: only at the end).

@@ -101,6 +101,50 @@ class SoftJaccardLoss(nn.Module):
         return 1.0 - iou[present].mean()
 
 
+class DistillationLoss(nn.Module):
+    """weight * T^2 * KL(teacher || student) per pixel, both softened by temperature T.
+
+    Why: a fast model (e.g. CamVid's at a smaller net input scale) can learn from a slower,
+    better one (Hinton et al. 2015, per pixel as in Liu et al. 2019, "Structured knowledge
+    distillation for semantic segmentation"): the teacher's probabilities say which wrong
+    classes are plausible (a pole pixel that looks like building), which one-hot labels cannot,
+    and they exist at the void pixels the cross-entropy ignores. The T^2 factor keeps the
+    gradient's size independent of T. The teacher runs in eval mode without gradients, at its
+    own net input scale, on the same augmented batch, and its logits come back at the batch's
+    size (the SegmentationModel contract), so no resizing is needed here.
+    """
+
+    def __init__(self, teacher: nn.Module, weight: float = 1.0, temperature: float = 1.0) -> None:
+        super().__init__()
+        if weight < 0 or temperature <= 0:
+            raise ValueError(
+                f"distillation needs weight >= 0 and temperature > 0, got {weight}, {temperature}"
+            )
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.weight = float(weight)
+        self.temperature = float(temperature)
+
+    def train(self, mode: bool = True) -> DistillationLoss:
+        """The teacher stays in eval mode (its batch-norm statistics are fixed)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, images: Tensor, student_logits: Tensor) -> Tensor:
+        with torch.no_grad():
+            teacher_logits = self.teacher(images)
+        if teacher_logits.shape != student_logits.shape:
+            raise ValueError(
+                f"teacher logits {tuple(teacher_logits.shape)} and student logits "
+                f"{tuple(student_logits.shape)} differ; the teacher must have the same classes"
+            )
+        t = self.temperature
+        target = torch.log_softmax(teacher_logits.float() / t, dim=1)
+        student = torch.log_softmax(student_logits.float() / t, dim=1)
+        per_pixel = (target.exp() * (target - student)).sum(dim=1)
+        return self.weight * t * t * per_pixel.mean()
+
+
 class WeightedSumLoss(nn.Module):
     """sum_i weight_i * loss_i(logits, target): cross-entropy plus an IoU term, for example."""
 

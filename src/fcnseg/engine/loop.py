@@ -244,6 +244,8 @@ class TrainingLoop:
                 with torch.autocast(device.type, dtype=self.amp_dtype, enabled=cfg.amp):
                     logits = model(images)
                     loss = _loss_of(self.setup.criterion, logits, masks)
+                    if self.setup.distillation is not None:
+                        loss = loss + self.setup.distillation(images, logits)
                 if cfg.loss_normalization == "sum":
                     # Caffe's unnormalised loss is per image (normalised by the batch size).
                     loss = loss / images.shape[0]

@@ -24,7 +24,7 @@ from fcnseg.config import Config, eval_options
 from fcnseg.data.roots import resolve_data_root
 from fcnseg.engine.checkpoint import load_checkpoint, load_weights, unwrap, weights_metadata
 from fcnseg.errors import RecipeError
-from fcnseg.losses import PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
+from fcnseg.losses import DistillationLoss, PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
 from fcnseg.models import build_model, check_model_contract
 
 #: Parameter-name prefixes that belong to the (pretrained) encoder, for `encoder_lr_mult`.
@@ -45,6 +45,8 @@ class TrainingSetup:
     optimizer: torch.optim.Optimizer
     #: The weights-file description (see checkpoint.weights_metadata).
     metadata: dict[str, Any]
+    #: The teacher's term when the recipe distils (`train.distill_from`), else None.
+    distillation: DistillationLoss | None = None
 
     @property
     def num_classes(self) -> int:
@@ -77,6 +79,7 @@ def prepare_training(
         initialise_from(model, config.model.init)
     model.to(device)
     criterion = build_criterion(config, train_set, num_classes).to(device)
+    distillation = build_distillation(config, model, num_classes)
     optimizer = build_optimizer(config, model)
     return TrainingSetup(
         model=model,
@@ -85,6 +88,7 @@ def prepare_training(
         criterion=criterion,
         optimizer=optimizer,
         metadata=model_metadata(config, model, train_set),
+        distillation=None if distillation is None else distillation.to(device),
     )
 
 
@@ -158,6 +162,46 @@ def attach_transforms(config: Config, normalization: str, train_set: Any, val_se
         val_set.transform = eval_transform(
             normalization, tuple(data.val_size) if data.val_size else None
         )
+
+
+# ------------------------------------------------------------------------- distillation
+def build_distillation(
+    config: Config, model: nn.Module, num_classes: int
+) -> DistillationLoss | None:
+    """The teacher of `train.distill_from` wrapped in its loss term, checked against the model
+    (one output, same classes) so that a wrong teacher is a one-line recipe error."""
+    train_cfg = config.train
+    if not train_cfg.distill_from:
+        return None
+    from fcnseg.engine.predict import load_trained_model
+
+    source = train_cfg.distill_from
+    if train_cfg.distill_weight < 0 or not train_cfg.distill_temperature > 0:
+        raise RecipeError(
+            "train.distill_weight must be >= 0 and train.distill_temperature > 0, got "
+            f"{train_cfg.distill_weight} and {train_cfg.distill_temperature}"
+        )
+    if train_cfg.loss_normalization != "mean":
+        raise RecipeError(
+            "train.distill_from needs train.loss_normalization=mean (the distillation term is a "
+            "per-pixel mean)"
+        )
+    if not Path(source).is_file():
+        raise RecipeError(
+            f"train.distill_from {source}: file not found; give a trained weights file"
+        )
+    teacher, _ = load_trained_model(weights=source)
+    if dict(model.head_classes) or dict(teacher.head_classes):
+        raise RecipeError(
+            f"train.distill_from {source}: distillation supports single-output models only"
+        )
+    if int(teacher.num_classes) != num_classes or teacher.normalization != model.normalization:
+        raise RecipeError(
+            f"train.distill_from {source}: the teacher has {teacher.num_classes} classes and "
+            f"{teacher.normalization!r} inputs, the model {num_classes} and "
+            f"{model.normalization!r}; give a teacher trained on the same classes and inputs"
+        )
+    return DistillationLoss(teacher, train_cfg.distill_weight, train_cfg.distill_temperature)
 
 
 # -------------------------------------------------------------------------------- model
