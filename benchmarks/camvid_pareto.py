@@ -24,7 +24,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -123,7 +122,11 @@ def rss_child(spec: str) -> None:
     with torch.inference_mode():
         for _ in range(10):
             runnable(image)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent through
+    # fork + exec, so every child would report at least this script's own peak.
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    print(peak_kib / 1024)
 
 
 def mean_iu(runnable: Any, dataset: Any, limit: int | None) -> tuple[float, str]:

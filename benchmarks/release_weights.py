@@ -80,14 +80,26 @@ def score_tables(scores: dict) -> str:
 """
 
 
-def stage_line(run_dir: Path) -> tuple[str, str, float]:
+def stage_line(run_dir: Path, first: bool = False) -> tuple[str, str, float]:
     """One training stage: (card line, recipe path, minutes), from the run's config and summary."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     minutes = summary["elapsed_s"] / 60
     recipe = f"configs/{config['name']}.yaml"
     init = config["model"].get("init")
-    start = f", initialised from the previous stage ({init})" if init else ""
+    start = ""
+    if init:
+        start = (
+            f", initialised from {init}"
+            if first
+            else f", initialised from the previous stage ({init})"
+        )
+    teacher = config["train"].get("distill_from")
+    if teacher:
+        start += (
+            f", distilling from {teacher} (weight {config['train']['distill_weight']}, "
+            f"temperature {config['train']['distill_temperature']})"
+        )
     line = (
         f"`{recipe}`{start}: {summary['stopped']} after {summary['steps']} steps "
         f"({summary['epochs_done']} epochs), {minutes:.0f} minutes"
@@ -104,7 +116,7 @@ def card(
     earlier_runs: tuple[Path, ...] = (),
 ) -> str:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    stages = [stage_line(run) for run in (*earlier_runs, run_dir)]
+    stages = [stage_line(run, i == 0) for i, run in enumerate((*earlier_runs, run_dir))]
     total_minutes = sum(minutes for _, _, minutes in stages)
     recipe_lines = "\n".join(f"  {i + 1}. {line}" for i, (line, _, _) in enumerate(stages))
     commands = "; then ".join(f"`fcnseg train --config {recipe}`" for _, recipe, _ in stages)
@@ -175,6 +187,12 @@ def main() -> None:
         help="run directories of the earlier training stages, in order (listed on the card)",
     )
     parser.add_argument(
+        "--note",
+        type=Path,
+        default=None,
+        help="a Markdown file appended to the card (e.g. speed measured by another benchmark)",
+    )
+    parser.add_argument(
         "--checkpoint",
         choices=["best", "last"],
         default="best",
@@ -219,6 +237,8 @@ def main() -> None:
                 target, args.data_root, args.split, Path(tmp) / "r.json", mode=None
             )
         text += recommended_section(args.name, args.recommend_scales, recommended)
+    if args.note is not None:
+        text += "\n" + args.note.read_text()
     (args.out_dir / f"{args.name}.md").write_text(text)
     print(f"wrote {target} ({size_mb:.1f} MB) and {args.out_dir / (args.name + '.md')}")
 
