@@ -148,7 +148,7 @@ def build_rows(args: argparse.Namespace) -> list[Row]:
         for scale in (float(value) for value in scales.split(",")):
             weights = at_scale(Path(path), scale, work)
             engines = ["torch", "onnxruntime"]
-            if scale in args.int8_scales:
+            if f"{label}@{scale:g}" in args.int8:
                 ensure_int8(weights, args.data_root, args.calibration_images)
                 engines.append("onnxruntime-int8")
             rows += [Row(label, weights, scale, engine) for engine in engines]
@@ -163,13 +163,21 @@ def main() -> None:
         help="LABEL:WEIGHTS:SCALE[,SCALE...] (repeatable); default: the fast model at 1.0, "
         "1.334 and 1.5, the two-stage model at 1.334 and 2.0",
     )
-    parser.add_argument("--int8-scales", type=float, nargs="*", default=[1.334, 2.0])
+    parser.add_argument(
+        "--int8",
+        nargs="*",
+        default=["fast@1.334", "two-stage@2"],
+        help="LABEL@SCALE rows that also get an int8 graph (quantised once, then cached)",
+    )
     parser.add_argument("--data-root", default="../shared/data/camvid")
     parser.add_argument("--work", default="/tmp/fcnseg-pareto", help="scale copies go here")
     parser.add_argument("--calibration-images", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--limit", type=int, default=None, help="score the first N val images")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="images/s only (no val scores, no RSS)"
+    )
     parser.add_argument("--rss-of", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -188,12 +196,13 @@ def main() -> None:
     calls[BASELINE] = lambda: baseline(image)
     started = datetime.datetime.now(datetime.UTC)
     before = load_average()
-    times = time_interleaved(calls, args.rounds, warmup=3)  # 2 calls make the fixed-size graph
+    with torch.inference_mode():  # the eager rows' fastest mode, the baseline's included
+        times = time_interleaved(calls, args.rounds, warmup=3)  # 2 calls: the fixed-size graph
     after = load_average()
     baseline_rate = 1 / statistics.median(times[BASELINE])
     meta = opened[rows[0]][2]
     dataset = eval_split(meta, data_format="camvid", data_root=args.data_root, split="val")[0]
-    scored = min(args.limit or len(dataset), len(dataset))
+    scored = 0 if args.speed_only else min(args.limit or len(dataset), len(dataset))
     print(
         f"# {started:%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {args.threads} threads, batch 1, {SIZE[0]}x{SIZE[1]}, "
@@ -206,17 +215,20 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        score, worst = mean_iu(opened[row][0], dataset, scored)
         rate = 1 / statistics.median(times[row])
+        score, worst, rss = "-", "-", "-"
+        if not args.speed_only:
+            value, worst = mean_iu(opened[row][0], dataset, scored)
+            score, rss = f"{value:.2f}", f"{peak_rss_mib(row, args.threads):.0f}"
         print(
             f"| {row.label} | {row.scale:g} | {row.engine} | {ENGINE_PRECISION[row.engine]} | "
-            f"{score:.2f} | {worst} | {rate:.1f} | {rate / baseline_rate:.2f}x | "
-            f"{peak_rss_mib(row, args.threads):.0f} |",
+            f"{score} | {worst} | {rate:.1f} | {rate / baseline_rate:.2f}x | {rss} |",
             flush=True,
         )
+    rss = "-" if args.speed_only else f"{peak_rss_mib(None, args.threads):.0f}"
     print(
         f"| {BASELINE} | 1 | torch | fp32 | n/a (untrained) | | {baseline_rate:.1f} | 1.00x | "
-        f"{peak_rss_mib(None, args.threads):.0f} |"
+        f"{rss} |"
     )
     print(f"\n# load average after scoring: {load_average()}")
 
