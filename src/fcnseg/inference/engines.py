@@ -370,7 +370,8 @@ def export_checked(
         return _open(cached.onnx, model, threads), cached, record, "cache"
     entry = writable_entry(weights_path, options)
     if log:
-        log(f"fcnseg: exporting {Path(weights_path).name} to ONNX once: {entry.onnx}")
+        what = "" if options.size is None else f" at fixed size {options.size[0]}x{options.size[1]}"
+        log(f"fcnseg: exporting {Path(weights_path).name} to ONNX once{what}: {entry.onnx}")
     started = time.perf_counter()
     if options.size is None:
         export_onnx(model, entry.onnx, opset=options.opset, dynamic=options.dynamic, check_sizes=[])
