@@ -238,3 +238,19 @@ def test_real_models_export_at_five_odd_sizes(name: str, options: dict, tmp_path
         runnable = load_engine(path, engine)  # type: ignore[arg-type]
         assert runnable.normalization == model.normalization
         assert verify_engine(model, runnable, [(119, 87)], seed=3) <= 1e-3
+
+
+def test_rgbd_early_fusion_exports_with_its_four_input_channels(tmp_path):
+    """The example and check inputs follow the model's in_channels (was: always 3 channels)."""
+    from fcnseg.export import export_onnx, load_engine
+    from fcnseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(
+        "early_fusion", 5, pretrained=False, base="fcn8s_mobilenet_v2", in_channels=4
+    ).eval()
+    path = export_onnx(model, tmp_path / "rgbd.onnx", check_sizes=[(64, 80)])
+    engine = load_engine(path, "onnxruntime")
+    images = torch.randn(1, 4, 70, 90)
+    with torch.no_grad():
+        assert torch.allclose(engine(images), model(images), atol=1e-4)

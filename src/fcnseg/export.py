@@ -114,6 +114,12 @@ def compare_outputs(reference: ModelOutput, candidate: ModelOutput, where: str) 
     return worst
 
 
+def input_channels(model: nn.Module) -> int:
+    """Channels of the example input: the fcnseg contract's `in_channels` (4 for RGB-D early
+    fusion), 3 for a plain torch module that does not declare it."""
+    return int(model.in_channels) if hasattr(model, "in_channels") else 3
+
+
 def verify_engine(
     model: nn.Module,
     engine: Callable[[Tensor], ModelOutput],
@@ -126,7 +132,7 @@ def verify_engine(
     worst = 0.0
     with torch.no_grad():
         for height, width in sizes:
-            images = torch.randn(batch, 3, height, width, generator=generator)
+            images = torch.randn(batch, input_channels(model), height, width, generator=generator)
             worst = max(
                 worst, compare_outputs(model(images), engine(images), f"size {height}x{width}")
             )
@@ -137,7 +143,8 @@ def _prepare(model: nn.Module, example_size: tuple[int, int]) -> tuple[nn.Module
     if not isinstance(model, nn.Module):
         raise ValueError(f"export needs a torch nn.Module, got {type(model).__name__}")
     model = model.eval().cpu().float()
-    example = torch.randn(1, 3, *example_size, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(1, input_channels(model), *example_size, generator=generator)
     with torch.no_grad():
         heads = list(_heads(model(example)))
     return model, example, heads
