@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from engines_camvid import load as load_average  # benchmarks/ is on sys.path as a script
+from paper_speed import _OutOnly
 
 from fcnseg.engine.checkpoint import load_weights, write_weights
 from fcnseg.engine.evaluate import evaluate_heads, primary_head
@@ -53,10 +55,6 @@ class Row:
     weights: Path
     scale: float
     engine: str
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def at_scale(weights: Path, scale: float, work: Path) -> Path:
@@ -85,11 +83,11 @@ def ensure_int8(weights: Path, data_root: str, images: int) -> None:
     quantize_int8(model, weights, calibration, calibration_source=source)
 
 
-def open_row(row: Row) -> tuple[Any, Any, dict[str, Any]]:
-    """(runnable, model, metadata) of a row."""
+def open_row(row: Row) -> tuple[Any, dict[str, Any]]:
+    """(runnable, metadata) of a row."""
     model, meta = load_trained_model(weights=row.weights)
     resolved = resolve_engine(model, meta["source"], row.engine, threads=torch.get_num_threads())
-    return resolved.runnable, model, meta
+    return resolved.runnable, meta
 
 
 def baseline_model() -> Any:
@@ -97,8 +95,8 @@ def baseline_model() -> Any:
 
     net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
         weights=None, weights_backbone=None, num_classes=11
-    ).eval()
-    return lambda images: net(images)["out"]
+    )
+    return _OutOnly(net).eval()
 
 
 def peak_rss_mib(row: Row | None, threads: int) -> float:
@@ -200,7 +198,7 @@ def main() -> None:
         times = time_interleaved(calls, args.rounds, warmup=3)  # 2 calls: the fixed-size graph
     after = load_average()
     baseline_rate = 1 / statistics.median(times[BASELINE])
-    meta = opened[rows[0]][2]
+    meta = opened[rows[0]][1]
     dataset = eval_split(meta, data_format="camvid", data_root=args.data_root, split="val")[0]
     scored = 0 if args.speed_only else min(args.limit or len(dataset), len(dataset))
     print(

@@ -217,7 +217,25 @@ def export_onnx(
     return atomic_write(path, write_checked)
 
 
-class OnnxRuntimeModel:
+class InferenceOnly:
+    """nn.Module look-alike calls (`eval`, `train`, `to`, `training`) for runnables that are not
+    modules (an onnxruntime session, a router between graphs), so evaluation and prediction code
+    can treat them and PyTorch models alike. They run on the CPU and never train: all no-ops."""
+
+    training = False
+
+    def eval(self) -> Any:
+        return self
+
+    def train(self, mode: bool = True) -> Any:
+        """Inference only; accepted because evaluation restores a module's previous mode."""
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+
+class OnnxRuntimeModel(InferenceOnly):
     """An .onnx file behind the model calling convention: float N x 3 x H x W -> logits.
 
     Inputs and outputs are torch tensors, so predict_logits, sliding windows and multi-scale
@@ -257,7 +275,6 @@ class OnnxRuntimeModel:
         self.heads: list[str] | None = json.loads(meta.get("heads", "null"))
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [output.name for output in self.session.get_outputs()]
-        self.training = False
 
     def __call__(self, images: Tensor) -> ModelOutput:
         array = images.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -266,17 +283,6 @@ class OnnxRuntimeModel:
         if self.heads:
             return dict(zip(self.heads, tensors, strict=True))
         return tensors[0]
-
-    # nn.Module look-alikes, so engine code can treat both kinds of model alike.
-    def eval(self) -> OnnxRuntimeModel:
-        return self
-
-    def train(self, mode: bool = True) -> OnnxRuntimeModel:
-        """Inference only; accepted because evaluation restores a module's previous mode."""
-        return self
-
-    def to(self, *args: Any, **kwargs: Any) -> OnnxRuntimeModel:
-        return self
 
 
 # -------------------------------------------------------------------------------- TorchScript
@@ -328,7 +334,7 @@ def export_torchscript(
     raise ExportError(f"TorchScript export of {type(model).__name__} failed: {'; '.join(failures)}")
 
 
-class TorchScriptModel:
+class TorchScriptModel(InferenceOnly):
     """A TorchScript file behind the model calling convention, with its fcnseg metadata."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -343,15 +349,12 @@ class TorchScriptModel:
         self.metadata: dict[str, str] = json.loads(extra[TORCHSCRIPT_METADATA_FILE] or "{}")
         self.normalization = self.metadata.get("normalization")
         self.classes = json.loads(self.metadata.get("classes", "null"))
-        self.training = False
 
     def __call__(self, images: Tensor) -> ModelOutput:
         return self.module(images)
 
-    def eval(self) -> TorchScriptModel:
-        return self
-
     def to(self, *args: Any, **kwargs: Any) -> TorchScriptModel:
+        """Unlike an onnxruntime session, a TorchScript module can move to another device."""
         self.module.to(*args, **kwargs)
         return self
 

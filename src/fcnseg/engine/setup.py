@@ -79,7 +79,7 @@ def prepare_training(
         initialise_from(model, config.model.init)
     model.to(device)
     criterion = build_criterion(config, train_set, num_classes).to(device)
-    distillation = build_distillation(config, model, num_classes)
+    distillation = build_distillation(config, model, num_classes, device)
     optimizer = build_optimizer(config, model)
     return TrainingSetup(
         model=model,
@@ -88,7 +88,7 @@ def prepare_training(
         criterion=criterion,
         optimizer=optimizer,
         metadata=model_metadata(config, model, train_set),
-        distillation=None if distillation is None else distillation.to(device),
+        distillation=distillation,
     )
 
 
@@ -166,10 +166,10 @@ def attach_transforms(config: Config, normalization: str, train_set: Any, val_se
 
 # ------------------------------------------------------------------------- distillation
 def build_distillation(
-    config: Config, model: nn.Module, num_classes: int
+    config: Config, model: nn.Module, num_classes: int, device: torch.device
 ) -> DistillationLoss | None:
-    """The teacher of `train.distill_from` wrapped in its loss term, checked against the model
-    (one output, same classes) so that a wrong teacher is a one-line recipe error."""
+    """The teacher of `train.distill_from` wrapped in its loss term on `device`, checked against
+    the model (one output, same classes) so that a wrong teacher is a one-line recipe error."""
     train_cfg = config.train
     if not train_cfg.distill_from:
         return None
@@ -201,7 +201,8 @@ def build_distillation(
             f"{teacher.normalization!r} inputs, the model {num_classes} and "
             f"{model.normalization!r}; give a teacher trained on the same classes and inputs"
         )
-    return DistillationLoss(teacher, train_cfg.distill_weight, train_cfg.distill_temperature)
+    term = DistillationLoss(teacher, train_cfg.distill_weight, train_cfg.distill_temperature)
+    return term.to(device)
 
 
 # -------------------------------------------------------------------------------- model

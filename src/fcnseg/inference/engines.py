@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from fcnseg.errors import FcnsegError, UsageError
+from fcnseg.export import DEFAULT_EXAMPLE_SIZE, InferenceOnly
 from fcnseg.io_utils import atomic_write
 
 ENGINE_CHOICES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
@@ -373,19 +374,16 @@ def export_checked(
         what = "" if options.size is None else f" at fixed size {options.size[0]}x{options.size[1]}"
         log(f"fcnseg: exporting {Path(weights_path).name} to ONNX once{what}: {entry.onnx}")
     started = time.perf_counter()
-    if options.size is None:
-        export_onnx(model, entry.onnx, opset=options.opset, dynamic=options.dynamic, check_sizes=[])
-        check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES
-    else:
-        export_onnx(
-            model,
-            entry.onnx,
-            opset=options.opset,
-            dynamic=False,
-            example_size=options.size,
-            check_sizes=[],
-        )
-        check_sizes = (options.size, options.size)
+    export_onnx(
+        model,
+        entry.onnx,
+        opset=options.opset,
+        dynamic=options.dynamic and options.size is None,
+        example_size=options.size or DEFAULT_EXAMPLE_SIZE,
+        check_sizes=[],
+    )
+    # A fixed-size graph is checked at its size, on two random inputs.
+    check_sizes = CHECK_SIZES if options.size is None else (options.size, options.size)
     runnable = _open(entry.onnx, model, threads)
     check = agreement_check(model, runnable, check_sizes, in_channels=int(model.in_channels))
     record = cache_record(weights_path, options, check, started, cache_format=CACHE_FORMAT_VERSION)
@@ -395,7 +393,7 @@ def export_checked(
     return runnable, entry, record, "exported"
 
 
-class FixedSizeGraphs:
+class FixedSizeGraphs(InferenceOnly):
     """The fp32 onnxruntime engine: the dynamic graph, plus a fixed-size graph for each input
     size that keeps coming back.
 
@@ -407,7 +405,8 @@ class FixedSizeGraphs:
     (a folder of odd-sized photos, or one upload to `serve`, never pays for it), for at most
     MAX_FIXED_SIZES sizes per process, batch 1 only. Each graph goes through the same cache and
     one-time check as the dynamic one (at its own size); if its export or check fails, that
-    size stays on the dynamic graph and the reason is logged once.
+    size stays on the dynamic graph and the reason is logged once. Calls wait while a graph is
+    being made (once per size; `serve`'s other threads too), which keeps the bookkeeping simple.
     """
 
     def __init__(
@@ -459,20 +458,6 @@ class FixedSizeGraphs:
 
     def __call__(self, images: Tensor) -> Any:
         return self.graph_for(images)(images)
-
-    # The module-like calls evaluation and prediction make on any runnable (CPU, inference).
-    def eval(self) -> FixedSizeGraphs:
-        return self
-
-    def train(self, mode: bool = True) -> FixedSizeGraphs:
-        return self
-
-    def to(self, *args: Any, **kwargs: Any) -> FixedSizeGraphs:
-        return self
-
-    @property
-    def training(self) -> bool:
-        return False
 
     @property
     def fixed_sizes(self) -> list[list[int]]:
