@@ -653,6 +653,8 @@ def _ddp_child(out: str) -> None:
     model = TinySegNet(train_set.num_classes)
     config = tiny_config(batch_size=2, accumulate=1, epochs=2, checkpoint_every=0)
     train(config, out=out, model=model, train_set=train_set, val_set=val_set)
+    # train() leaves the process group it joined (an open one can abort the exit: SIGABRT).
+    assert not torch.distributed.is_initialized(), "train() left the process group open"
 
 
 # ============================================================ SIGKILL during checkpoint writes

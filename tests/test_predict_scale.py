@@ -119,7 +119,10 @@ def _child(weights: str, images: str, out: str, log: str) -> int:
         return original(self, fp, *args, **kwargs)
 
     Image.Image.save = logged_save
-    return main(["predict", "--weights", weights, images, "--out", out, "--device", "cpu"])
+    code = main(["predict", "--weights", weights, images, "--out", out, "--device", "cpu"])
+    # predict leaves the process group it joined (an open one can abort the exit).
+    assert not torch.distributed.is_initialized(), "predict left the process group open"
+    return code
 
 
 @pytest.mark.slow

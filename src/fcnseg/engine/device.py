@@ -7,8 +7,10 @@ global RNG streams.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -30,12 +32,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def training_device(name: str) -> torch.device:
-    """The device of this training process: `name` resolved, then, under torchrun, the rank's
-    own device once the process group is joined (GPU `LOCAL_RANK`, or the CPU with gloo)."""
+@contextlib.contextmanager
+def training_device(name: str) -> Iterator[torch.device]:
+    """The device of this training process for the block: `name` resolved, then, under
+    torchrun, the rank's own device with the process group joined for the block and left after
+    it (GPU `LOCAL_RANK`, or the CPU with gloo; see distributed.process_group)."""
     device = resolve_device(name)
-    ddp_device = distributed.setup(device.type)
-    return ddp_device if ddp_device is not None else device
+    with distributed.process_group(device.type) as rank_device:
+        yield rank_device if rank_device is not None else device
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

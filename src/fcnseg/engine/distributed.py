@@ -1,12 +1,13 @@
 """torchrun integration: process-group setup, rank helpers and a resumable sharded sampler.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; with them present `setup()` joins the process
-group (NCCL on GPUs, gloo on CPU). Every helper degrades to the single-process case, so the
+group (NCCL on GPUs, gloo on CPU) and `process_group()` leaves it again. Every helper degrades to the single-process case, so the
 engine has one code path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -48,6 +49,24 @@ def setup(device_kind: str) -> torch.device | None:
         return torch.device("cuda", local_rank)
     dist.init_process_group("gloo")
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def process_group(device_kind: str) -> Iterator[torch.device | None]:
+    """Join torchrun's process group for the block (see `setup`; yields the rank's device, or
+    None when not launched by torchrun) and leave it at the end, also on errors.
+
+    Why leave explicitly: a process that exits with the group still open may abort at
+    interpreter shutdown ("terminate called without an active exception", SIGABRT) when
+    gloo's threads are destroyed unjoined, which turns a finished run into a failed torchrun.
+    A group the caller joined before (is_distributed() already true) is left to the caller.
+    """
+    device = setup(device_kind)
+    try:
+        yield device
+    finally:
+        if device is not None and is_distributed():
+            dist.destroy_process_group()
 
 
 def barrier() -> None:

@@ -473,17 +473,18 @@ def run_prediction(
     from fcnseg.inference.engines import resolve_engine
 
     torch_device = resolve_device(device)
-    joined = distributed.setup(torch_device.type) is not None
-    out_dir = Path(out_dir)
-    check_output_folder(out_dir)
-    files = collect_inputs(inputs)
-    model, meta = load_trained_model(weights, checkpoint, run)
-    mode, options = inference_settings(meta, mode, options or {})
-    resolved = resolve_engine(model.to(torch_device), meta["source"], engine, device=torch_device)
-    names, mirrored_from = output_names(files)
-    rank, world = distributed.rank(), distributed.world_size()
-    report = PredictionRun(files=files, mirrored_from=mirrored_from, engine=resolved, rank=rank)
-    try:
+    with distributed.process_group(torch_device.type):
+        out_dir = Path(out_dir)
+        check_output_folder(out_dir)
+        files = collect_inputs(inputs)
+        model, meta = load_trained_model(weights, checkpoint, run)
+        mode, options = inference_settings(meta, mode, options or {})
+        resolved = resolve_engine(
+            model.to(torch_device), meta["source"], engine, device=torch_device
+        )
+        names, mirrored_from = output_names(files)
+        rank, world = distributed.rank(), distributed.world_size()
+        report = PredictionRun(files=files, mirrored_from=mirrored_from, engine=resolved, rank=rank)
         predict_files(
             resolved.runnable,
             meta,
@@ -505,7 +506,4 @@ def run_prediction(
             counts = counts.to(torch_device if torch_device.type == "cuda" else "cpu")
             torch.distributed.all_reduce(counts)
             report.world_counts = (int(counts[0]), int(counts[1]))
-    finally:
-        if joined:
-            torch.distributed.destroy_process_group()
     return report

@@ -52,39 +52,39 @@ def train(
             metadata: classes, palette, ignore_index, num_classes).
     """
     clock = Stopwatch()
-    device = training_device(config.train.device)
-    lock = claim_run_directory(resume, out, force)
-    run: RunDirectory | None = None
-    try:
-        checkpoint, out = resume_point(resume, out)
-        seed_everything(config.train.seed, config.train.deterministic)
-        # Every recipe error is raised here, before the run directory exists.
-        setup = prepare_training(
-            config,
-            device,
-            model=model,
-            train_set=train_set,
-            val_set=val_set,
-            initialise=checkpoint is None,
-        )
-        # Every bad file that can be found cheaply is found here, not mid-epoch.
-        preflight(setup.train_set, setup.val_set)
-        loop = TrainingLoop(config, setup, device, clock)
-        if checkpoint is not None:
-            loop.restore(checkpoint)
-        run = RunDirectory.open(
-            config,
-            out,
-            force=force,
-            resumed=checkpoint is not None,
-            lock=lock,
-            resume_step=loop.step if checkpoint is not None else None,
-        )
-        result = loop.fit(run)
-    finally:
-        if run is not None:
-            run.release()
-        if lock is not None:
-            lock.release()
-    distributed.barrier()
-    return result
+    with training_device(config.train.device) as device:
+        lock = claim_run_directory(resume, out, force)
+        run: RunDirectory | None = None
+        try:
+            checkpoint, out = resume_point(resume, out)
+            seed_everything(config.train.seed, config.train.deterministic)
+            # Every recipe error is raised here, before the run directory exists.
+            setup = prepare_training(
+                config,
+                device,
+                model=model,
+                train_set=train_set,
+                val_set=val_set,
+                initialise=checkpoint is None,
+            )
+            # Every bad file that can be found cheaply is found here, not mid-epoch.
+            preflight(setup.train_set, setup.val_set)
+            loop = TrainingLoop(config, setup, device, clock)
+            if checkpoint is not None:
+                loop.restore(checkpoint)
+            run = RunDirectory.open(
+                config,
+                out,
+                force=force,
+                resumed=checkpoint is not None,
+                lock=lock,
+                resume_step=loop.step if checkpoint is not None else None,
+            )
+            result = loop.fit(run)
+        finally:
+            if run is not None:
+                run.release()
+            if lock is not None:
+                lock.release()
+        distributed.barrier()
+        return result
