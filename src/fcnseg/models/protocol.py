@@ -8,7 +8,7 @@ and every caller reads the attributes directly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from fcnseg.errors import ModelOptionError
@@ -79,17 +79,54 @@ PROTOCOL_ATTRIBUTES: tuple[str, ...] = (
 )
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
-def primary_head_name(heads: Mapping[str, object]) -> str:
-    """PRIMARY_HEAD when present, else the first head: the one rule for "the" output."""
-    if not heads:
+def primary_head_name(heads: Iterable[str]) -> str:
+    """PRIMARY_HEAD when present, else the first head: the one rule for "the" output.
+
+    One rule for evaluation, prediction, export, serving and the scores JSON, so they never
+    disagree about which output of a multi-head model is "the" segmentation.
+    """
+    names = list(heads)
+    if not names:
         raise ValueError("a multi-head output has no heads")
-    return PRIMARY_HEAD if PRIMARY_HEAD in heads else next(iter(heads))
+    return PRIMARY_HEAD if PRIMARY_HEAD in names else names[0]
+
+
+def as_heads(output: T | Mapping[str, T]) -> dict[str, T]:
+    """Any model output (or target) as named heads: a single tensor is the PRIMARY_HEAD.
+
+    The one way every caller sees outputs, so one loop serves single- and multi-head models.
+    """
+    if isinstance(output, Mapping):
+        return dict(output)
+    return {PRIMARY_HEAD: output}
+
+
+def is_multi_head(output: object) -> bool:
+    """Whether `output` came from a multi-head model (a mapping of named heads)."""
+    return isinstance(output, Mapping)
+
+
+def like_output(heads: Mapping[str, T], reference: object) -> T | dict[str, T]:
+    """`heads` in the shape of `reference`: a bare value when `reference` was not a mapping.
+
+    Why: inference wrappers (tiles, scales, flips) work on named heads and must hand back what
+    the model itself returns.
+    """
+    if is_multi_head(reference):
+        return dict(heads)
+    (value,) = heads.values()
+    return value
+
+
+def map_heads(output: T | Mapping[str, T], fn: Callable[[T], U]) -> U | dict[str, U]:
+    """`fn` applied to every head, the output's shape kept (tensor in, tensor out)."""
+    return like_output({name: fn(value) for name, value in as_heads(output).items()}, output)
 
 
 def primary_output(output: T | Mapping[str, T]) -> T:
-    """The primary head of a dict output, or the output itself for a single-head model."""
-    if isinstance(output, Mapping):
-        return output[primary_head_name(output)]
-    return output
+    """The primary head of a multi-head output, or the output itself for a single-head model."""
+    heads = as_heads(output)
+    return heads[primary_head_name(heads)]
