@@ -165,18 +165,6 @@ def test_time_budget_stops_with_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / "run")["step"] == 1
 
 
-def test_paper_preset_uses_constants():
-    from fcnseg import constants
-
-    config = config_from_dict({"model": {"name": "fcn16s_vgg16"}, "train": {"preset": "paper"}})
-    assert config.train.momentum == constants.PAPER_MOMENTUM
-    assert config.train.lr == constants.PAPER_LR["fcn16s"]
-    assert config.train.accumulate == constants.PAPER_EFFECTIVE_BATCH
-    assert config.train.loss_normalization == "sum"
-    override = config_from_dict({"train": {"preset": "paper", "lr": 1e-9}})
-    assert override.train.lr == 1e-9  # the recipe wins over the preset
-
-
 def test_median_frequency_weights_favour_rare_classes():
     from fcnseg.engine.setup import median_frequency_weights
 

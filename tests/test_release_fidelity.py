@@ -23,6 +23,7 @@ from torch import nn
 
 from fcnseg import constants
 from fcnseg.config import config_from_dict
+from fcnseg.engine.recipe import resolve_recipe
 from fcnseg.models import build_model
 from fcnseg.models.caffe import RELEASE_NETS, load_caffemodel
 
@@ -472,8 +473,10 @@ RELEASE_SOLVER_FACTS = {
 @pytest.mark.parametrize("net", sorted(RELEASE_SOLVER_FACTS))
 def test_release_preset_is_the_release_solver(net: str) -> None:
     model, options, lr, momentum, iter_size, normalized = RELEASE_SOLVER_FACTS[net]
-    config = config_from_dict(
-        {"model": {"name": model, "options": options}, "train": {"preset": "release"}}
+    config = resolve_recipe(
+        config_from_dict(
+            {"model": {"name": model, "options": options}, "train": {"preset": "release"}}
+        )
     )
     train = config.train
     assert (train.optimizer, train.schedule, train.batch_size) == ("sgd", "fixed", 1)
@@ -487,12 +490,16 @@ def test_release_preset_is_the_release_solver(net: str) -> None:
 
 def test_release_preset_refuses_a_model_without_a_release_net() -> None:
     with pytest.raises(ValueError, match="release has no solver"):
-        config_from_dict({"model": {"name": "fcn32s_googlenet"}, "train": {"preset": "release"}})
+        resolve_recipe(
+            config_from_dict(
+                {"model": {"name": "fcn32s_googlenet"}, "train": {"preset": "release"}}
+            )
+        )
 
 
 def test_paper_preset_trains_the_atonce_net_at_the_first_stage_rate() -> None:
-    config = config_from_dict(
-        {"model": {"name": "fcn8s_atonce_vgg16"}, "train": {"preset": "paper"}}
+    config = resolve_recipe(
+        config_from_dict({"model": {"name": "fcn8s_atonce_vgg16"}, "train": {"preset": "paper"}})
     )
     assert config.train.lr == 1e-10  # voc-fcn8s-atonce/solver.prototxt; not FCN-8s's 1e-14
 

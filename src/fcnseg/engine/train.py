@@ -8,8 +8,9 @@
 Exact resume is the loop's property (see engine/loop.py): a run killed at any point and resumed
 from its last checkpoint ends with the same weights, bit for bit on CPU.
 
-What can fail is made to fail before the run directory is created or touched: the directory is
-locked first (a second writer is refused), then the recipe is built, then the training and
+What can fail is made to fail before the run directory is created or touched: the recipe is
+resolved first (engine/recipe.py: its preset applied, its options checked), the directory is
+locked (a second writer is refused), then the recipe is built, then the training and
 validation data are checked (data/check.preflight); only then is anything written.
 """
 
@@ -25,6 +26,7 @@ from fcnseg.data.check import preflight
 from fcnseg.engine import distributed
 from fcnseg.engine.device import seed_everything, training_device
 from fcnseg.engine.loop import Stopwatch, TrainingLoop, TrainResult
+from fcnseg.engine.recipe import resolve_recipe
 from fcnseg.engine.rundir import RunDirectory, claim_run_directory, resume_point
 from fcnseg.engine.setup import prepare_training
 
@@ -52,6 +54,8 @@ def train(
             metadata: classes, palette, ignore_index, num_classes).
     """
     clock = Stopwatch()
+    # The preset applied and the free-form options checked: a recipe error writes nothing.
+    config = resolve_recipe(config)
     with training_device(config.train.device) as device:
         lock = claim_run_directory(resume, out, force)
         run: RunDirectory | None = None

@@ -1,8 +1,10 @@
-"""Typed config: layering (defaults < preset < YAML < overrides), type checks, one-line errors."""
+"""Recipes read: layering (defaults < YAML < overrides), base chains, type checks, one-line errors.
+
+The preset layer and the shipped recipes' resolved values are the recipe step's (tests in
+test_engine_recipe.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -82,10 +84,20 @@ def test_file_errors_are_one_line(tmp_path):
 
 
 def test_round_trip_through_yaml(tmp_path):
-    config = config_from_dict({"train": {"preset": "paper"}, "model": {"name": "fcn32s_vgg16"}})
+    config = config_from_dict({"train": {"lr": 0.5}, "model": {"name": "fcn32s_vgg16"}})
     saved = tmp_path / "saved.yaml"
     saved.write_text(config.to_yaml())
     assert load_config(saved) == config
+
+
+def test_the_unset_train_keys_and_the_file_are_recorded_for_the_recipe_step(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  preset: paper\n  lr: 0.5\n")
+    config = load_config(recipe, ["train.epochs=3"])
+    assert config.origin.path == str(recipe)
+    unset = config.origin.unset_train_keys
+    assert {"preset", "lr", "epochs"}.isdisjoint(unset) and {"momentum", "batch_size"} <= unset
+    assert config_from_dict({}).origin.path is None
 
 
 @pytest.mark.parametrize("recipe", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
@@ -95,20 +107,6 @@ def test_shipped_recipes_load(recipe):
 
 
 # ----------------------------------------------------------------------------- inheritance
-#: Every shipped recipe as loaded before recipes could inherit (`load_config(...).to_dict()`,
-#: recorded from the one-file recipes); the recipes that now say `base:` must load to the same.
-SHIPPED_RECIPES = Path(__file__).resolve().parent / "data" / "shipped_recipes.json"
-
-
-@pytest.mark.parametrize(
-    "name", sorted(json.loads(SHIPPED_RECIPES.read_text())), ids=lambda name: name
-)
-def test_shipped_recipes_load_exactly_as_recorded(name):
-    recorded = json.loads(SHIPPED_RECIPES.read_text())[name]
-    loaded = json.loads(json.dumps(load_config(CONFIG_DIR / name).to_dict()))
-    assert loaded == recorded
-
-
 def test_inheriting_recipes_state_only_their_differences():
     hires = yaml.safe_load((CONFIG_DIR / "camvid_fcn4s_lite0_hires.yaml").read_text())
     assert hires["base"] == "camvid_fcn4s_lite0.yaml" and "data" not in hires

@@ -1,0 +1,226 @@
+"""The recipe's schema: the dataclasses a run is described by, and the range checks types cannot
+express.
+
+Why a module of its own: these are the names the engine, the CLI and the weights metadata read,
+and they need nothing but the standard library; the YAML reading and the key=value overrides
+that fill them live in `fcnseg.config.loading`, and what a recipe asks of the model, dataset and
+inference tables (presets, free-form option keys) is checked by the engine's recipe step
+(`fcnseg.engine.recipe`), which knows those tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from fcnseg.errors import RecipeError
+from fcnseg.paths import check_name
+
+#: `dataclasses.field` metadata key: False marks a field that is not a recipe key (never read
+#: from YAML, never written by `to_dict`).
+RECIPE_KEY = "recipe_key"
+
+Optimizer = Literal["sgd", "adamw"]
+Schedule = Literal["fixed", "poly", "cosine"]
+Preset = Literal["modern", "paper", "release"]
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (`fcnseg models` lists the names)."""
+
+    name: str = "fcn8s_efficientnet_lite0"
+    #: Load the encoder's ImageNet weights when they are installed (never downloads).
+    pretrained: bool = True
+    #: Extra keyword arguments for the model builder (e.g. `output_stride: 16`).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Initialise from these weights (.safetensors or .pt): every tensor with the same name and
+    #: shape is copied (fine-tuning; the paper's FCN-16s-from-FCN-32s stage-wise training).
+    init: str | None = None
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how training samples are augmented."""
+
+    format: str = "synthetic"
+    #: Dataset directory; a relative path that does not exist from the current directory is
+    #: looked up in the data directory ($FCNSEG_DATA, else ../shared/data from the repo root).
+    root: str | None = None
+    train_split: str = "train"
+    #: null trains without validation.
+    val_split: str | None = "val"
+    #: Extra keyword arguments for `build_dataset` (e.g. the synthetic set's size).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Overrides of `options` for the validation/test splits (e.g. fewer synthetic images).
+    val_options: dict[str, Any] = field(default_factory=dict)
+    #: Random crop (height, width) for training; null trains on whole images (batch 1 advised).
+    crop_size: list[int] | None = None
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    hflip: bool = True
+    jitter: float = 0.0
+    #: Validation resize (height, width); null validates at full resolution.
+    val_size: list[int] | None = None
+    num_workers: int = 0
+    #: null, a list with one weight per class, or "median_frequency" (computed on train split).
+    class_weights: list[float] | str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. `preset` fills the fields the recipe leaves unset (engine/recipe.py)."""
+
+    preset: Preset = "modern"
+    optimizer: Optimizer = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    #: Learning-rate multiplier of the encoder relative to the head (pretrained encoders: 0.1).
+    encoder_lr_mult: float = 1.0
+    schedule: Schedule = "poly"
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    epochs: int = 10
+    #: Stop after this many optimiser steps (null: run all epochs).
+    max_steps: int | None = None
+    batch_size: int = 8
+    #: Gradient accumulation: optimiser steps happen every `accumulate` batches.
+    accumulate: int = 1
+    #: "mean" over labelled pixels, or "sum" per image as the paper's Caffe nets.
+    loss_normalization: Literal["sum", "mean"] = "mean"
+    #: Learning-rate and weight-decay multipliers of biases (Caffe's per-parameter `lr_mult` /
+    #: `decay_mult`; the release nets train biases at lr x 2 without weight decay).
+    bias_lr_mult: float = 1.0
+    bias_decay_mult: float = 1.0
+    #: Whose biases take those multipliers: "all", or "score" (only the score layers, as in the
+    #: release's AlexNet net).
+    bias_mult_scope: Literal["all", "score"] = "all"
+    #: Weight of a soft-Jaccard (mean IoU) term added to the cross-entropy (0: plain paper loss).
+    jaccard_weight: float = 0.0
+    #: Knowledge distillation: a trained weights file (same classes) whose softened per-pixel
+    #: predictions the model also learns from (see losses.DistillationLoss); null: none.
+    distill_from: str | None = None
+    #: Weight of the distillation term, and the softmax temperature of teacher and student.
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
+    #: Mixed precision: bf16 autocast on CPU, fp16 autocast + GradScaler on CUDA.
+    amp: bool = False
+    #: Validate every N epochs (0: only at the end).
+    val_every: int = 1
+    #: Also write `last.pt` every N optimiser steps (0: only at epoch ends).
+    checkpoint_every: int = 0
+    #: Time budget: stop cleanly (after writing a checkpoint) once exceeded.
+    max_minutes: float | None = None
+    seed: int = 0
+    #: Deterministic kernels (bit-exact resume on CPU); slower on GPU.
+    deterministic: bool = False
+    device: str = "auto"
+    log_every: int = 10
+    #: Show tqdm progress bars (off in tests and when stderr is not a terminal if you like).
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """How validation/evaluation computes logits (see `fcnseg.inference.predict_logits`)."""
+
+    mode: str = "whole"
+    options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class RecipeOrigin:
+    """Where a `Config` came from and what the engine's recipe step still owes it.
+
+    Why it travels with the config: the preset fills only the `train` keys the recipe left
+    unset, which the dataclass alone cannot tell once it is built, and the recipe step's errors
+    name the recipe file as `load_config`'s do. Not a recipe key: never read, never saved.
+    """
+
+    #: The recipe file `load_config` read (None: built from a dict or by hand).
+    path: str | None = None
+    #: `train` keys the recipe did not set; `train.preset` fills those it has values for.
+    unset_train_keys: frozenset[str] = frozenset()
+
+
+@dataclass
+class Config:
+    """A whole run: `name` names the run directory `runs/<name>-<timestamp>`."""
+
+    name: str = "run"
+    out_root: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    origin: RecipeOrigin = field(
+        default_factory=RecipeOrigin, compare=False, repr=False, metadata={RECIPE_KEY: False}
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe keys as a nested dict (what run directories and checkpoints store)."""
+        return {
+            item.name: _plain(getattr(self, item.name))
+            for item in dataclasses.fields(self)
+            if item.metadata.get(RECIPE_KEY, True)
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def eval_options(data: DataConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Dataset options of the validation/test splits: `options` updated by `val_options`.
+
+    Takes the typed `DataConfig` or the `data` mapping stored with a checkpoint/weights file, so
+    that training's validation and `fcnseg eval` build the same split the same way.
+    """
+    if isinstance(data, DataConfig):
+        return {**data.options, **data.val_options}
+    return {**(data.get("options") or {}), **(data.get("val_options") or {})}
+
+
+def validate(config: Config) -> None:
+    """Range checks that types alone cannot express (what the recipe asks of the model, dataset
+    and inference tables is the engine's recipe step's to check)."""
+    train = config.train
+    positive = {
+        "train.batch_size": train.batch_size,
+        "train.accumulate": train.accumulate,
+        "train.epochs": train.epochs,
+        "eval.batch_size": config.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise RecipeError(f"{key}: must be >= 1, got {value}")
+    if train.lr <= 0:
+        raise RecipeError(f"train.lr: must be > 0, got {train.lr}")
+    for key, size in (
+        ("data.crop_size", config.data.crop_size),
+        ("data.val_size", config.data.val_size),
+    ):
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise RecipeError(f"{key}: expected [height, width] with positive values, got {size}")
+    if len(config.data.scale_range) != 2 or config.data.scale_range[0] > config.data.scale_range[1]:
+        raise RecipeError(f"data.scale_range: expected [low, high], got {config.data.scale_range}")
+    weights = config.data.class_weights
+    if isinstance(weights, str) and weights != "median_frequency":
+        raise RecipeError(
+            f"data.class_weights: {weights!r}; use a list of numbers or 'median_frequency'"
+        )
+    check_name(config.name, "name")
+    if ".." in Path(config.out_root).parts:
+        raise RecipeError(
+            f"out_root: {config.out_root!r} climbs out with '..'; name the folder directly "
+            "(or pass --out)"
+        )
