@@ -194,15 +194,6 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
     assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result.history)
 
 
-def test_encoder_lr_multiplier_groups():
-    from fcnseg.engine.setup import build_optimizer
-
-    config = config_from_dict({"train": {"lr": 0.01, "encoder_lr_mult": 0.1}})
-    optimizer = build_optimizer(config, TinySegNet(6))
-    rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
-    assert rates == {"encoder": pytest.approx(0.001), "head": pytest.approx(0.01)}
-
-
 def test_class_weights_must_match_class_count(tmp_path):
     from fcnseg.engine.train import train
 
@@ -267,27 +258,6 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
 
 if __name__ == "__main__":
     _child(sys.argv[1], sys.argv[2])
-
-
-def test_encoder_parameters_are_found_inside_wrappers():
-    from fcnseg.engine.setup import parameter_groups
-
-    class Stream(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = nn.Conv2d(3, 4, 1)
-            self.score = nn.Conv2d(4, 2, 1)
-
-    class Fused(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rgb = Stream()
-            self.hha = Stream()
-
-    groups = {g["name"]: g for g in parameter_groups(Fused(), 1.0, 0.1, 0.0)}
-    assert len(groups["encoder"]["params"]) == 4  # both streams' backbone weight + bias
-    assert len(groups["head"]["params"]) == 4
-    assert groups["encoder"]["lr"] == pytest.approx(0.1)
 
 
 def test_time_budget_counts_the_time_before_a_resume(tmp_path):

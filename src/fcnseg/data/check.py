@@ -44,13 +44,12 @@ from torch import Tensor
 from fcnseg.data.datasets.base import DataError, SegmentationDataset
 from fcnseg.data.datasets.registry import build_dataset
 from fcnseg.data.io import IMAGE_SUFFIXES, check_pixel_count
+from fcnseg.models.protocol import PRIMARY_HEAD, primary_head_name
 
 #: Problems listed in full before the report says "... and N more".
 MAX_LISTED_PROBLEMS = 50
 #: `preflight` decodes every sample of a split up to this many, else this many spread over it.
 PREFLIGHT_FULL_DECODE = 64
-#: The head whose statistics stand for a multi-head dataset (as in engine.evaluate).
-PRIMARY_HEAD = "semantic"
 
 
 @dataclass
@@ -117,12 +116,6 @@ def _head_infos(dataset: Any) -> dict[str, tuple[tuple[str, ...], int]]:
     return {PRIMARY_HEAD: (tuple(dataset.classes), int(dataset.ignore_index))}
 
 
-def primary_head(heads: Any) -> str:
-    """ "semantic" when present, else the first head (the rule of engine.evaluate)."""
-    names = list(heads)
-    return PRIMARY_HEAD if PRIMARY_HEAD in names else names[0]
-
-
 def _accumulate(stats: ClassStatistics, mask: Tensor, num_classes: int, ignore_index: int) -> None:
     valid = (mask >= 0) & (mask < num_classes)
     counts = torch.bincount(mask[valid].flatten(), minlength=num_classes).tolist()
@@ -155,7 +148,7 @@ def scan_heads(
             if max_problems is not None and len(problems) >= max_problems:
                 break
             continue
-        masks = mask if isinstance(mask, Mapping) else {primary_head(stats): mask}
+        masks = mask if isinstance(mask, Mapping) else {primary_head_name(stats): mask}
         for head, head_mask in masks.items():
             if head in stats:
                 names, ignore_index = infos[head]
@@ -169,7 +162,7 @@ def scan_dataset(
     """Decode every sample; collect one-line problems and the class statistics of the good ones
     (of the primary head for multi-head datasets; `scan_heads` gives every head's)."""
     problems, stats = scan_heads(dataset, max_problems)
-    return problems, stats[primary_head(stats)]
+    return problems, stats[primary_head_name(stats)]
 
 
 def preflight_indices(length: int, limit: int = PREFLIGHT_FULL_DECODE) -> list[int]:
@@ -328,7 +321,7 @@ def check_dataset(
         report.splits[split] = len(dataset)
         problems, per_head = scan_heads(dataset)
         report.problems += [f"[{split}] {p}" for p in problems]
-        primary = primary_head(per_head)
+        primary = primary_head_name(per_head)
         for head, stats in per_head.items():
             # Single-head datasets keep the plain split key; other heads get "split:head".
             report.statistics[split if head == primary else f"{split}:{head}"] = stats

@@ -217,78 +217,99 @@ class TrainingLoop:
     def train_one_epoch(self) -> None:
         """Run the rest of the current epoch: from `batch_in_epoch` to its end, or until
         `max_steps` or the time budget stops it (then `stopped` says "time_budget")."""
-        cfg, model, device = self.cfg, self.model, self.device
+        cfg = self.cfg
         self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
         self.samples.epoch = self.epoch
-        bar = None
-        if cfg.progress and distributed.is_main():
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=self.batches_per_epoch,
-                initial=self.batch_in_epoch,
-                desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                dynamic_ncols=True,
-                leave=False,
-            )
+        bar = self._progress_bar()
         tick = time.monotonic()
-        world = distributed.world_size()
         for images, masks in self.loader:
             group_start = (self.batch_in_epoch // cfg.accumulate) * cfg.accumulate
             group_size = min(cfg.accumulate, self.batches_per_epoch - group_start)
             last_in_group = self.batch_in_epoch + 1 == group_start + group_size
-            images, masks = _to(images, device), _to(masks, device)
-            sync = last_in_group or not distributed.is_distributed()
-            # Accumulated batches skip DDP's gradient all-reduce until the group's last one.
-            with model.no_sync() if not sync else contextlib.nullcontext():  # type: ignore[operator]
-                with torch.autocast(device.type, dtype=self.amp_dtype, enabled=cfg.amp):
-                    logits = model(images)
-                    loss = _loss_of(self.setup.criterion, logits, masks)
-                    if self.setup.distillation is not None:
-                        loss = loss + self.setup.distillation(images, logits)
-                if cfg.loss_normalization == "sum":
-                    # Caffe's unnormalised loss is per image (normalised by the batch size).
-                    loss = loss / images.shape[0]
-                self.scaler.scale(loss / group_size).backward()
-            self.loss_sum += float(loss.detach())
-            self.loss_count += 1
-            self.batch_in_epoch += 1
+            images = _to(images, self.device)
+            self._accumulate(images, _to(masks, self.device), group_size, last_in_group)
             if not last_in_group:
                 if bar is not None:
                     bar.update(1)
                 continue
-            factor = lr_factor(
-                self.step, self.total_steps, cfg.schedule, cfg.warmup_steps, cfg.poly_power
-            )
-            apply_lr(self.optimizer, factor)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
+            self._optimizer_step()
             if bar is not None:
-                elapsed = max(1e-9, time.monotonic() - tick)
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{self.loss_sum / max(1, self.loss_count):.4g}",
-                    lr=f"{self.optimizer.param_groups[-1]['lr']:.3g}",
-                    img_s=f"{bar.n * images.shape[0] * world / elapsed:.1f}" if bar.n else "-",
-                )
-            if self.step % cfg.log_every == 0 and self.run.path is not None:
-                self.run.log({**self._log_row(), "elapsed_s": self.clock.elapsed()})
-            over_budget = (
-                cfg.max_minutes is not None and self.clock.elapsed() > 60 * cfg.max_minutes
-            )
-            over_budget = distributed.broadcast_flag(over_budget, device)
-            if self.batch_in_epoch < self.batches_per_epoch and (
-                over_budget or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
-            ):
-                self._save_last()  # mid-epoch; the epoch's end saves in _end_epoch
-            if over_budget:
-                self.stopped = "time_budget"
-            if over_budget or self.step >= self.total_steps:
+                self._show_progress(bar, tick, images.shape[0])
+            if self._after_step():
                 break
         if bar is not None:
             bar.close()
+
+    def _progress_bar(self) -> Any:
+        """The epoch's tqdm bar (rank 0, when `train.progress`), else None."""
+        if not (self.cfg.progress and distributed.is_main()):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=self.batches_per_epoch,
+            initial=self.batch_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def _accumulate(self, images: Tensor, masks: Any, group_size: int, last_in_group: bool) -> None:
+        """Forward and backward one batch, its gradient scaled as 1/`group_size` of the step's."""
+        cfg, model, device = self.cfg, self.model, self.device
+        sync = last_in_group or not distributed.is_distributed()
+        # Accumulated batches skip DDP's gradient all-reduce until the group's last one.
+        with model.no_sync() if not sync else contextlib.nullcontext():  # type: ignore[operator]
+            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=cfg.amp):
+                logits = model(images)
+                loss = _loss_of(self.setup.criterion, logits, masks)
+                if self.setup.distillation is not None:
+                    loss = loss + self.setup.distillation(images, logits)
+            if cfg.loss_normalization == "sum":
+                # Caffe's unnormalised loss is per image (normalised by the batch size).
+                loss = loss / images.shape[0]
+            self.scaler.scale(loss / group_size).backward()
+        self.loss_sum += float(loss.detach())
+        self.loss_count += 1
+        self.batch_in_epoch += 1
+
+    def _optimizer_step(self) -> None:
+        """One optimiser step at the learning rate of the current step counter."""
+        cfg = self.cfg
+        factor = lr_factor(
+            self.step, self.total_steps, cfg.schedule, cfg.warmup_steps, cfg.poly_power
+        )
+        apply_lr(self.optimizer, factor)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def _show_progress(self, bar: Any, tick: float, batch_images: int) -> None:
+        elapsed = max(1e-9, time.monotonic() - tick)
+        bar.update(1)
+        throughput = bar.n * batch_images * distributed.world_size() / elapsed
+        bar.set_postfix(
+            loss=f"{self.loss_sum / max(1, self.loss_count):.4g}",
+            lr=f"{self.optimizer.param_groups[-1]['lr']:.3g}",
+            img_s=f"{throughput:.1f}" if bar.n else "-",
+        )
+
+    def _after_step(self) -> bool:
+        """Log, check the time budget (rank 0's clock, for all ranks) and save mid-epoch
+        checkpoints after an optimiser step; True when the epoch must stop here."""
+        cfg = self.cfg
+        if self.step % cfg.log_every == 0 and self.run.path is not None:
+            self.run.log({**self._log_row(), "elapsed_s": self.clock.elapsed()})
+        over_budget = cfg.max_minutes is not None and self.clock.elapsed() > 60 * cfg.max_minutes
+        over_budget = distributed.broadcast_flag(over_budget, self.device)
+        if self.batch_in_epoch < self.batches_per_epoch and (
+            over_budget or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
+        ):
+            self._save_last()  # mid-epoch; the epoch's end saves in _end_epoch
+        if over_budget:
+            self.stopped = "time_budget"
+        return over_budget or self.step >= self.total_steps
 
     def _end_epoch(self) -> None:
         """Advance past a finished epoch, validate when due, log the epoch row, save last.pt."""

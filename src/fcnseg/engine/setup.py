@@ -2,7 +2,7 @@
 
 Datasets (with the transforms that need the model's normalisation), the model (optionally
 initialised from an earlier stage), the loss, the optimiser with its encoder/head learning-rate
-groups, and the metadata its weights file will carry. All of it is built, and every recipe error
+groups (engine/optim.py), and the metadata its weights file will carry. All of it is built, and every recipe error
 raised, before the run directory exists, so a bad recipe writes nothing.
 
 The order is part of the behaviour: the model's initial weights are drawn from the global RNG
@@ -23,15 +23,11 @@ from torch.utils.data import Dataset
 from fcnseg.config import Config, eval_options
 from fcnseg.data.roots import resolve_data_root
 from fcnseg.engine.checkpoint import load_checkpoint, load_weights, unwrap, weights_metadata
+from fcnseg.engine.optim import build_optimizer
 from fcnseg.errors import RecipeError
 from fcnseg.losses import DistillationLoss, PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
 from fcnseg.models import build_model, check_model_contract
-
-#: Parameter-name prefixes that belong to the (pretrained) encoder, for `encoder_lr_mult`.
-#: A parameter belongs to the encoder when a module on its path has one of these names; matching
-#: any path component (not just the first) covers wrappers such as fusion streams
-#: (`rgb.backbone.`) and benchmark adapters (`model.encoder.`).
-ENCODER_MODULE_NAMES: frozenset[str] = frozenset({"backbone", "encoder", "features"})
+from fcnseg.models.protocol import primary_head_name
 
 
 @dataclass
@@ -256,10 +252,8 @@ def model_metadata(config: Config, model: nn.Module, dataset: Any) -> dict[str, 
 def median_frequency_weights(dataset: Any) -> list[float]:
     """Median-frequency class weights of `dataset` (decoded masks, no augmentation), computed
     by the same scan as `fcnseg data check` so both report identical numbers."""
-    from fcnseg.data.check import primary_head
-
     by_head = median_frequency_weights_by_head(dataset)
-    return by_head[primary_head(by_head)]
+    return by_head[primary_head_name(by_head)]
 
 
 def median_frequency_weights_by_head(dataset: Any) -> dict[str, list[float]]:
@@ -281,10 +275,8 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
     class_weights = config.data.class_weights
     head_weights: dict[str, list[float]] = {}
     if class_weights == "median_frequency":
-        from fcnseg.data.check import primary_head
-
         head_weights = median_frequency_weights_by_head(train_set)
-        class_weights = head_weights[primary_head(head_weights)]
+        class_weights = head_weights[primary_head_name(head_weights)]
     if isinstance(class_weights, list) and len(class_weights) != num_classes:
         raise RecipeError(
             f"data.class_weights: {len(class_weights)} weights for {num_classes} classes; give "
@@ -312,10 +304,9 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
         # Weights are per class and the heads' classes differ: each head gets its own
         # cross-entropy (median-frequency weights of its own classes, or unweighted when the
         # recipe lists weights, which are the primary head's).
-        from fcnseg.data.check import primary_head
         from fcnseg.losses import PerHeadLoss
 
-        primary = primary_head(head_infos)
+        primary = primary_head_name(head_infos)
         losses: dict[str, nn.Module] = {primary: criterion}
         for head, info in head_infos.items():
             if head != primary:
@@ -326,77 +317,3 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
                 )
         criterion = PerHeadLoss(losses)
     return criterion
-
-
-# ----------------------------------------------------------------------------- optimiser
-def _takes_bias_mults(name: str, scope: str) -> bool:
-    """Whether parameter `name` is a bias that `train.bias_*_mult` apply to under `scope`."""
-    parts = name.split(".")
-    if parts[-1] != "bias":
-        return False
-    return scope == "all" or (len(parts) > 1 and parts[-2].startswith("score"))
-
-
-def parameter_groups(
-    model: nn.Module,
-    lr: float,
-    encoder_mult: float,
-    weight_decay: float,
-    *,
-    bias_lr_mult: float = 1.0,
-    bias_decay_mult: float = 1.0,
-    bias_scope: str = "all",
-) -> list[dict[str, Any]]:
-    """Encoder parameters (see ENCODER_MODULE_NAMES) at lr x encoder_mult, the rest at lr.
-
-    With bias multipliers other than 1, the biases `bias_scope` selects ("all", or "score": the
-    score layers' only) form their own groups at lr x bias_lr_mult and weight decay x
-    bias_decay_mult: Caffe's per-parameter `lr_mult` / `decay_mult`, which the release nets set
-    to 2 / 0 for biases. Those groups come first, so the last group is still the head weights'
-    (the lr the loop logs); with multipliers of 1 the groups are exactly the two of before.
-    """
-    split = bias_lr_mult != 1.0 or bias_decay_mult != 1.0
-    members: dict[str, list[nn.Parameter]] = {}
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        in_encoder = not ENCODER_MODULE_NAMES.isdisjoint(name.split(".")[:-1])
-        key = "encoder" if in_encoder else "head"
-        if split and _takes_bias_mults(name, bias_scope):
-            key += "_bias"
-        members.setdefault(key, []).append(parameter)
-    groups: list[dict[str, Any]] = []
-    for key in ("encoder_bias", "head_bias", "encoder", "head"):
-        if not members.get(key):
-            continue
-        group_lr = lr * (encoder_mult if key.startswith("encoder") else 1.0)
-        decay = weight_decay
-        if key.endswith("_bias"):
-            group_lr, decay = group_lr * bias_lr_mult, weight_decay * bias_decay_mult
-        groups.append(
-            {
-                "params": members[key],
-                "base_lr": group_lr,
-                "lr": group_lr,
-                "weight_decay": decay,
-                "name": key,
-            }
-        )
-    return groups
-
-
-def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper) or AdamW, over the encoder/head groups."""
-    train = config.train
-    groups = parameter_groups(
-        model,
-        train.lr,
-        train.encoder_lr_mult,
-        train.weight_decay,
-        bias_lr_mult=train.bias_lr_mult,
-        bias_decay_mult=train.bias_decay_mult,
-        bias_scope=train.bias_mult_scope,
-    )
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
-    return torch.optim.AdamW(groups, lr=train.lr)
