@@ -35,20 +35,25 @@ def _module_name(path: Path) -> str:
 MODULES: dict[str, Path] = {_module_name(path): path for path in sorted(PACKAGE_DIR.rglob("*.py"))}
 
 
+def _from_base(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    """The absolute module a `from ... import` reads from (relative levels resolved)."""
+    base = node.module or ""
+    if not node.level:
+        return base
+    anchor = (module if is_package else module.rpartition(".")[0]).split(".")
+    anchor = anchor[: len(anchor) - (node.level - 1)]
+    return ".".join([*anchor, base] if base else anchor)
+
+
 def _imports_of(module: str, path: Path) -> set[str]:
     """fcnseg modules that `module` imports anywhere in its body (functions included)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join([*anchor, base] if base else anchor)
+            base = _from_base(module, path.name == "__init__.py", node)
             # `from pkg import sub` names the submodule when there is one.
             names = [
                 f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
@@ -263,7 +268,9 @@ def _is_private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def private_imports(module: str, source: str, modules: Iterable[str]) -> set[str]:
+def private_imports(
+    module: str, source: str, modules: Iterable[str], is_package: bool = False
+) -> set[str]:
     """`pkg.mod._name` for each private name of another package that `source` uses: imported
     (`from fcnseg.x.y import _name`, or a private module) or read as `alias._name` off a module
     it imported (`import fcnseg.x.y as m` / `from fcnseg.x import y`)."""
@@ -273,12 +280,13 @@ def private_imports(module: str, source: str, modules: Iterable[str]) -> set[str
     found: set[str] = set()
     aliases: dict[str, str] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        if isinstance(node, ast.ImportFrom):
+            base = _from_base(module, is_package, node)
             for alias in node.names:
-                full = f"{node.module}.{alias.name}"
+                full = f"{base}.{alias.name}"
                 if full in known:
                     aliases[alias.asname or alias.name] = full
-                if node.module.startswith(PACKAGE) and _package_of(full) != home:
+                if base.startswith(PACKAGE) and _package_of(full) != home:
                     if any(_is_private(part) for part in full.split(".")[1:]):
                         found.add(full)
         elif isinstance(node, ast.Import):
@@ -310,7 +318,9 @@ def _all_private_imports() -> set[tuple[str, str]]:
     return {
         (module, name)
         for module, path in MODULES.items()
-        for name in private_imports(module, path.read_text(), MODULES)
+        for name in private_imports(
+            module, path.read_text(), MODULES, is_package=path.name == "__init__.py"
+        )
     }
 
 
@@ -336,6 +346,10 @@ def test_the_private_name_check_flags_imports_and_attribute_reads():
         "fcnseg.data.io._to_rgb",
         "fcnseg.engine.evaluate._cache",
         "fcnseg.data.io._hidden",
+    }
+    relative = "from ..engine.evaluate import _primary\nfrom .io import _to_rgb\n"
+    assert private_imports("fcnseg.data.check", relative, modules) == {
+        "fcnseg.engine.evaluate._primary"
     }
     # Inside its own package a private name is the package's business.
     assert private_imports("fcnseg.engine.predict", source, modules) == {
