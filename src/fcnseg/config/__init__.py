@@ -9,7 +9,6 @@ anything.
 
 from fcnseg.config.loading import (
     BASE_KEY,
-    apply_overrides,
     config_from_dict,
     load_config,
     load_recipe,
@@ -41,7 +40,6 @@ __all__ = [
     "RecipeOrigin",
     "Schedule",
     "TrainConfig",
-    "apply_overrides",
     "config_from_dict",
     "eval_options",
     "load_config",

@@ -174,7 +174,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     The preset is not applied here (its values depend on the model table): the config records
     which `train` keys were left unset, and `fcnseg.engine.recipe.resolve_recipe` fills them.
     """
-    merged = apply_overrides(dict(raw or {}), overrides)
+    merged = _apply_overrides(dict(raw or {}), overrides)
     train_raw = merged.get("train") or {}
     if not isinstance(train_raw, dict) or not isinstance(merged.get("model") or {}, dict):
         raise RecipeError("config: 'train' and 'model' must be mappings of keys")
@@ -185,7 +185,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return config
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def _apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """`raw` with each `key.sub=value` override set (a copy; `raw` is left as it was).
 
     An override replaces the value at its key (a mapping value replaces a mapping, so
