@@ -2,8 +2,8 @@
 
 Datasets (with the transforms that need the model's normalisation), the model (optionally
 initialised from an earlier stage), the loss, the optimiser with its encoder/head learning-rate
-groups (engine/optim.py), and the metadata its weights file will carry. All of it is built, and every recipe error
-raised, before the run directory exists, so a bad recipe writes nothing.
+groups (engine/optim.py), and the metadata its weights file will carry. All of it is built, and
+every recipe error raised, before the run directory exists, so a bad recipe writes nothing.
 
 The order is part of the behaviour: the model's initial weights are drawn from the global RNG
 streams right after seeding and building the datasets, so changing the order changes the run.
