@@ -7,6 +7,7 @@ from fractions import Fraction
 import pytest
 import torch
 import torchvision
+from model_helpers import copy_same_named
 from torch import nn
 
 from fcnseg.constants import (
@@ -17,13 +18,9 @@ from fcnseg.constants import (
 from fcnseg.models import build_model, list_models, model_info
 from fcnseg.models.backbones.vgg import VGG16_BLOCKS
 from fcnseg.models.geometry import BilinearResize, CoordMap, layer_map, path_map
-from fcnseg.models.paper_fcn import PaperFCN, fcn32s_alexnet, fcn32s_googlenet, fcn_vgg16
-from fcnseg.models.surgery import (
-    _torchvision_enum,
-    init_finer_from_coarser,
-    resize_score_layers,
-    transplant_linear,
-)
+from fcnseg.models.paper_fcn import PaperFCN
+from fcnseg.models.paper_nets import fcn32s_alexnet, fcn32s_googlenet, fcn_vgg16
+from fcnseg.models.surgery import _torchvision_enum, transplant_linear
 
 #: Narrowest VGG16 that keeps every width whole (64 / 64 = 1 channel): same geometry, ~no compute.
 GEOMETRY_DIVISOR = 64
@@ -210,7 +207,7 @@ def test_upsample_modes() -> None:
 def test_atonce_scales_pool4_before_scoring() -> None:
     regular = _randomise(fcn_vgg16(3, variant="fcn16s", width_divisor=SMALL_DIVISOR))
     at_once = fcn_vgg16(3, variant="fcn16s", at_once=True, width_divisor=SMALL_DIVISOR).eval()
-    init_finer_from_coarser(at_once, regular)
+    copy_same_named(at_once, regular)
     with torch.no_grad():
         nn.init.zeros_(regular.score_pool4.bias)
         nn.init.zeros_(at_once.score_pool4.bias)
@@ -233,7 +230,7 @@ def test_fcn16s_from_fcn32s_adds_exactly_nothing() -> None:
     computes the 32s scores; only its (bilinear) upsampling path differs."""
     coarse = _randomise(fcn_vgg16(3, variant="fcn32s", width_divisor=SMALL_DIVISOR))
     fine = fcn_vgg16(3, variant="fcn16s", width_divisor=SMALL_DIVISOR).eval()
-    copied = init_finer_from_coarser(fine, coarse)
+    copied = copy_same_named(fine, coarse)
     shared = [k for k in coarse.state_dict() if not k.startswith("upscore")]
     assert set(shared) <= set(copied)
     x = torch.randn(1, 3, 45, 38)
@@ -256,7 +253,7 @@ def test_fcn16s_from_fcn32s_adds_exactly_nothing() -> None:
 def test_fcn8s_from_fcn16s_keeps_the_16s_fusion() -> None:
     coarse = _randomise(fcn_vgg16(3, variant="fcn16s", width_divisor=SMALL_DIVISOR))
     fine = fcn_vgg16(3, variant="fcn8s", width_divisor=SMALL_DIVISOR).eval()
-    copied = init_finer_from_coarser(fine, coarse)
+    copied = copy_same_named(fine, coarse)
     assert "score_pool4.weight" in copied and "score_pool3.weight" not in copied
     x = torch.randn(1, 3, 52, 61)
     with torch.no_grad():
@@ -403,22 +400,7 @@ def test_alexnet_and_googlenet_load_torchvision_layout() -> None:
     assert googlenet.normalization == "tf_lite"
 
 
-# --- score resizing, registry --------------------------------------------------------------------
-
-
-def test_resize_score_layers_keeps_surviving_classes() -> None:
-    model = _randomise(fcn_vgg16(21, variant="fcn8s", width_divisor=SMALL_DIVISOR))
-    old_fr = model.score_fr.weight.detach().clone()
-    old_pool3 = model.score_pool3.bias.detach().clone()
-    replaced = resize_score_layers(model, 4, class_map=[0, 15, None, 20])
-    assert set(replaced) >= {"score_fr", "score_pool4", "score_pool3", "upscore2", "upscore8"}
-    torch.testing.assert_close(model.score_fr.weight[1], old_fr[15])
-    torch.testing.assert_close(model.score_pool3.bias[3], old_pool3[20])
-    assert model.score_fr.weight[2].abs().max() == 0
-    assert model.upscore8.weight.shape[:2] == (4, 4) and model.num_classes == 4
-    assert model(torch.randn(1, 3, 20, 20)).shape == (1, 4, 20, 20)
-    with pytest.raises(ValueError, match="class_map"):
-        resize_score_layers(model, 3, class_map=[0, 1])
+# --- registry --------------------------------------------------------------------
 
 
 def test_registry_and_builder_options() -> None:

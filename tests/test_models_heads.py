@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from toy_backbones import PoolBackbone
+from model_helpers import PoolBackbone
 
 from fcnseg.errors import ModelOptionError
 from fcnseg.models.heads import HEADS, DecodeHead, FPNLiteHead

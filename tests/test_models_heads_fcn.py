@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from toy_backbones import PoolBackbone
+from model_helpers import PoolBackbone, copy_same_named
 
 from fcnseg.models.backbones import build_backbone
 from fcnseg.models.backbones.base import Backbone
@@ -27,14 +27,6 @@ def skip_fcn(
         backbone.channels, backbone.strides, num_classes, variant, head_channels, upsample
     )
     return SegmentationShell(backbone, head)
-
-
-def _carry_over(fine: torch.nn.Module, coarse: torch.nn.Module) -> None:
-    """The paper's stage-wise init as engine.setup.initialise_from does it: same-named tensors."""
-    own = fine.state_dict()
-    same = {k: v for k, v in coarse.state_dict().items() if k in own and own[k].shape == v.shape}
-    assert "head.score_fr.score.weight" in same
-    fine.load_state_dict(same, strict=False)
 
 
 def _randomise_skips(model: torch.nn.Module) -> None:
@@ -96,7 +88,7 @@ def test_finer_initialised_from_coarser_gives_identical_output(coarse, fine, hea
     coarse_model = skip_fcn(PoolBackbone(), 4, coarse, head_channels).eval()
     _randomise_skips(coarse_model)
     fine_model = skip_fcn(PoolBackbone(), 4, fine, head_channels).eval()
-    _carry_over(fine_model, coarse_model)
+    assert "head.score_fr.score.weight" in copy_same_named(fine_model, coarse_model)
     x = torch.randn(2, 3, 45, 67)
     with torch.no_grad():
         expected, actual = coarse_model(x), fine_model(x)
@@ -190,6 +182,6 @@ def test_stage_wise_initialisation_is_exact_on_a_real_encoder():
         expected = previous(x)
         for variant in ("fcn16s", "fcn8s"):
             finer = build_fcn(4, variant=variant, **backbone_options).eval()
-            _carry_over(finer, previous)
+            copy_same_named(finer, previous)
             assert torch.allclose(finer(x), expected, atol=1e-4), variant
             previous = finer

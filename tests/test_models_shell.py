@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from toy_backbones import PoolBackbone
+from model_helpers import PoolBackbone
 
 from fcnseg.errors import DataError, ModelOptionError
 from fcnseg.models.heads import FCNHead, FPNLiteHead

@@ -39,7 +39,7 @@ class DecodeHead(nn.Module):
 
     Attributes:
         num_classes: classes scored.
-        in_features: names of the backbone feature maps read, coarse to fine.
+        in_features: names of the backbone feature maps read, in the order the head uses them.
         in_strides: the stride of each feature read, as the head was built for it; the shell
             refuses a backbone whose maps lie at other strides (the upsampling would be wrong).
     """

@@ -1,4 +1,4 @@
-"""A tiny deterministic backbone for head and shell tests (no weights, milliseconds to run)."""
+"""Test helpers for models: a tiny deterministic backbone, and the paper's stage-wise init."""
 
 from __future__ import annotations
 
@@ -37,3 +37,15 @@ class PoolBackbone(Backbone):
             if level >= 1:
                 out[f"s{2 ** (level + 1)}"] = x
         return out
+
+
+def copy_same_named(fine: torch.nn.Module, coarse: torch.nn.Module) -> list[str]:
+    """Copy every tensor of `coarse` whose name and shape exist in `fine`; the names copied.
+
+    What `fcnseg.engine.setup.initialise_from` does with a weights file (the paper's stage-wise
+    init: FCN-16s from FCN-32s), done in memory so model tests need no engine and no file.
+    """
+    own = fine.state_dict()
+    same = {k: v for k, v in coarse.state_dict().items() if k in own and own[k].shape == v.shape}
+    fine.load_state_dict(same, strict=False)
+    return list(same)
