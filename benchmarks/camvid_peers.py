@@ -15,6 +15,7 @@ into the environment that runs this script. Example (the numbers in RESULTS.md):
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -25,37 +26,60 @@ from torch import Tensor, nn
 from fcnseg.config import load_config
 from fcnseg.engine.train import train
 from fcnseg.models import build_model
+from fcnseg.models.backbones.base import Backbone, stride_key
 from fcnseg.models.backbones.timm import build_efficientnet_lite
-from fcnseg.models.skip_fcn import pad_to_multiple
+from fcnseg.models.heads.base import DecodeHead
+from fcnseg.models.shell import SegmentationShell
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "camvid_fcn4s_lite0.yaml"
 FCN_VARIANTS = ("fcn32s", "fcn16s", "fcn8s", "fcn4s")
 SMP_DECODERS = ("Unet", "FPN")
 
 
-class PadToMultiple(nn.Module):
-    """Pads the input to a multiple of the model's stride and crops the logits back.
+class SmpEncoder(Backbone):
+    """An smp encoder as a fcnseg backbone: its feature list named by stride ("s1" .. "s32").
 
-    smp decoders need sizes divisible by 32; CamVid's 360 rows are not, and the evaluation must
-    be at the full 360x480 like the FCNs', so the peers see the same pixels.
+    smp encoders return the input itself and then one map per halving of the resolution, so
+    feature i lies at stride 2**i.
     """
 
-    def __init__(
-        self, model: nn.Module, multiple: int = 32, normalization: str = "tf_lite"
-    ) -> None:
+    def __init__(self, encoder: nn.Module, normalization: str = "tf_lite") -> None:
         super().__init__()
-        self.model = model
-        self.multiple = multiple
+        self.encoder = encoder
+        self.names = [stride_key(2**level) for level in range(len(encoder.out_channels))]
+        self.channels = dict(zip(self.names, encoder.out_channels, strict=True))
+        self.strides = {name: 2**level for level, name in enumerate(self.names)}
         self.normalization = normalization
 
-    def forward(self, x: Tensor) -> Tensor:
-        height, width = x.shape[-2:]
-        logits = self.model(pad_to_multiple(x, self.multiple, mode="reflect"))
-        return logits[..., :height, :width]
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return dict(zip(self.names, self.encoder(x), strict=True))
+
+
+class SmpDecoder(DecodeHead):
+    """An smp model's decoder and segmentation head as a fcnseg decode head (all maps, fine to
+    coarse, as smp passes them); its output is already at the size of the encoder's input."""
+
+    def __init__(self, model: nn.Module, backbone: SmpEncoder, num_classes: int) -> None:
+        super().__init__(backbone.channels, backbone.strides, num_classes, backbone.names)
+        self.decoder = model.decoder
+        self.segmentation_head = model.segmentation_head
+        # smp < 0.4 decoders take the maps as separate arguments, later ones as one list.
+        parameters = inspect.signature(self.decoder.forward).parameters.values()
+        self.takes_varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+
+    def forward(self, features: dict[str, Tensor], out_size: tuple[int, int]) -> Tensor:
+        maps = [features[name] for name in self.in_features]
+        decoded = self.decoder(*maps) if self.takes_varargs else self.decoder(maps)
+        return self.segmentation_head(decoded)
 
 
 def build_smp_peer(decoder: str, num_classes: int) -> nn.Module:
-    """smp `decoder` on timm's tf_efficientnet_lite0 with the same offline ImageNet weights."""
+    """smp `decoder` on timm's tf_efficientnet_lite0 with the same offline ImageNet weights.
+
+    In fcnseg's segmentation shell, so the peers are padded (by reflection) to a multiple of 32,
+    which smp decoders need and CamVid's 360 rows are not, and cropped back: the evaluation is at
+    the full 360x480 like the FCNs', and the peers see the same pixels.
+    """
     import segmentation_models_pytorch as smp
 
     model = getattr(smp, decoder)(
@@ -65,7 +89,9 @@ def build_smp_peer(decoder: str, num_classes: int) -> nn.Module:
     missing, unexpected = model.encoder.model.load_state_dict(ours.body.state_dict(), strict=False)
     if missing:
         raise RuntimeError(f"smp encoder did not take the lite0 weights: {missing[:3]}")
-    return PadToMultiple(model)
+    backbone = SmpEncoder(model.encoder)
+    head = SmpDecoder(model, backbone, num_classes)
+    return SegmentationShell(backbone, head, pad_multiple=32, pad_mode="reflect")
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ from fcnseg.data.transforms import (
     denormalize,
     eval_transform,
     normalize,
-    pad_to_multiple,
     train_transform,
 )
 
@@ -131,11 +130,6 @@ def test_eval_transform_resizes_and_normalizes():
     assert out_image.shape == (3, 6, 8) and out_mask.shape == (6, 8)
     plain, _ = eval_transform("caffe_bgr")(image, mask)
     assert torch.allclose(plain, normalize(image, "caffe_bgr"))
-
-
-def test_pad_to_multiple():
-    padded = pad_to_multiple(torch.ones(1, 3, 10, 33), 32)
-    assert padded.shape == (1, 3, 32, 64) and padded[..., 10:, :].abs().sum() == 0
 
 
 def test_train_transform_pads_small_images_with_mean_and_void():

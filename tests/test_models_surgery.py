@@ -1,15 +1,13 @@
-"""Tests of the weight surgery: bilinear kernels, fc-to-conv transplants, stage-wise init."""
+"""Tests of the weight surgery: bilinear kernels, fc-to-conv transplants."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from fcnseg.models.surgery import (
     bilinear_kernel,
     bilinear_kernel_size,
-    init_finer_from_coarser,
     make_bilinear_upsample,
 )
 
@@ -65,15 +63,3 @@ def test_make_bilinear_upsample_learnable() -> None:
 def test_bilinear_kernel_rejects_bad_factor() -> None:
     with pytest.raises(ValueError, match="factor"):
         bilinear_kernel(1, 0)
-
-
-def test_init_finer_from_coarser_copies_matching_names_only() -> None:
-    coarse = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
-    fine = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 5, 1))
-    coarse[1].running_mean.fill_(3.0)
-    copied = init_finer_from_coarser(fine, coarse)
-    assert "0.weight" in copied and "1.running_mean" in copied
-    assert "2.weight" not in copied
-    torch.testing.assert_close(fine[0].weight, coarse[0].weight)
-    torch.testing.assert_close(fine[1].running_mean, torch.full((4,), 3.0))
-    assert not torch.equal(fine[2].weight[:2], coarse[2].weight)

@@ -15,7 +15,6 @@ Normalisation presets (the `normalization` attribute of every fcnseg model names
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -301,13 +300,3 @@ def eval_transform(preset: str, size: tuple[int, int] | None = None) -> Compose:
         steps.append(Resize(size))
     steps += [ToFloat(), Normalize(preset)]
     return Compose(steps)
-
-
-def pad_to_multiple(image: Tensor, multiple: int, value: float = 0.0) -> Tensor:
-    """Pad the last two dims (bottom/right) up to a multiple of `multiple` (e.g. a stride)."""
-    height, width = image.shape[-2:]
-    pad_h = math.ceil(height / multiple) * multiple - height
-    pad_w = math.ceil(width / multiple) * multiple - width
-    if pad_h == 0 and pad_w == 0:
-        return image
-    return F.pad(image, (0, pad_w, 0, pad_h), value=value)

@@ -2,11 +2,12 @@
 
 Importing this package imports every model module, whose `register_model` calls fill the leaf
 registry (`registry.py`); `build_model` (`factory.py`) then builds any name. The modules:
-`paper_fcn` (the authors' Caffe nets, exactly), `skip_fcn` (the FCN skip head on any backbone),
+`paper_fcn` (the authors' Caffe nets, exactly) and `paper_nets` (their builders and names), `shell` (any backbone + any decode head),
+`heads/` (decode heads and the head table), `segmenters` (every head on every backbone),
 `fusion` (RGB-D fusion and multi-head wrappers), `backbones/` (encoder table).
 """
 
-from fcnseg.models import fusion, paper_fcn, skip_fcn  # noqa: F401  (register their names)
+from fcnseg.models import fusion, paper_nets, segmenters  # noqa: F401  (register their names)
 from fcnseg.models.factory import build_model, check_model_contract, list_models, model_info
 from fcnseg.models.protocol import SegmentationModel
 

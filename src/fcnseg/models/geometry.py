@@ -26,6 +26,10 @@ from fractions import Fraction
 
 from torch import Tensor, nn
 
+from fcnseg.errors import ModelOptionError
+from fcnseg.models.protocol import UpsampleMode, upsample_mode
+from fcnseg.models.surgery import bilinear_kernel_size, make_bilinear_upsample
+
 #: Layers that do not move pixels: they map each coordinate onto itself.
 _POINTWISE = (
     nn.ReLU,
@@ -181,3 +185,59 @@ def integer_crop_offset(cropped: CoordMap, reference: CoordMap, what: str) -> in
             "padding or kernel sizes so that the offsets are whole pixels"
         )
     return int(offset)
+
+
+# --- Upsamplers aligned by whole-pixel crops -------------------------------------------------
+
+
+def make_upsample(
+    channels: int, factor: int, mode: UpsampleMode, size: int | None = None
+) -> nn.Module:
+    """An upsampling-by-`factor` layer: bilinear deconvolution (frozen or learnable) or resize."""
+    mode = upsample_mode(mode)
+    if mode == "bilinear":
+        return BilinearResize(factor)
+    if mode in ("deconv_frozen", "deconv_learnable"):
+        learnable = mode == "deconv_learnable"
+        return make_bilinear_upsample(channels, factor, learnable=learnable, size=size)
+    raise AssertionError(mode)  # upsample_mode() admits nothing else
+
+
+def aligned_upsample(
+    channels: int,
+    factor: int,
+    mode: UpsampleMode,
+    source: CoordMap,
+    target: CoordMap,
+    what: str,
+) -> tuple[nn.Module, int]:
+    """An upsampler from `source` whose output aligns with `target` by a whole-pixel crop.
+
+    The standard kernel 2f - f mod 2 is tried first; if it leaves a half-pixel misalignment the
+    next smaller (odd/even) kernel shifts the centre by half a pixel, which is exactly why the
+    authors' AlexNet FCN upsamples with a 63 kernel rather than 64. Returns the layer and the
+    crop offset of `target` relative to it (see `integer_crop_offset`).
+    """
+    standard = bilinear_kernel_size(factor)
+    sizes = [None] if mode == "bilinear" else [standard, standard - 1]
+    error: ValueError | None = None
+    for size in sizes:
+        layer = make_upsample(channels, factor, mode, size)
+        try:
+            return layer, integer_crop_offset(target, source.then(layer_map(layer)), what)
+        except ValueError as exc:
+            error = exc
+    if mode == "bilinear":
+        raise ModelOptionError(
+            f"{what}: upsample='bilinear' cannot align this net by whole-pixel crops (its "
+            "geometry is off by half a pixel); use upsample='deconv_frozen'"
+        )
+    assert error is not None
+    raise error
+
+
+def whole_factor(value: Fraction, what: str) -> int:
+    """`value` as a whole upsampling factor (>= 1); a ModelOptionError naming `what` otherwise."""
+    if value.denominator != 1 or value < 1:
+        raise ModelOptionError(f"{what} is {value}, not a whole upsampling factor")
+    return int(value)

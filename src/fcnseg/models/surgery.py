@@ -1,21 +1,22 @@
-"""Weight surgery: bilinear upsampling kernels, classifier-to-convolution transplants, stage init.
+"""Weight surgery: bilinear upsampling kernels and classifier-to-convolution transplants.
 
 The FCN paper turns a classifier into a segmenter by *reinterpreting* weights rather than
-learning them anew: fully connected layers become convolutions with the same numbers, upsampling
-layers start as bilinear interpolation, and a finer net (16s, 8s) starts from the coarser one it
-refines. Every such step lives here so that the model modules only describe architecture.
+learning them anew: fully connected layers become convolutions with the same numbers and
+upsampling layers start as bilinear interpolation. Those steps live here so that the model
+modules only describe architecture. (The third, a finer net (16s, 8s) starting from the coarser
+one it refines, is a same-name copy: `fcnseg.engine.setup.initialise_from`.)
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from fcnseg.errors import ModelOptionError, WeightsError
+from fcnseg.errors import WeightsError
 
 
 def bilinear_kernel_size(factor: int) -> int:
@@ -75,25 +76,6 @@ def make_bilinear_upsample(
         layer.weight.copy_(bilinear_kernel(channels, factor, size))
     layer.weight.requires_grad_(learnable)
     return layer
-
-
-def init_finer_from_coarser(fine: nn.Module, coarse: nn.Module) -> list[str]:
-    """Copy every parameter and buffer of `coarse` whose name and shape exist in `fine`.
-
-    This is the paper's stage-wise training ("FCN-16s ... initialized with the parameters of
-    FCN-32s"): shared layers carry over, new skip scores keep their zero init so the finer net
-    starts out computing exactly what the coarser one did. Returns the names copied, so callers
-    can check nothing important was silently skipped.
-    """
-    fine_state = fine.state_dict()
-    copied: list[str] = []
-    with torch.no_grad():
-        for name, value in coarse.state_dict().items():
-            target = fine_state.get(name)
-            if target is not None and target.shape == value.shape:
-                target.copy_(value)
-                copied.append(name)
-    return copied
 
 
 def transplant_linear(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None) -> None:
@@ -194,77 +176,3 @@ def load_classifier_weights(model: nn.Module, source: object) -> list[str]:
             )
             loaded += [f"{name}.weight", f"{name}.bias"]
     return loaded
-
-
-def resize_score_layers(
-    model: nn.Module, num_classes: int, class_map: Sequence[int | None] | None = None
-) -> list[str]:
-    """Change the class count of every `score*` conv and `upscore*` deconvolution of `model`.
-
-    `class_map[i]` is the old class whose scores new class i inherits (None: a new class, zero
-    initialised like the paper's score layers); by default classes keep their index. Frozen
-    bilinear upsamplers are rebuilt for the new count; learnable ones keep surviving weights.
-    Returns the names of the layers replaced.
-    """
-    if num_classes < 1:
-        raise ModelOptionError(f"num_classes must be >= 1, got {num_classes}")
-    if class_map is not None and len(class_map) != num_classes:
-        raise ModelOptionError(
-            f"class_map has {len(class_map)} entries; give one per new class ({num_classes})"
-        )
-    replaced: list[str] = []
-    for name, module in list(model.named_modules()):
-        leaf = name.rsplit(".", 1)[-1]
-        if isinstance(module, nn.ConvTranspose2d) and leaf.startswith("upscore"):
-            new: nn.Module = _resize_upsample(module, num_classes, class_map)
-        elif isinstance(module, nn.Conv2d) and leaf.startswith("score"):
-            new = _resize_score(module, num_classes, class_map)
-        else:
-            continue
-        parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        setattr(parent, leaf, new)
-        replaced.append(name)
-    if hasattr(model, "num_classes"):
-        model.num_classes = num_classes
-    return replaced
-
-
-def _surviving(
-    old_count: int, new_count: int, class_map: Sequence[int | None] | None
-) -> list[tuple[int, int]]:
-    """(new index, old index) pairs of classes whose weights carry over."""
-    if class_map is None:
-        class_map = list(range(min(old_count, new_count)))
-        class_map += [None] * (new_count - len(class_map))
-    pairs = []
-    for new_index, old_index in enumerate(class_map):
-        if old_index is None:
-            continue
-        if not 0 <= old_index < old_count:
-            raise ModelOptionError(f"class_map[{new_index}]={old_index} is not an old class index")
-        pairs.append((new_index, old_index))
-    return pairs
-
-
-def _resize_score(conv: nn.Conv2d, num_classes: int, class_map) -> nn.Conv2d:
-    new = nn.Conv2d(conv.in_channels, num_classes, conv.kernel_size, conv.stride, conv.padding)
-    nn.init.zeros_(new.weight)
-    nn.init.zeros_(new.bias)
-    with torch.no_grad():
-        for new_index, old_index in _surviving(conv.out_channels, num_classes, class_map):
-            new.weight[new_index] = conv.weight[old_index]
-            new.bias[new_index] = conv.bias[old_index]
-    return new
-
-
-def _resize_upsample(layer: nn.ConvTranspose2d, num_classes: int, class_map) -> nn.Module:
-    learnable = layer.weight.requires_grad
-    stride, size = layer.stride[0], layer.kernel_size[0]
-    new = make_bilinear_upsample(num_classes, stride, learnable=learnable, size=size)
-    if learnable:
-        pairs = _surviving(layer.out_channels, num_classes, class_map)
-        with torch.no_grad():
-            for new_i, old_i in pairs:
-                for new_j, old_j in pairs:
-                    new.weight[new_j, new_i] = layer.weight[old_j, old_i]
-    return new

@@ -17,6 +17,8 @@ on every machine and in every DataLoader worker, and the splits never share an i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -69,37 +71,61 @@ def _body_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(20, 235, size=3)
 
 
-def render_scene(
-    rng: np.random.Generator, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one scene: (uint8 H x W x 3 image, int64 H x W labels with 255 void bands)."""
-    image = np.zeros((height, width, 3), dtype=np.float64)
-    labels = np.zeros((height, width), dtype=np.int64)
-    rows = np.arange(height)[:, None]
-    cols = np.arange(width)[None, :]
-    horizon = int(height * rng.uniform(0.35, 0.55))
+@dataclass
+class _Canvas:
+    """A scene being drawn: float H x W x 3 image, labels, pixel coordinates, the horizon row.
 
-    # Sky: vertical gradient (blue or overcast grey) with soft clouds.
+    Each painter below draws one kind of thing in the order `render_scene` calls them; the
+    random draws happen in a fixed order, which is what makes a scene a function of its seed.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    #: Row index as an H x 1 column and column index as a 1 x W row (broadcast to masks).
+    rows: np.ndarray
+    cols: np.ndarray
+    horizon: int
+
+    @property
+    def height(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.labels.shape[1]
+
+    def paint(self, region: np.ndarray, colour: np.ndarray | float) -> None:
+        """Colour the pixels of boolean mask `region` (`colour`: RGB, scalar or H x W x 3)."""
+        self.image = np.where(region[..., None], colour, self.image)
+
+
+def _paint_sky(rng: np.random.Generator, canvas: _Canvas) -> None:
+    """Sky: vertical gradient (blue or overcast grey) with soft clouds."""
     top = rng.choice([np.array([90.0, 140, 210]), _grey(rng, 120, 200)]) + rng.uniform(-20, 20, 3)
     bottom = np.clip(top + rng.uniform(10, 50), 0, 255)
-    t = (rows / max(horizon, 1))[..., None]
-    image[:] = top * (1 - t) + bottom * t
-    image += 25.0 * np.clip(_smooth_noise(rng, height, width, 16), 0, 1)[..., None]
+    t = (canvas.rows / max(canvas.horizon, 1))[..., None]
+    canvas.image[:] = top * (1 - t) + bottom * t
+    clouds = _smooth_noise(rng, canvas.height, canvas.width, 16)
+    canvas.image += 25.0 * np.clip(clouds, 0, 1)[..., None]
 
-    # Road: grey asphalt with coarse texture, getting lighter towards the horizon, lane dashes.
+
+def _paint_road(rng: np.random.Generator, canvas: _Canvas) -> None:
+    """Road: grey asphalt with coarse texture, getting lighter towards the horizon, lane dashes."""
+    rows, cols, horizon, height = canvas.rows, canvas.cols, canvas.horizon, canvas.height
     ground = rows >= horizon
     road_colour = _grey(rng, 60, 170)
     depth = np.clip((rows - horizon) / max(height - horizon, 1), 0, 1)[..., None]
-    road = (
-        road_colour * (1.1 - 0.2 * depth) + 18.0 * _smooth_noise(rng, height, width, 4)[..., None]
-    )
-    image = np.where(ground[..., None], road, image)
-    labels[ground.repeat(width, axis=1)] = ROAD
-    centre = width * rng.uniform(0.35, 0.65)
+    texture = _smooth_noise(rng, height, canvas.width, 4)[..., None]
+    canvas.paint(ground, road_colour * (1.1 - 0.2 * depth) + 18.0 * texture)
+    canvas.labels[ground.repeat(canvas.width, axis=1)] = ROAD
+    centre = canvas.width * rng.uniform(0.35, 0.65)
     lane = (np.abs(cols - centre) < 1 + 2 * depth[..., 0]) & ground & ((rows // 6) % 2 == 0)
-    image[lane] = rng.uniform(200, 250)
+    canvas.image[lane] = rng.uniform(200, 250)
 
-    # Buildings: rectangles standing on the horizon, with a grid of darker windows.
+
+def _paint_buildings(rng: np.random.Generator, canvas: _Canvas) -> None:
+    """Buildings: rectangles standing on the horizon, with a grid of darker windows."""
+    rows, cols, horizon, width = canvas.rows, canvas.cols, canvas.horizon, canvas.width
     x = int(rng.integers(-10, 10))
     while x < width:
         building_width = int(rng.integers(width // 8, width // 3))
@@ -113,38 +139,44 @@ def render_scene(
                 (cols - x) % period_x < period_x // 2
             )
             shade = np.where(windows, rng.uniform(0.35, 0.7), 1.0)[..., None]
-            image = np.where(region[..., None], colour * shade, image)
-            labels[region] = BUILDING
+            canvas.paint(region, colour * shade)
+            canvas.labels[region] = BUILDING
         x += building_width + int(rng.integers(0, width // 10))
 
-    # Poles: thin vertical bars from the road upwards, some carrying a round sign.
+
+def _paint_poles(rng: np.random.Generator, canvas: _Canvas) -> None:
+    """Poles: thin vertical bars from the road upwards, some carrying a round sign."""
+    rows, cols, height = canvas.rows, canvas.cols, canvas.height
     for _ in range(int(rng.integers(1, 4))):
-        px = int(rng.integers(2, width - 4))
-        foot = int(rng.integers(horizon + 2, height))
+        px = int(rng.integers(2, canvas.width - 4))
+        foot = int(rng.integers(canvas.horizon + 2, height))
         pole_height = int(rng.uniform(0.3, 0.7) * height)
         pole_top = max(0, foot - pole_height)
         thickness = int(rng.integers(2, 4))
         region = (cols >= px) & (cols < px + thickness) & (rows >= pole_top) & (rows < foot)
-        image = np.where(region[..., None], _grey(rng, 50, 170), image)
-        labels[region] = POLE
+        canvas.paint(region, _grey(rng, 50, 170))
+        canvas.labels[region] = POLE
         if rng.random() < 0.6:
             radius = float(rng.uniform(4, 9))
-            disc = (rows - pole_top) ** 2 + (cols - px - thickness / 2) ** 2 < radius**2
-            inner = (rows - pole_top) ** 2 + (cols - px - thickness / 2) ** 2 < (0.6 * radius) ** 2
+            distance = (rows - pole_top) ** 2 + (cols - px - thickness / 2) ** 2
+            disc, inner = distance < radius**2, distance < (0.6 * radius) ** 2
             sign_colour = rng.choice(
                 [np.array([200.0, 30, 30]), np.array([30.0, 60, 200]), _body_colour(rng)]
             )
-            image = np.where(disc[..., None], sign_colour, image)
-            image = np.where(inner[..., None], rng.uniform(180, 250, 3), image)
-            labels[disc] = SIGN
+            canvas.paint(disc, sign_colour)
+            canvas.paint(inner, rng.uniform(180, 250, 3))
+            canvas.labels[disc] = SIGN
 
-    # Cars: boxes on the road, with a window band and two dark wheels; nearer ones are bigger.
+
+def _paint_cars(rng: np.random.Generator, canvas: _Canvas) -> None:
+    """Cars: boxes on the road, with a window band and two dark wheels; nearer ones are bigger."""
+    rows, cols, horizon, height = canvas.rows, canvas.cols, canvas.horizon, canvas.height
     for _ in range(int(rng.integers(1, 5))):
         bottom_row = int(rng.integers(horizon + 4, height + 6))
         scale = (bottom_row - horizon) / max(height - horizon, 1)
         car_height = max(6, int(height * (0.08 + 0.25 * scale)))
         car_width = int(car_height * rng.uniform(1.4, 2.4))
-        left = int(rng.integers(-car_width // 2, width - car_width // 2))
+        left = int(rng.integers(-car_width // 2, canvas.width - car_width // 2))
         top_row = bottom_row - car_height
         body = (
             (rows >= top_row)
@@ -152,24 +184,26 @@ def render_scene(
             & (cols >= left)
             & (cols < left + car_width)
         )
-        image = np.where(body[..., None], _body_colour(rng), image)
+        canvas.paint(body, _body_colour(rng))
         glass = (
             body
             & (rows < top_row + car_height // 3)
             & (cols >= left + car_width // 6)
             & (cols < left + car_width - car_width // 6)
         )
-        image = np.where(glass[..., None], rng.uniform(20, 90, 3), image)
+        canvas.paint(glass, rng.uniform(20, 90, 3))
         wheel_radius = car_height / 5
         wheels = np.zeros_like(body)
         for centre_x in (left + car_width / 4, left + 3 * car_width / 4):
             wheels |= (rows - (bottom_row - wheel_radius)) ** 2 + (
                 cols - centre_x
             ) ** 2 < wheel_radius**2
-        image = np.where(wheels[..., None], rng.uniform(10, 40), image)
-        labels[body | wheels] = CAR
+        canvas.paint(wheels, rng.uniform(10, 40))
+        canvas.labels[body | wheels] = CAR
 
-    # Void band: one pixel outside every object, where annotators' outlines are unsure.
+
+def _mark_void_band(labels: np.ndarray) -> None:
+    """Void band: one pixel outside every object, where annotators' outlines are unsure."""
     objects = np.isin(labels, _OBJECT_CLASSES)
     grown = objects.copy()
     grown[1:] |= objects[:-1]
@@ -178,9 +212,24 @@ def render_scene(
     grown[:, :-1] |= objects[:, 1:]
     labels[grown & ~objects] = SYNTHETIC_CLASS_INFO.ignore_index
 
-    image *= rng.uniform(0.75, 1.2)  # exposure
+
+def render_scene(
+    rng: np.random.Generator, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one scene: (uint8 H x W x 3 image, int64 H x W labels with 255 void bands)."""
+    canvas = _Canvas(
+        image=np.zeros((height, width, 3), dtype=np.float64),
+        labels=np.zeros((height, width), dtype=np.int64),
+        rows=np.arange(height)[:, None],
+        cols=np.arange(width)[None, :],
+        horizon=int(height * rng.uniform(0.35, 0.55)),
+    )
+    for painter in (_paint_sky, _paint_road, _paint_buildings, _paint_poles, _paint_cars):
+        painter(rng, canvas)
+    _mark_void_band(canvas.labels)
+    image = canvas.image * rng.uniform(0.75, 1.2)  # exposure
     image += rng.normal(0.0, _PIXEL_NOISE_STD, size=image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), labels
+    return np.clip(image, 0, 255).astype(np.uint8), canvas.labels
 
 
 class SyntheticStreets(SegmentationDataset):

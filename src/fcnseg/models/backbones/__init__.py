@@ -1,7 +1,8 @@
 """Encoders that fulfil the backbone contract in `base.py`, and the name -> builder table.
 
 `BACKBONES` is the one place that says which encoder names exist, how each is built and whether
-its ImageNet weights are installed; `skip_fcn` registers fcn{32,16,8,4}s for every row. The
+its ImageNet weights are installed; `fcnseg.models.segmenters` registers every decode head of
+`fcnseg.models.heads.HEADS` (fcn{32,16,8,4}s, fpnlite) for every row. The
 builders are imported lazily because timm and torchvision's model zoo cost seconds to import and
 most commands need one encoder at most. The paper nets' VGG16/AlexNet/GoogLeNet encoders
 (`vgg.py`) are not in the table: `paper_fcn` builds them with the release's exact geometry.
@@ -9,10 +10,11 @@ most commands need one encoder at most. The paper nets' VGG16/AlexNet/GoogLeNet 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from fcnseg.errors import ModelOptionError
 from fcnseg.models.backbones.base import Backbone, stride_key
@@ -46,6 +48,14 @@ class BackboneEntry:
     builders: Callable[[], ModuleType]
     builder: str
     weights_available: Callable[[str], bool] = offline_weights_available
+    #: Model options every model registered on this encoder defaults to (the generic timm row
+    #: names an architecture and starts random, since no timm weights ship offline).
+    model_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _no_offline_weights(encoder: str) -> bool:
+    """The generic timm row: its architecture is chosen per model, so none is installed."""
+    return False
 
 
 def _lite(description: str) -> BackboneEntry:
@@ -71,7 +81,11 @@ BACKBONES: dict[str, BackboneEntry] = {
     "resnet101": _tv("ResNet-101 (torchvision; atrous output_stride 8/16)"),
     "mobilenet_v2": _tv("MobileNetV2 (torchvision; atrous output_stride 8/16)"),
     "timm": BackboneEntry(
-        "any timm features_only model (timm_name=...)", _timm_builders, "build_timm_backbone"
+        "any timm features_only model (timm_name=...)",
+        _timm_builders,
+        "build_timm_backbone",
+        weights_available=_no_offline_weights,
+        model_defaults={"pretrained": False, "timm_name": "convnext_atto"},
     ),
 }
 

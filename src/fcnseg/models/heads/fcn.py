@@ -1,4 +1,4 @@
-"""The FCN skip head on any backbone (`SkipFCN`): FCN-32s, -16s, -8s and -4s as one class.
+"""The FCN skip head (`FCNHead`): FCN-32s, -16s, -8s and -4s as one decode head.
 
 The paper's central idea is that a classifier becomes a dense predictor by scoring its deepest
 features (FCN-32s) and then refining that coarse score with scores of shallower, finer features,
@@ -19,20 +19,17 @@ the last feature centre is extended by replicating the last row/column, so any i
 
 from __future__ import annotations
 
-import functools
 import math
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fcnseg.errors import DataError, ModelOptionError
-from fcnseg.models.backbones import BACKBONES, Backbone, build_backbone
-from fcnseg.models.protocol import UpsampleMode, fcn_variant, upsample_mode
-from fcnseg.models.registry import register_model
-from fcnseg.models.weights import Pretrained
+from fcnseg.errors import ModelOptionError
+from fcnseg.models.heads.base import DecodeHead
+from fcnseg.models.protocol import FCN_VARIANTS, UpsampleMode, fcn_variant, upsample_mode
 
 #: Feature maps each FCN variant fuses, coarse to fine (paper section 4.2; "4s" one step further).
 FCN_VARIANT_STREAMS: dict[str, tuple[str, ...]] = {
@@ -40,6 +37,16 @@ FCN_VARIANT_STREAMS: dict[str, tuple[str, ...]] = {
     "fcn16s": ("s32", "s16"),
     "fcn8s": ("s32", "s16", "s8"),
     "fcn4s": ("s32", "s16", "s8", "s4"),
+}
+#: The variant a head gets when the caller names none.
+DEFAULT_VARIANT = "fcn8s"
+#: The paper stage whose solver the `paper` preset uses for each variant; FCN-4s, which the paper
+#: does not have, takes its finest stage's.
+FCN_PAPER_STAGES: dict[str, str] = {
+    "fcn32s": "fcn32s",
+    "fcn16s": "fcn16s",
+    "fcn8s": "fcn8s",
+    "fcn4s": "fcn8s",
 }
 
 #: Knots always appended by KnotUpsample: backbones give at least ceil(size / stride) features,
@@ -63,8 +70,8 @@ class KnotUpsample(nn.Module):
     """Upsample by an integer factor so that input pixel i lands on output pixel i*factor.
 
     Modes: "deconv_frozen" (per-class transposed convolution with the tent kernel, frozen: the FCN
-    release keeps its upsampling fixed), "learnable" (same initialisation, trained, as the paper
-    allows for the 2x fusion layers, "deconv_learnable") and "bilinear" (F.interpolate on the same knots; no
+    release keeps its upsampling fixed), "deconv_learnable" (same initialisation, trained, as the
+    paper allows for the 2x fusion layers) and "bilinear" (F.interpolate on the same knots; no
     parameters, identical output to the frozen deconv). The deconvolution is depthwise: the
     bilinear initialisation is diagonal anyway, and a dense C x C kernel would cost C times more.
     """
@@ -145,34 +152,34 @@ class ScoreBranch(nn.Module):
         return self.score(self.block(x))
 
 
-class FCNHead(nn.Module):
+class FCNHead(DecodeHead):
     """Coarse-to-fine skip fusion over backbone features (`score_fr`, `score_s16`, ...).
 
     Each finer stream adds a zero-initialised score to the coarser fused score upsampled to its
     resolution (`upscore_s16`, ...); atrous stages with equal strides fuse without upsampling.
-    `upscore_final` brings the finest fused score to the input size.
+    `upscore_final` brings the finest fused score to the requested size. The sub-module names
+    are the state-dict keys of the shipped CamVid weights: never rename them.
     """
 
     def __init__(
         self,
-        channels: dict[str, int],
-        strides: dict[str, int],
+        channels: Mapping[str, int],
+        strides: Mapping[str, int],
         num_classes: int,
-        variant: str = "fcn8s",
+        variant: str = DEFAULT_VARIANT,
         head_channels: int = 0,
         upsample: UpsampleMode = "deconv_frozen",
     ) -> None:
-        super().__init__()
         variant = fcn_variant(variant)
-        if num_classes < 1:
-            raise ModelOptionError(f"num_classes must be >= 1, got {num_classes}")
-        self.streams = FCN_VARIANT_STREAMS[variant]
-        missing = [name for name in self.streams if name not in channels]
-        if missing:
-            raise ModelOptionError(
-                f"{variant} needs backbone features {missing} that this backbone lacks "
-                f"(it has {sorted(channels)}); choose a coarser variant"
-            )
+        super().__init__(
+            channels,
+            strides,
+            num_classes,
+            FCN_VARIANT_STREAMS[variant],
+            who=variant,
+            hint="choose a coarser variant",
+        )
+        self.streams = self.in_features
         self.variant = variant
         self.score_fr = ScoreBranch(channels["s32"], num_classes, head_channels)
         previous = "s32"
@@ -192,155 +199,20 @@ class FCNHead(nn.Module):
         self.output_stride = strides[previous]
         self.upscore_final = KnotUpsample(num_classes, self.output_stride, upsample)
 
-    def forward(self, features: dict[str, Tensor], size: tuple[int, int] | torch.Size) -> Tensor:
+    def forward(
+        self, features: dict[str, Tensor], out_size: tuple[int, int] | torch.Size
+    ) -> Tensor:
         score = self.score_fr(features["s32"])
         for name in self.streams[1:]:
             skip = getattr(self, f"score_{name}")(features[name])
             score = getattr(self, f"upscore_{name}")(score, skip.shape[-2:]) + skip
-        return self.upscore_final(score, size)
+        return self.upscore_final(score, out_size)
 
 
-class SkipFCN(nn.Module):
-    """Backbone + FCN skip head: normalised N x 3 x H x W images -> N x C x H x W logits."""
-
-    def __init__(
-        self,
-        backbone: Backbone,
-        num_classes: int,
-        variant: str = "fcn8s",
-        head_channels: int = 0,
-        upsample: UpsampleMode = "deconv_frozen",
-        input_scale: float = 1.0,
-    ) -> None:
-        super().__init__()
-        if not input_scale > 0:
-            raise ModelOptionError(f"input_scale must be a positive factor, got {input_scale}")
-        self.backbone = backbone
-        self.head = FCNHead(
-            backbone.channels, backbone.strides, num_classes, variant, head_channels, upsample
-        )
-        self.num_classes = num_classes
-        self.variant = self.head.variant
-        #: Input preset the encoder weights expect (see fcnseg.data.transforms.normalize).
-        self.normalization: str = backbone.normalization
-        #: A single-tensor output (see fcnseg.models.protocol.SegmentationModel).
-        self.head_classes: dict[str, int] = {}
-        #: Input channels; early fusion (fcnseg.models.fusion.expand_input_channels) raises it.
-        self.in_channels: int = 3
-        #: Inputs are zero-padded (the mean colour, after normalisation) at the bottom/right to a
-        #: multiple of the output stride and the logits cropped back. Why: encoders with
-        #: TF-"same" padding (EfficientNet-Lite) place their stride-2 samples differently when a
-        #: stage's size is odd, so a net trained on crops that are multiples of 32 is misaligned
-        #: by a fraction of a stride at other sizes; on CamVid val (360 rows) this padding was
-        #: worth +6 mean IU points (benchmarks/RESULTS.md). Set to 1 to disable.
-        self.pad_multiple: int = backbone.output_stride
-        #: The net runs on the input resized by this factor and its logits are resized back, so
-        #: predictions stay at the caller's resolution. Why: thin structures (CamVid's poles are
-        #: 1-3 px wide at 360x480) vanish at a stride-4 head; seen larger they survive. Training
-        #: crops are resized by the same factor inside the net, so train and test agree (a 224x288
-        #: crop at 1.5 costs what a 336x432 crop costs at 1.0).
-        self.input_scale: float = float(input_scale)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise DataError(
-                f"SkipFCN expects a normalised N x {self.in_channels} x H x W batch, "
-                f"got shape {tuple(x.shape)}"
-            )
-        height, width = x.shape[-2:]
-        if self.input_scale != 1.0:
-            x = F.interpolate(
-                x,
-                scale_factor=self.input_scale,
-                mode="bilinear",
-                align_corners=False,
-                recompute_scale_factor=False,
-            )
-        scaled_height, scaled_width = x.shape[-2:]
-        padded = pad_to_multiple(x, self.pad_multiple)
-        logits = self.head(self.backbone(padded), padded.shape[-2:])
-        logits = logits[..., :scaled_height, :scaled_width]
-        if self.input_scale != 1.0:
-            logits = F.interpolate(
-                logits, size=(height, width), mode="bilinear", align_corners=False
-            )
-        return logits
+def fcn_name_prefix(options: Mapping[str, Any]) -> str:
+    """The registered-name prefix of an FCN head built with `options` ("fcn8s" by default)."""
+    return fcn_variant(options.get("variant", DEFAULT_VARIANT))
 
 
-def pad_to_multiple(x: Tensor, multiple: int, mode: str = "constant") -> Tensor:
-    """Pad the bottom/right of an N x C x H x W batch so H and W are multiples of `multiple`.
-
-    "constant" pads zeros, which after normalisation is the mean colour. Callers crop their
-    output back to the input's size.
-    """
-    height, width = x.shape[-2:]
-    pad_bottom = (multiple - height % multiple) % multiple
-    pad_right = (multiple - width % multiple) % multiple
-    return F.pad(x, (0, pad_right, 0, pad_bottom), mode=mode)
-
-
-# --- Registry -------------------------------------------------------------------------------
-
-
-def build_fcn(
-    num_classes: int,
-    *,
-    encoder: str,
-    variant: str = "fcn8s",
-    pretrained: Pretrained = True,
-    encoder_weights: str | Path | None = None,
-    output_stride: int = 32,
-    upsample: UpsampleMode = "deconv_frozen",
-    head_channels: int = 0,
-    timm_name: str | None = None,
-    input_scale: float = 1.0,
-    **unexpected: Any,
-) -> SkipFCN:
-    """Builder behind every `fcn*_<encoder>` registry entry (see SkipFCN and FCNHead)."""
-    name = f"{fcn_variant(variant)}_{encoder}"
-    if unexpected:
-        raise ModelOptionError(f"{name}: unknown option(s) {sorted(unexpected)}")
-    backbone = build_backbone(
-        encoder,
-        pretrained=pretrained,
-        encoder_weights=encoder_weights,
-        output_stride=output_stride,
-        timm_name=timm_name,
-        model_name=name,
-    )
-    return SkipFCN(backbone, num_classes, variant, head_channels, upsample, input_scale)
-
-
-#: The paper stage whose solver the `paper` preset uses for each variant; FCN-4s, which the paper
-#: does not have, takes its finest stage's.
-_PAPER_STAGE = {"fcn32s": "fcn32s", "fcn16s": "fcn16s", "fcn8s": "fcn8s", "fcn4s": "fcn8s"}
-
-
-def _register_all() -> None:
-    """Register fcn{32,16,8,4}s for every named backbone, plus the generic timm entries."""
-    for encoder, entry in BACKBONES.items():
-        for variant in FCN_VARIANT_STREAMS:
-            if encoder == "timm":
-                register_model(
-                    f"{variant}_timm",
-                    description=f"{variant} skip head on any timm features_only model (timm_name=...)",
-                    family="fcn-timm",
-                    paper_stage=_PAPER_STAGE[variant],
-                    encoder="timm",
-                    variant=variant,
-                    pretrained=False,
-                    timm_name="convnext_atto",
-                )(build_fcn)
-                continue
-            register_model(
-                f"{variant}_{encoder}",
-                description=f"{variant} skip head on {entry.description}",
-                family=f"fcn-{encoder}",
-                weights_available=functools.partial(entry.weights_available, encoder),
-                paper_stage=_PAPER_STAGE[variant],
-                encoder=encoder,
-                variant=variant,
-            )(build_fcn)
-
-
-_register_all()
+#: Registered-name prefix -> head options, one per variant (fcn32s_<encoder>, ...).
+FCN_PRESETS: dict[str, dict[str, Any]] = {variant: {"variant": variant} for variant in FCN_VARIANTS}

@@ -1,0 +1,71 @@
+"""Decode heads and the head table that registration walks.
+
+A head (`base.DecodeHead`) turns named backbone features into class scores; the segmentation
+shell (`fcnseg.models.shell`) runs it behind any backbone. `HEADS` says which heads exist and
+under which names: `fcnseg.models.segmenters` registers every row on every backbone of
+`fcnseg.models.backbones.BACKBONES` (`fcn8s_resnet18`, `fpnlite_efficientnet_lite0`, ...).
+Adding a head is one `DecodeHead` subclass plus one row here (docs/architecture.md, "How to add
+a decode head").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fcnseg.models.heads.base import DecodeHead, require_features
+from fcnseg.models.heads.fcn import FCN_PAPER_STAGES, FCN_PRESETS, FCNHead, fcn_name_prefix
+from fcnseg.models.heads.fpn_lite import FPNLiteHead
+
+
+@dataclass(frozen=True)
+class HeadRow:
+    """One decode head: its class and the names it is registered under on each backbone.
+
+    `head(channels, strides, num_classes, **options)` builds it; its keyword parameters after
+    `num_classes` become model options (`model.options.<name>` in a recipe).
+    """
+
+    head: type[DecodeHead]
+    #: Registered-name prefix -> head options preset under that name ("fcn8s" -> variant fcn8s);
+    #: the model `<prefix>_<encoder>` exists for every backbone.
+    presets: Mapping[str, Mapping[str, Any]]
+    #: What the head is, for `fcnseg models`; "{prefix}" is replaced by the preset's prefix and
+    #: " on <backbone description>" is appended.
+    description: str
+    #: Family prefix of `fcnseg models` ("fcn" -> family "fcn-resnet18").
+    family: str
+    #: Prefix -> paper stage whose solver the `paper` preset uses (empty: not a paper model).
+    paper_stages: Mapping[str, str] = field(default_factory=dict)
+    #: The prefix of a model built with given head options, for messages that name the model;
+    #: None for a row with one preset.
+    name_prefix: Callable[[Mapping[str, Any]], str] | None = None
+
+    def prefix_of(self, options: Mapping[str, Any]) -> str:
+        """The registered-name prefix a model built with head `options` is known by."""
+        if self.name_prefix is not None:
+            return self.name_prefix(options)
+        (prefix,) = self.presets
+        return prefix
+
+
+#: Head name -> row. Registration walks this table (x backbones); order is listing order only.
+HEADS: dict[str, HeadRow] = {
+    "fcn": HeadRow(
+        FCNHead,
+        presets=FCN_PRESETS,
+        description="{prefix} skip head",
+        family="fcn",
+        paper_stages=FCN_PAPER_STAGES,
+        name_prefix=fcn_name_prefix,
+    ),
+    "fpnlite": HeadRow(
+        FPNLiteHead,
+        presets={"fpnlite": {}},
+        description="FPN-lite head (top-down sum of s32/s16/s8, one 3x3 block)",
+        family="fpnlite",
+    ),
+}
+
+__all__ = ["HEADS", "DecodeHead", "FCNHead", "FPNLiteHead", "HeadRow", "require_features"]
