@@ -14,13 +14,11 @@ import torch
 from conftest import require_module
 from PIL import Image
 
-from fcnseg.cli import ENGINE_CHOICES as CLI_ENGINE_CHOICES
 from fcnseg.cli import main
 from fcnseg.errors import UsageError
 from fcnseg.inference import engines
 from fcnseg.inference.engines import (
     CHECK_SIZES,
-    ENGINE_CHOICES,
     EngineError,
     ExportOptions,
     beside_cache_dir,
@@ -81,10 +79,6 @@ def _load(weights: Path):
     from fcnseg.engine.predict import load_trained_model
 
     return load_trained_model(weights=weights)
-
-
-def test_cli_choices_match_the_resolver():
-    assert CLI_ENGINE_CHOICES == ENGINE_CHOICES
 
 
 def test_graph_cached_once_checked_once_and_reused(tiny, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ validation data are checked (data/check.preflight); only then is anything writte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
@@ -30,7 +31,7 @@ from fcnseg.engine.recipe import resolve_recipe
 from fcnseg.engine.rundir import RunDirectory, claim_run_directory, resume_point
 from fcnseg.engine.setup import prepare_training
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "train", "train_from_recipe"]
 
 
 def train(
@@ -92,3 +93,26 @@ def train(
                 lock.release()
         distributed.barrier()
         return result
+
+
+def train_from_recipe(
+    recipe: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    force: bool = False,
+) -> TrainResult:
+    """`fcnseg train`: the recipe file (or, resuming without one, the recipe the run stored)
+    with `overrides` applied, then `train`.
+
+    Why here and not in the CLI: a script that resumes a run must find its recipe the same way.
+    """
+    from fcnseg.config import load_config
+    from fcnseg.engine.checkpoint import config_from_checkpoint
+
+    if resume and not recipe:
+        config = config_from_checkpoint(resume, list(overrides))
+    else:
+        config = load_config(recipe, list(overrides))
+    return train(config, out=out, resume=resume, force=force)

@@ -160,51 +160,22 @@ def quantize_int8(
     EngineError / ExportError when the fp32 graph fails its check, and ExportError when the
     int8 graph agrees with PyTorch on fewer than INT8_MIN_AGREEMENT of the pixels.
     """
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    import onnxruntime
 
-    from fcnseg.export import INPUT_NAME, ExportError, OnnxRuntimeModel
+    from fcnseg.export import ExportError, OnnxRuntimeModel
 
     if not images:
         raise DataError("int8 calibration needs at least one image")
-    import onnxruntime
-
     # The quantiser's sessions warn once per unused BN constant (hundreds of lines); errors only.
     onnxruntime.set_default_logger_severity(3)
     model = model.eval()
     _, fp32_entry, _, _ = export_checked(model, weights_path, ExportOptions(opset=opset), log=log)
-    entry = writable_entry(weights_path, ExportOptions(opset=opset, int8=True))
+    options = ExportOptions(opset=opset, int8=True)
+    entry = writable_entry(weights_path, options)
     if log:
         log(f"fcnseg: calibrating int8 on {len(images)} images ({calibration_source})")
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=entry.onnx.parent, prefix=".int8-") as scratch:
-        source = Path(scratch) / "fp32.onnx"
-        try:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
-
-            quant_pre_process(str(fp32_entry.onnx), str(source), skip_symbolic_shape=True)
-        except Exception:  # noqa: BLE001 - pre-processing is an optimisation only
-            shutil.copyfile(fp32_entry.onnx, source)
-        quantized = Path(scratch) / "int8.onnx"
-        quantize_static(
-            str(source),
-            str(quantized),
-            _Reader(INPUT_NAME, images),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            # MinMax adds ReduceMin/ReduceMax per tensor to the graph, so calibration keeps two
-            # scalars per tensor and image, not the activations. (Not CalibMaxIntermediateOutputs:
-            # onnxruntime 1.32 drops the collected ranges when that limit is reached.)
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-        _copy_metadata(fp32_entry.onnx, quantized, calibration_source, len(images))
-        atomic_write(entry.onnx, lambda tmp: shutil.copyfile(quantized, tmp))
+    _write_int8_graph(fp32_entry.onnx, entry.onnx, images, calibration_source)
     runnable = OnnxRuntimeModel(entry.onnx)
     check = _real_agreement(model, runnable, images[:AGREEMENT_IMAGES])
     check["random_inputs"] = agreement_check(model, runnable, in_channels=int(model.in_channels))[
@@ -212,7 +183,7 @@ def quantize_int8(
     ]
     record = cache_record(
         weights_path,
-        ExportOptions(opset=opset, int8=True),
+        options,
         check,
         started,
         quantization="static QDQ, per-channel int8 weights, uint8 activations, MinMax",
@@ -228,6 +199,69 @@ def quantize_int8(
     if out is not None:
         atomic_write(Path(out), lambda tmp: shutil.copyfile(entry.onnx, tmp))
     return entry, record
+
+
+def _write_int8_graph(
+    fp32: Path, target: Path, images: list[torch.Tensor], calibration_source: str
+) -> None:
+    """Calibrate and quantise the fp32 graph at `fp32` into `target` (written atomically, so a
+    failed quantisation never leaves a half graph in the cache)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from fcnseg.export import INPUT_NAME
+
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as scratch:
+        source = Path(scratch) / "fp32.onnx"
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            quant_pre_process(str(fp32), str(source), skip_symbolic_shape=True)
+        except Exception:  # noqa: BLE001 - pre-processing is an optimisation only
+            shutil.copyfile(fp32, source)
+        quantized = Path(scratch) / "int8.onnx"
+        quantize_static(
+            str(source),
+            str(quantized),
+            _Reader(INPUT_NAME, images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            # MinMax adds ReduceMin/ReduceMax per tensor to the graph, so calibration keeps two
+            # scalars per tensor and image, not the activations. (Not CalibMaxIntermediateOutputs:
+            # onnxruntime 1.32 drops the collected ranges when that limit is reached.)
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        _copy_metadata(fp32, quantized, calibration_source, len(images))
+        atomic_write(target, lambda tmp: shutil.copyfile(quantized, tmp))
+
+
+def export_int8(
+    out: str | os.PathLike[str],
+    calibrate: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    run: str | os.PathLike[str] | None = None,
+    data_format: str | None = None,
+    split: str = "train",
+    count: int = DEFAULT_CALIBRATION_IMAGES,
+    log: Log | None = _announce,
+) -> tuple[CacheEntry, dict[str, Any]]:
+    """`fcnseg export --to onnx --int8`: the trained model from exactly one of weights /
+    checkpoint / run, calibrated on `calibrate` (see `calibration_images`), quantised and copied
+    to `out` (and cached for `--engine onnxruntime-int8`). Returns (entry, sidecar record).
+
+    The model is loaded before the calibration images are read, so a bad model source is
+    reported first, as every other command does.
+    """
+    from fcnseg.engine.predict import load_trained_model
+
+    model, meta = load_trained_model(weights, checkpoint, run)
+    images, source = calibration_images(
+        calibrate, meta["normalization"], data_format=data_format, split=split, count=count
+    )
+    return quantize_int8(model, meta["source"], images, calibration_source=source, out=out, log=log)
 
 
 def _copy_metadata(fp32: Path, int8: Path, source: str, images: int) -> None:

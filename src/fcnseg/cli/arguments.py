@@ -1,0 +1,59 @@
+"""Argument groups several commands share: where the model comes from, how it is run.
+
+Why a module of its own: eval, predict, export and serve take the same model source and
+inference flags, and their spelling, defaults and help must not drift apart. Every choice list
+comes from `fcnseg.choices`, which imports nothing heavy, so building the parser costs no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fcnseg.choices import INFERENCE_MODES, RUNTIME_CHOICES
+
+
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """Exactly one of --weights / --checkpoint / --run names the model."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--weights", help="released weights (.safetensors with fcnseg metadata)")
+    group.add_argument("--checkpoint", help="training checkpoint (.pt)")
+    group.add_argument("--run", help="run directory written by `fcnseg train`")
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """--device, --mode and the mode's options (--tile-size, --scales)."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
+    parser.add_argument(
+        "--mode",
+        default=None,
+        choices=INFERENCE_MODES,
+        help="inference mode (default: the one the weights recommend, else whole)",
+    )
+    parser.add_argument("--tile-size", type=int, nargs="+", help="sliding-window tile (H [W])")
+    parser.add_argument("--scales", type=float, nargs="+", help="multi-scale factors")
+
+
+def add_engine_option(parser: argparse.ArgumentParser) -> None:
+    """--engine: what runs the model (fcnseg.choices.RUNTIME_CHOICES)."""
+    parser.add_argument(
+        "--engine",
+        default="torch",
+        choices=RUNTIME_CHOICES,
+        help="what runs the model: torch (default), auto (onnxruntime when installed and on the "
+        "CPU, else torch), onnxruntime, onnxruntime-int8 (made by `export --int8`); the ONNX "
+        "graph is exported and checked once and cached beside the weights "
+        "(<weights>.onnx-cache/), the one write outside --out, which is why it is opt-in",
+    )
+
+
+def inference_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The mode options given on the command line (tile size, scales) as the library takes them."""
+    options: dict[str, Any] = {}
+    if args.tile_size:
+        options["tile_size"] = (
+            tuple(args.tile_size) if len(args.tile_size) > 1 else args.tile_size[0]
+        )
+    if args.scales:
+        options["scales"] = tuple(args.scales)
+    return options

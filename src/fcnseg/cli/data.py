@@ -1,0 +1,26 @@
+"""`fcnseg data check`: scan a dataset for problems (exit 1 when it has some)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="dataset tools")
+    commands = parser.add_subparsers(dest="data_command", required=True)
+    check = commands.add_parser("check", help="scan a dataset for problems")
+    check.add_argument("--root", default=None, help="dataset directory (not for synthetic)")
+    check.add_argument("--format", required=True)
+    check.add_argument("--splits", nargs="+", default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fcnseg.data.check import check_dataset, format_report
+
+    if args.root is not None and not Path(args.root).exists():
+        raise FileNotFoundError(f"--root {args.root}: directory not found; fix the path")
+    kwargs = {"splits": args.splits} if args.splits else {}
+    report = check_dataset(args.root, args.format, **kwargs)
+    print(format_report(report))
+    return 0 if getattr(report, "ok", True) else 1

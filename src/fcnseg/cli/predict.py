@@ -1,0 +1,73 @@
+"""`fcnseg predict`: images -> class-index PNGs + overlays."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fcnseg.cli.arguments import (
+    add_engine_option,
+    add_inference_options,
+    add_model_source,
+    inference_options,
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("predict", help="images -> class-index PNGs + overlays")
+    add_model_source(parser)
+    parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("--out", default="predictions", help="output folder")
+    parser.add_argument("--no-overlay", action="store_true", help="skip the overlay images")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="images of one size per forward (default 1)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: min(2, CPUs), 0 for fewer than 8 inputs)",
+    )
+    parser.add_argument(
+        "--foreground-writes",
+        action="store_true",
+        help="write outputs in the main thread (the one-image loop, for comparisons)",
+    )
+    add_inference_options(parser)
+    add_engine_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 1 when some inputs failed (each is listed on stderr), else 0."""
+    from fcnseg.engine.predict import run_prediction
+
+    result = run_prediction(
+        args.inputs,
+        args.out,
+        weights=args.weights,
+        checkpoint=args.checkpoint,
+        run=args.run,
+        device=args.device,
+        mode=args.mode,
+        options=inference_options(args),
+        overlay=not args.no_overlay,
+        progress=sys.stderr.isatty(),
+        engine=args.engine,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        background_writes=not args.foreground_writes,
+    )
+    written, failed = result.counts()
+    if result.rank != 0:
+        return 1 if failed else 0  # under torchrun only rank 0 prints the summary
+    if result.mirrored_from is not None:
+        print(
+            f"inputs share file names: outputs mirror their folders under {args.out} "
+            f"(relative to {result.mirrored_from})"
+        )
+    summary = f"{len(result.files)} images -> {written} files in {args.out}"
+    if failed:
+        summary += f"; {failed} failed (listed on stderr)"
+    print(summary)
+    print(result.engine.summary())  # after the summary line, which scripts read first
+    return 1 if failed else 0
