@@ -143,6 +143,25 @@ def test_tiny_run_writes_run_directory(tmp_path):
     assert float(last_row["mean_iu"]) == pytest.approx(records[-1]["mean_iu"])
 
 
+def test_train_resolves_the_recipe_first(tmp_path):
+    """train() applies the preset to what the recipe left unset and saves the resolved recipe;
+    a recipe error is raised before the run directory exists."""
+    from fcnseg import constants
+    from fcnseg.engine.train import train
+    from fcnseg.errors import ModelOptionError
+
+    out = tmp_path / "run"
+    run_tiny(out, preset="paper", epochs=1, checkpoint_every=0)
+    saved = load_checkpoint(out)["config"]["train"]
+    assert (saved["schedule"], saved["loss_normalization"]) == ("fixed", "sum")
+    assert saved["weight_decay"] == constants.PAPER_WEIGHT_DECAY
+    assert (saved["lr"], saved["batch_size"]) == (0.05, 2)  # the recipe's own values win
+    bad = config_from_dict({"train": {"device": "cpu"}}, ["model.options={depth: 3}"])
+    with pytest.raises(ModelOptionError, match="model.options: unknown key 'depth'"):
+        train(bad, out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
 def test_training_reduces_loss(tmp_path):
     result = run_tiny(tmp_path / "run", epochs=6, lr=0.1, checkpoint_every=0)
     losses = [row["train_loss"] for row in result.history]
