@@ -6,7 +6,7 @@ registry (`registry.py`); `build_model` (`factory.py`) then builds any name. The
 `fusion` (RGB-D fusion and multi-head wrappers), `backbones/` (encoder table).
 """
 
-from fcnseg.models import fusion, paper_fcn, skip_fcn  # noqa: F401  (register their names)
+from fcnseg.models import fusion, multihead, paper_fcn, skip_fcn  # noqa: F401  (register names)
 from fcnseg.models.factory import build_model, check_model_contract, list_models, model_info
 from fcnseg.models.protocol import SegmentationModel
 

@@ -242,12 +242,20 @@ class SkipFCN(nn.Module):
         self.input_scale: float = float(input_scale)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.score_features(self.trunk_features(x), x)
+
+    @property
+    def trunk_module_names(self) -> tuple[str, ...]:
+        """Children computing `trunk_features`; the heads of a multi-head net share them."""
+        return ("backbone",)
+
+    def trunk_features(self, x: Tensor) -> tuple[dict[str, Tensor], torch.Size, torch.Size]:
+        """(backbone features, padded size, scaled size) of `x`: what no class count shapes."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise DataError(
                 f"SkipFCN expects a normalised N x {self.in_channels} x H x W batch, "
                 f"got shape {tuple(x.shape)}"
             )
-        height, width = x.shape[-2:]
         if self.input_scale != 1.0:
             x = F.interpolate(
                 x,
@@ -256,9 +264,16 @@ class SkipFCN(nn.Module):
                 align_corners=False,
                 recompute_scale_factor=False,
             )
-        scaled_height, scaled_width = x.shape[-2:]
         padded = pad_to_multiple(x, self.pad_multiple)
-        logits = self.head(self.backbone(padded), padded.shape[-2:])
+        return self.backbone(padded), padded.shape[-2:], x.shape[-2:]
+
+    def score_features(
+        self, shared: tuple[dict[str, Tensor], torch.Size, torch.Size], x: Tensor
+    ) -> Tensor:
+        """The logits of `x` from `trunk_features(x)` (see fcnseg.models.multihead)."""
+        features, padded_size, (scaled_height, scaled_width) = shared
+        height, width = x.shape[-2:]
+        logits = self.head(features, padded_size)
         logits = logits[..., :scaled_height, :scaled_width]
         if self.input_scale != 1.0:
             logits = F.interpolate(
