@@ -76,7 +76,8 @@ class SharedTrunkModel(Protocol):
     Why: a multi-head net (fcnseg.models.multihead.MultiHeadFCN) runs what no class count
     shapes once and scores it once per head. The children named by `trunk_module_names`
     compute `trunk_features` and are held once, by the trunk; the other children compute
-    `score_features` and are held by each head. The shared value is opaque to the caller.
+    `score_features` and are held by each head. The shared value is opaque to the caller;
+    every head reads the same one, so `score_features` must not modify it in place.
     """
 
     @property
@@ -134,6 +135,8 @@ def like_output(heads: Mapping[str, T], reference: object) -> T | dict[str, T]:
     """
     if is_multi_head(reference):
         return dict(heads)
+    if len(heads) != 1:
+        raise ValueError(f"a single-output model cannot return the heads {list(heads)}")
     (value,) = heads.values()
     return value
 
