@@ -207,6 +207,14 @@ def test_bad_heads_and_unsplittable_bases_are_one_line_errors():
     with pytest.raises(ValueError, match="cannot"):
         MultiHeadFCN.from_builder(PlainFCN, HEADS)
 
+    def with_own_parameter(classes: int) -> TinySplitFCN:
+        net = TinySplitFCN(classes)
+        net.temperature = nn.Parameter(torch.ones(()))
+        return net
+
+    with pytest.raises(ValueError, match="cannot"):
+        MultiHeadFCN.from_builder(with_own_parameter, HEADS)
+
 
 def test_without_heads_the_registered_model_has_one_primary_head():
     model = build_model("multihead", 5, base=SKIP_BASE, pretrained=False)

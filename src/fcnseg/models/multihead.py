@@ -43,7 +43,7 @@ def _with_children(net: nn.Module, names: Iterable[str]) -> nn.Module:
     keep = set(names)
     part = copy.copy(net)
     for key, value in vars(net).items():  # own hook tables and attribute dicts, not shared
-        if isinstance(value, dict):
+        if isinstance(value, (dict, set)):
             part.__dict__[key] = type(value)(value)
     part.__dict__["_modules"] = {
         name: child for name, child in net._modules.items() if name in keep
@@ -69,7 +69,8 @@ def split_trunk(nets: Mapping[str, nn.Module]) -> tuple[nn.Module, dict[str, nn.
     """(trunk, heads) of one base net per head: the first net's trunk children, once, and
     each net's other children. Every net must follow `SharedTrunkModel`."""
     for net in nets.values():
-        if not isinstance(net, SharedTrunkModel):
+        # Tensors held by the net itself (not by a child) would belong to both parts.
+        if not isinstance(net, SharedTrunkModel) or net._parameters or net._buffers:
             raise ModelOptionError(
                 f"a multi-head base must split into trunk and heads; {type(net).__name__} "
                 "cannot (use a paper net fcn*s_vgg16 or a skip-head net fcn*s_<encoder>)"
