@@ -17,7 +17,6 @@ from fcnseg.data.datasets.nyud import NYUDv2, normalize_depth
 from fcnseg.data.datasets.registry import build_dataset
 from fcnseg.data.transforms import denormalize, train_transform
 from fcnseg.losses import PixelCrossEntropy
-from fcnseg.models.fusion import multitask_loss  # noqa: F401  (import check: fusion loads)
 
 HEIGHT, WIDTH = 24, 32
 IDS = {"train": ["5001", "5002"], "test": ["5003"]}

@@ -63,3 +63,30 @@ def test_run_bench_on_a_registry_model() -> None:
     )
     assert report.startswith("fcn32s_vgg16_padded at 64x64")
     assert "| eager |" in report and "GFLOP per forward" in report
+
+
+class TwoHeads(nn.Module):
+    """Geometric listed first: the agreement is still scored on the primary (semantic) head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.geometric, self.semantic = nn.Conv2d(3, 2, 1), nn.Conv2d(3, 5, 1)
+        self.normalization = "imagenet"
+
+    def forward(self, x):
+        return {"geometric": self.geometric(x), "semantic": self.semantic(x)}
+
+
+def test_a_multi_head_model_is_benched_on_its_primary_head(monkeypatch) -> None:
+    import fcnseg.inference.bench as bench
+
+    seen = []
+
+    def agreement(reference, candidate):
+        seen.append((reference.shape[1], candidate.shape[1]))
+        return 1.0
+
+    monkeypatch.setattr(bench, "argmax_agreement", agreement)
+    results = bench_model(TwoHeads().eval(), (9, 11), ("eager",), 1)
+    assert results[0].error is None and results[0].agreement == 1.0
+    assert seen == [(5, 5)]

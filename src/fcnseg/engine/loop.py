@@ -32,6 +32,7 @@ from fcnseg.engine.schedules import apply_lr, lr_factor
 from fcnseg.engine.setup import TrainingSetup
 from fcnseg.losses import PerHeadLoss
 from fcnseg.metrics import SegmentationScores
+from fcnseg.models.protocol import is_multi_head, map_heads
 
 
 @dataclass
@@ -64,8 +65,8 @@ class Stopwatch:
 def _loss_of(criterion: nn.Module, logits: Any, masks: Any) -> Tensor:
     """The loss of a batch; multi-head models sum their heads' losses (each head with its own
     criterion when the criterion is a PerHeadLoss, e.g. per-head class weights)."""
-    if isinstance(logits, dict):
-        if not isinstance(masks, dict):
+    if is_multi_head(logits):
+        if not is_multi_head(masks):
             raise ValueError("a multi-head model needs a dataset returning a dict of masks")
         if isinstance(criterion, PerHeadLoss):
             return criterion(logits, masks)
@@ -74,9 +75,7 @@ def _loss_of(criterion: nn.Module, logits: Any, masks: Any) -> Tensor:
 
 
 def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, dict):
-        return {key: item.to(device, non_blocking=True) for key, item in value.items()}
-    return value.to(device, non_blocking=True)
+    return map_heads(value, lambda item: item.to(device, non_blocking=True))
 
 
 class TrainingLoop:

@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fcnseg.errors import UsageError
 from fcnseg.inference.cpu_fast import argmax_agreement, optimize_for_cpu
+from fcnseg.models.protocol import primary_output
 
 Runnable = Callable[[Tensor], Tensor | dict[str, Tensor]]
 
@@ -66,12 +67,6 @@ class BenchResult:
         if self.median_s and self.gflops:
             return self.gflops / self.median_s
         return None
-
-
-def _first_output(output: Tensor | dict[str, Tensor]) -> Tensor:
-    if isinstance(output, dict):
-        return next(iter(output.values()))
-    return output
 
 
 def count_gflops(model: Runnable, example: Tensor) -> float:
@@ -190,7 +185,7 @@ def bench_model(
     example = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0))
     gflops = count_gflops(model, example)
     with torch.no_grad():
-        reference = _first_output(model(example))
+        reference = primary_output(model(example))
     results: list[BenchResult] = []
     calls: dict[str, Callable[[], object]] = {}
     for engine in engines:
@@ -198,7 +193,7 @@ def bench_model(
         try:
             runnable = build_engine(model, engine, example)
             with torch.no_grad():
-                result.agreement = argmax_agreement(reference, _first_output(runnable(example)))
+                result.agreement = argmax_agreement(reference, primary_output(runnable(example)))
             calls[engine] = functools.partial(runnable, example)
         except Exception as error:  # noqa: BLE001 - reported in the table
             result.error = f"{type(error).__name__}: {str(error).splitlines()[0][:80]}"

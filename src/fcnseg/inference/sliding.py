@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fcnseg.errors import DataError, UsageError
+from fcnseg.models.protocol import as_heads, like_output
 
 ModelOutput = Tensor | dict[str, Tensor]
 Forward = Callable[[Tensor], ModelOutput]
@@ -104,6 +105,56 @@ def _iter_tiles(
         yield positions[first : first + tile_batch]
 
 
+def _tile_strides(
+    tile: tuple[int, int], tile_stride: int | tuple[int, int] | None, overlap: float
+) -> tuple[int, int]:
+    """Step between tiles: `tile_stride`, or tile * (1 - overlap) (at least 1 pixel)."""
+    if tile_stride is not None:
+        return _pair(tile_stride, "tile_stride")
+    if not 0.0 <= overlap < 1.0:
+        raise UsageError(f"overlap must be in [0, 1), got {overlap}")
+    return tuple(max(1, math.floor(side * (1.0 - overlap))) for side in tile)  # type: ignore[return-value]
+
+
+class _BlendedSums:
+    """Window-weighted sums of every head's tile logits over the padded image, and the weights.
+
+    Why one accumulator per head: a multi-head model's heads have different class counts, and
+    each is blended on its own; the weight plane is shared.
+    """
+
+    def __init__(self, batch: int, size: tuple[int, int], window: Tensor) -> None:
+        self.batch, self.size, self.window = batch, size, window
+        self.sums: dict[str, Tensor] = {}
+        self.weight = torch.zeros(*size, device=window.device)
+
+    def add(self, output: ModelOutput, group: list[tuple[int, int]]) -> None:
+        """Add one forward's output: tiles in `group` order, each `batch` images long."""
+        tile_h, tile_w = self.window.shape
+        for key, logits in as_heads(output).items():
+            if logits.shape[-2:] != (tile_h, tile_w):
+                raise ValueError(
+                    f"the model returned logits of size {tuple(logits.shape[-2:])} for a "
+                    f"{tile_h}x{tile_w} tile; models must return logits at their input size"
+                )
+            if key not in self.sums:
+                self.sums[key] = torch.zeros(
+                    self.batch, logits.shape[1], *self.size, device=self.window.device
+                )
+            for index, (y, x) in enumerate(group):
+                chunk = logits[index * self.batch : (index + 1) * self.batch].float()
+                self.sums[key][:, :, y : y + tile_h, x : x + tile_w] += chunk * self.window
+        for y, x in group:
+            self.weight[y : y + tile_h, x : x + tile_w] += self.window
+
+    def means(self, height: int, width: int) -> dict[str, Tensor]:
+        """Blended logits of each head, cropped to the unpadded `height` x `width`."""
+        return {
+            key: (total / self.weight)[:, :, :height, :width].contiguous()
+            for key, total in self.sums.items()
+        }
+
+
 def sliding_window_logits(
     forward: Forward,
     images: Tensor,
@@ -134,13 +185,7 @@ def sliding_window_logits(
     if tile_batch < 1:
         raise UsageError(f"tile_batch must be >= 1, got {tile_batch}")
     tile_h, tile_w = _pair(tile_size, "tile_size")
-    if tile_stride is None:
-        if not 0.0 <= overlap < 1.0:
-            raise UsageError(f"overlap must be in [0, 1), got {overlap}")
-        stride_h = max(1, math.floor(tile_h * (1.0 - overlap)))
-        stride_w = max(1, math.floor(tile_w * (1.0 - overlap)))
-    else:
-        stride_h, stride_w = _pair(tile_stride, "tile_stride")
+    stride_h, stride_w = _tile_strides((tile_h, tile_w), tile_stride, overlap)
 
     batch, _, height, width = images.shape
     pad_bottom, pad_right = max(0, tile_h - height), max(0, tile_w - width)
@@ -151,34 +196,10 @@ def sliding_window_logits(
     starts_x = tile_starts(padded_w, tile_w, stride_w)
     window = blend_window(tile_h, tile_w, blend, device=images.device)
 
-    sums: dict[str, Tensor] = {}
-    weight_sum = torch.zeros(padded_h, padded_w, device=images.device)
-    single_output = True
+    sums = _BlendedSums(batch, (padded_h, padded_w), window)
+    output: ModelOutput | None = None
     for group in _iter_tiles(starts_y, starts_x, tile_batch):
         crops = [images[:, :, y : y + tile_h, x : x + tile_w] for y, x in group]
         output = forward(torch.cat(crops, dim=0) if len(crops) > 1 else crops[0])
-        if isinstance(output, dict):
-            single_output = False
-            heads = output
-        else:
-            heads = {"": output}
-        for key, logits in heads.items():
-            if logits.shape[-2:] != (tile_h, tile_w):
-                raise ValueError(
-                    f"the model returned logits of size {tuple(logits.shape[-2:])} for a "
-                    f"{tile_h}x{tile_w} tile; models must return logits at their input size"
-                )
-            if key not in sums:
-                sums[key] = torch.zeros(
-                    batch, logits.shape[1], padded_h, padded_w, device=images.device
-                )
-            for index, (y, x) in enumerate(group):
-                chunk = logits[index * batch : (index + 1) * batch].float()
-                sums[key][:, :, y : y + tile_h, x : x + tile_w] += chunk * window
-        for y, x in group:
-            weight_sum[y : y + tile_h, x : x + tile_w] += window
-
-    results = {
-        key: (total / weight_sum)[:, :, :height, :width].contiguous() for key, total in sums.items()
-    }
-    return results[""] if single_output else results
+        sums.add(output, group)
+    return like_output(sums.means(height, width), output)

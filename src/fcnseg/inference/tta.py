@@ -17,16 +17,13 @@ from torch import Tensor
 
 from fcnseg.errors import DataError, UsageError
 from fcnseg.inference.sliding import ModelOutput
+from fcnseg.models.protocol import as_heads, like_output
 
 #: Scales of the common multi-scale protocol (DeepLab / PSPNet evaluation: 0.5 to 1.75 in
 #: steps of 0.25), each also evaluated flipped.
 DEFAULT_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 Predictor = Callable[[Tensor], ModelOutput]
-
-
-def _heads(output: ModelOutput) -> dict[str, Tensor]:
-    return output if isinstance(output, dict) else {"": output}
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -56,7 +53,7 @@ def multiscale_flip_probs(
         raise UsageError(f"scales must be a non-empty list of positive factors, got {scales}")
     height, width = images.shape[-2:]
     totals: dict[str, Tensor] = {}
-    single_output = True
+    output: ModelOutput | None = None
     count = 0
     for scale in scales:
         size = scaled_size(height, width, scale)
@@ -70,8 +67,7 @@ def multiscale_flip_probs(
         )
         for variant, flipped in variants:
             output = predict(variant)
-            single_output = single_output and not isinstance(output, dict)
-            for key, logits in _heads(output).items():
+            for key, logits in as_heads(output).items():
                 probs = torch.softmax(logits.float(), dim=1)
                 if flipped:
                     probs = torch.flip(probs, dims=[-1])
@@ -85,4 +81,4 @@ def multiscale_flip_probs(
                     totals[key] = probs
             count += 1
     means = {key: total / count for key, total in totals.items()}
-    return means[""] if single_output else means
+    return like_output(means, output)

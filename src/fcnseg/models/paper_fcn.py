@@ -183,8 +183,21 @@ class PaperFCN(nn.Module):
         """Caffe crop offsets by fused map ("pool4", "pool3") and "final" (for inspection)."""
         return {**{step.skip: step.offset for step in self.steps}, "final": self.final_offset}
 
+    @property
+    def trunk_module_names(self) -> tuple[str, ...]:
+        """Children computing `trunk_features`; the heads of a multi-head net share them."""
+        return ("encoder", *self.fc_layer_names)
+
     def forward_scores(self, x: Tensor) -> dict[str, Tensor]:
         """All score maps: "score_fr", one "fuse_<skip>" per skip, and the final "out"."""
+        return self.score_maps(self.trunk_features(x), x.shape[-2], x.shape[-1])
+
+    def score_features(self, features: dict[str, Tensor], x: Tensor) -> Tensor:
+        """The output logits from `trunk_features(x)` (see fcnseg.models.multihead)."""
+        return self.score_maps(features, x.shape[-2], x.shape[-1])["out"]
+
+    def trunk_features(self, x: Tensor) -> dict[str, Tensor]:
+        """The encoder's taps and the fc layers' output ("fc"): what no class count shapes."""
         height, width = x.shape[-2:]
         try:
             features = self.encoder(x)
@@ -198,7 +211,11 @@ class PaperFCN(nn.Module):
         y = features[DEEPEST]
         for name in self.fc_layer_names:
             y = getattr(self, name)(y)
-        score = self.score_fr(y)
+        return {**features, "fc": y}
+
+    def score_maps(self, features: dict[str, Tensor], height: int, width: int) -> dict[str, Tensor]:
+        """`forward_scores` from the trunk's features, for an input of `height` x `width`."""
+        score = self.score_fr(features["fc"])
         maps = {"score_fr": score}
         for step in self.steps:
             up = getattr(self, step.upsample)(score)

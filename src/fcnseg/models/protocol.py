@@ -9,7 +9,7 @@ and every caller reads the attributes directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from fcnseg.errors import ModelOptionError
 
@@ -24,7 +24,6 @@ _LEGACY_UPSAMPLE: dict[str, str] = {"deconv": "deconv_frozen", "learnable": "dec
 
 #: FCN variants by the stride of their finest fused score (paper section 4.2; "fcn4s" takes the
 #: skip step once more, for encoders with a stride-4 map).
-FCNVariant = Literal["fcn32s", "fcn16s", "fcn8s", "fcn4s"]
 FCN_VARIANTS: tuple[str, ...] = ("fcn32s", "fcn16s", "fcn8s", "fcn4s")
 
 #: Input normalisation presets (fcnseg.data.transforms.normalize implements them).
@@ -68,6 +67,25 @@ class SegmentationModel(Protocol):
     in_channels: int
     normalization: str
     head_classes: dict[str, int]
+
+
+@runtime_checkable
+class SharedTrunkModel(Protocol):
+    """A model whose forward is `score_features(trunk_features(x), x)`: the multi-head hook.
+
+    Why: a multi-head net (fcnseg.models.multihead.MultiHeadFCN) runs what no class count
+    shapes once and scores it once per head. The children named by `trunk_module_names`
+    compute `trunk_features` and are held once, by the trunk; the other children compute
+    `score_features` and are held by each head. The shared value is opaque to the caller;
+    every head reads the same one, so `score_features` must not modify it in place.
+    """
+
+    @property
+    def trunk_module_names(self) -> tuple[str, ...]: ...
+
+    def trunk_features(self, x: Any) -> Any: ...
+
+    def score_features(self, shared: Any, x: Any) -> Any: ...
 
 
 #: Names of the attributes of SegmentationModel, for a readable error when one is missing.
@@ -117,6 +135,8 @@ def like_output(heads: Mapping[str, T], reference: object) -> T | dict[str, T]:
     """
     if is_multi_head(reference):
         return dict(heads)
+    if len(heads) != 1:
+        raise ValueError(f"a single-output model cannot return the heads {list(heads)}")
     (value,) = heads.values()
     return value
 

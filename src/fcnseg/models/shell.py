@@ -10,6 +10,7 @@ pair and smp's encoder -> decoder -> head; the head contract is `fcnseg.models.h
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -97,12 +98,24 @@ class SegmentationShell(nn.Module):
         self.input_scale: float = float(input_scale)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.score_features(self.trunk_features(x), x)
+
+    @property
+    def trunk_module_names(self) -> tuple[str, ...]:
+        """Children computing `trunk_features`; the heads of a multi-head net share them."""
+        return ("backbone",)
+
+    def trunk_features(self, x: Tensor) -> tuple[dict[str, Tensor], torch.Size, torch.Size]:
+        """(backbone features, padded size, scaled size) of `x`: what no class count shapes.
+
+        The first half of `forward` (protocol.SharedTrunkModel): a multi-head net
+        (fcnseg.models.multihead) runs it once and `score_features` once per head.
+        """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise DataError(
                 f"{type(self).__name__} expects a normalised N x {self.in_channels} x H x W "
                 f"batch, got shape {tuple(x.shape)}"
             )
-        height, width = x.shape[-2:]
         if self.input_scale != 1.0:
             x = F.interpolate(
                 x,
@@ -111,9 +124,16 @@ class SegmentationShell(nn.Module):
                 align_corners=False,
                 recompute_scale_factor=False,
             )
-        scaled_height, scaled_width = x.shape[-2:]
         padded = pad_to_multiple(x, self.pad_multiple, self.pad_mode)
-        logits = self.head(self.backbone(padded), padded.shape[-2:])
+        return self.backbone(padded), padded.shape[-2:], x.shape[-2:]
+
+    def score_features(
+        self, shared: tuple[dict[str, Tensor], torch.Size, torch.Size], x: Tensor
+    ) -> Tensor:
+        """The logits of `x` from `trunk_features(x)`: decode, crop back, resize to `x`."""
+        features, padded_size, (scaled_height, scaled_width) = shared
+        height, width = x.shape[-2:]
+        logits = self.head(features, padded_size)
         logits = logits[..., :scaled_height, :scaled_width]
         if self.input_scale != 1.0:
             logits = F.interpolate(
