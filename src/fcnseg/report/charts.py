@@ -32,7 +32,7 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def _hex(colour) -> str:
+def hex_colour(colour) -> str:
     r, g, b = (int(c) for c in colour[:3])
     return f"#{r:02x}{g:02x}{b:02x}"
 
@@ -46,7 +46,7 @@ def iou_bars(
     axis = figure.subplots()
     values = [np.nan if v is None else 100 * v for v in ious]
     colours = [
-        _hex(palette[i]) if palette and i < len(palette) else "#3559e0" for i in range(count)
+        hex_colour(palette[i]) if palette and i < len(palette) else "#3559e0" for i in range(count)
     ]
     positions = np.arange(count)[::-1]
     axis.barh(positions, np.nan_to_num(values), color=colours, edgecolor="#00000033", height=0.7)

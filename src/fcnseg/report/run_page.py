@@ -87,7 +87,11 @@ def _curves_html(
             for name in names
         }
         colours = (
-            {name: charts._hex(palette[i]) for i, name in enumerate(names) if i < len(palette)}
+            {
+                name: charts.hex_colour(palette[i])
+                for i, name in enumerate(names)
+                if i < len(palette)
+            }
             if palette and len(names) <= 12
             else None
         )
