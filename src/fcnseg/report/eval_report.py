@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fcnseg.report.collect import EvalCollector
+from fcnseg.report.eval_page import write_eval_report
 
 if TYPE_CHECKING:  # the engine imports torch; the report package must not, just to be named
     from fcnseg.engine.run_eval import EvalRun
@@ -41,8 +42,6 @@ def evaluate_with_report(
         return collectors[0].json_fields(sample_names(result.dataset))
 
     result = run_evaluation(**evaluation, batch_hook=batch_hook, payload_extras=payload_extras)
-    from fcnseg.report.eval_page import write_eval_report
-
     index = write_eval_report(
         report_dir, result.payload, result.meta, collectors[0], result.dataset
     )
