@@ -8,9 +8,8 @@ from model_helpers import PoolBackbone, copy_same_named
 
 from fcnseg.models.backbones import build_backbone
 from fcnseg.models.backbones.base import Backbone
-from fcnseg.models.heads.fcn import FCNHead, KnotUpsample, tent_kernel_1d
+from fcnseg.models.heads.fcn import FCNHead, KnotUpsample, SkipFCN, tent_kernel_1d
 from fcnseg.models.segmenters import build_fcn
-from fcnseg.models.shell import SegmentationShell
 
 ODD_SIZES = [(33, 47), (97, 61)]
 
@@ -21,12 +20,12 @@ def skip_fcn(
     variant: str = "fcn8s",
     head_channels: int = 0,
     upsample: str = "deconv_frozen",
-) -> SegmentationShell:
+) -> SkipFCN:
     """The FCN head on `backbone`, in the shell (what `build_fcn` makes of a named encoder)."""
     head = FCNHead(
         backbone.channels, backbone.strides, num_classes, variant, head_channels, upsample
     )
-    return SegmentationShell(backbone, head)
+    return SkipFCN(backbone, head)
 
 
 def _randomise_skips(model: torch.nn.Module) -> None:

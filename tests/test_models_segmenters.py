@@ -11,7 +11,7 @@ from fcnseg.errors import ModelOptionError
 from fcnseg.models import build_model, list_models, model_info
 from fcnseg.models.backbones import BACKBONES
 from fcnseg.models.factory import accepted_options, check_model_options
-from fcnseg.models.heads import HEADS
+from fcnseg.models.heads import HEADS, SkipFCN
 from fcnseg.models.segmenters import BUILDERS, build_fcn, head_options
 from fcnseg.models.shell import SegmentationShell
 
@@ -42,8 +42,9 @@ def test_fcn_rows_keep_their_names_and_paper_stages():
     assert timm.defaults["timm_name"] == "convnext_atto" and timm.defaults["pretrained"] is False
     assert not timm.weights_available()
     model = build_model("fcn32s_efficientnet_lite0", 2, pretrained=False)
-    assert isinstance(model, SegmentationShell)
-    assert model.head.variant == "fcn32s" and model.head.score_fr.score.out_channels == 2
+    assert type(model) is SkipFCN and isinstance(model, SegmentationShell)
+    assert model.variant == "fcn32s" and model.head.score_fr.score.out_channels == 2
+    assert type(build_model("fpnlite_resnet18", 2, pretrained=False)) is SegmentationShell
 
 
 def test_options_are_the_shell_options_plus_the_heads_own():

@@ -76,7 +76,7 @@ def build_segmenter(
         model_name=name,
     )
     decoder = row.head(backbone.channels, backbone.strides, num_classes, **options)
-    return SegmentationShell(backbone, decoder, input_scale=input_scale)
+    return row.model(backbone, decoder, input_scale=input_scale)
 
 
 def segmenter_builder(head: str) -> Callable[..., SegmentationShell]:

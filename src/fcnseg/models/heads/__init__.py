@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fcnseg.models.heads.base import DecodeHead, require_features
-from fcnseg.models.heads.fcn import FCN_PAPER_STAGES, FCN_PRESETS, FCNHead, fcn_name_prefix
+from fcnseg.models.heads.fcn import (
+    FCN_PAPER_STAGES,
+    FCN_PRESETS,
+    FCNHead,
+    SkipFCN,
+    fcn_name_prefix,
+)
 from fcnseg.models.heads.fpn_lite import FPNLiteHead
+from fcnseg.models.shell import SegmentationShell
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class HeadRow:
     #: The prefix of a model built with given head options, for messages that name the model;
     #: None for a row with one preset.
     name_prefix: Callable[[Mapping[str, Any]], str] | None = None
+    #: The shell class the models of this row are (a subclass names the net in exports).
+    model: type[SegmentationShell] = SegmentationShell
 
     def prefix_of(self, options: Mapping[str, Any]) -> str:
         """The registered-name prefix a model built with head `options` is known by."""
@@ -59,6 +68,7 @@ HEADS: dict[str, HeadRow] = {
         family="fcn",
         paper_stages=FCN_PAPER_STAGES,
         name_prefix=fcn_name_prefix,
+        model=SkipFCN,
     ),
     "fpnlite": HeadRow(
         FPNLiteHead,
@@ -68,4 +78,12 @@ HEADS: dict[str, HeadRow] = {
     ),
 }
 
-__all__ = ["HEADS", "DecodeHead", "FCNHead", "FPNLiteHead", "HeadRow", "require_features"]
+__all__ = [
+    "HEADS",
+    "DecodeHead",
+    "FCNHead",
+    "FPNLiteHead",
+    "HeadRow",
+    "SkipFCN",
+    "require_features",
+]

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from fcnseg.errors import ModelOptionError
 from fcnseg.models.heads.base import DecodeHead
 from fcnseg.models.protocol import FCN_VARIANTS, UpsampleMode, fcn_variant, upsample_mode
+from fcnseg.models.shell import SegmentationShell
 
 #: Feature maps each FCN variant fuses, coarse to fine (paper section 4.2; "4s" one step further).
 FCN_VARIANT_STREAMS: dict[str, tuple[str, ...]] = {
@@ -207,6 +208,21 @@ class FCNHead(DecodeHead):
             skip = getattr(self, f"score_{name}")(features[name])
             score = getattr(self, f"upscore_{name}")(score, skip.shape[-2:]) + skip
         return self.upscore_final(score, out_size)
+
+
+class SkipFCN(SegmentationShell):
+    """The segmentation shell with the FCN skip head: what every `fcn*s_<encoder>` name builds.
+
+    Nothing but a name over the shell: exported files record the class (ONNX metadata
+    `model_name`), and "SkipFCN" is what the shipped CamVid models have always been called.
+    """
+
+    head: FCNHead
+
+    @property
+    def variant(self) -> str:
+        """The FCN variant of the head ("fcn32s" .. "fcn4s")."""
+        return self.head.variant
 
 
 def fcn_name_prefix(options: Mapping[str, Any]) -> str:
