@@ -141,7 +141,7 @@ def predict_logits(
 
     Args:
         model: eval-mode model or any callable image batch -> logits (or dict of logits), e.g.
-            an `OnnxRuntimeModel` from `fcnseg.export.load_engine`.
+            an `OnnxRuntimeModel` from `fcnseg.inference.exported.load_exported`.
         image_batch: normalised float N x 3 x H x W.
         mode: "whole", "sliding" or "multiscale".
         tile_size, tile_stride, overlap, blend, tile_batch: sliding-window options (used by

@@ -8,7 +8,7 @@ which onnxruntime fuses into int8 kernels on the CPU and which still opens anywh
 are per output channel, which matters for depthwise convolutions whose channel ranges differ by
 orders of magnitude. Activations are uint8 and weights int8 (the x86 VNNI layout).
 
-The int8 graph is stored in the same cache as the fp32 one (see `engines.py`), keyed by the
+The int8 graph is stored in the same cache as the fp32 one (see `graph_cache.py`), keyed by the
 weights' hash and `ExportOptions(int8=True)`, so `--engine onnxruntime-int8` in eval / predict /
 serve finds it. Its sidecar records the calibration (source, images) and the argmax agreement
 with PyTorch on real calibration images (random inputs say little about int8 ranges).
@@ -30,17 +30,17 @@ import torch
 from torch import nn
 
 from fcnseg.errors import DataError, UsageError
-from fcnseg.inference.engines import (
+from fcnseg.inference.graph_cache import (
     CacheEntry,
     ExportOptions,
     Log,
-    _announce,
-    agreement_check,
     cache_record,
     export_checked,
+    runtime_check,
     writable_entry,
     write_record,
 )
+from fcnseg.inference.graph_cache import announce as _announce
 from fcnseg.io_utils import atomic_write
 
 DEFAULT_CALIBRATION_IMAGES: int = 32
@@ -156,8 +156,8 @@ def quantize_int8(
     """Quantise `model` (weights `weights_path`) to an int8 QDQ graph calibrated on `images`;
     store it in the engine cache (and copy it to `out`). Returns (entry, sidecar record).
 
-    The fp32 graph comes from the cache (exported and checked once, see engines.py). Raises
-    EngineError / ExportError when the fp32 graph fails its check, and ExportError when the
+    The fp32 graph comes from the cache (exported and checked once, see graph_cache.py). Raises
+    RuntimeUnusable / ExportError when the fp32 graph fails its check, and ExportError when the
     int8 graph agrees with PyTorch on fewer than INT8_MIN_AGREEMENT of the pixels.
     """
     from onnxruntime.quantization import (
@@ -167,7 +167,8 @@ def quantize_int8(
         quantize_static,
     )
 
-    from fcnseg.export import INPUT_NAME, ExportError, OnnxRuntimeModel
+    from fcnseg.export import INPUT_NAME, ExportError
+    from fcnseg.inference.exported import OnnxRuntimeModel
 
     if not images:
         raise DataError("int8 calibration needs at least one image")
@@ -207,9 +208,7 @@ def quantize_int8(
         atomic_write(entry.onnx, lambda tmp: shutil.copyfile(quantized, tmp))
     runnable = OnnxRuntimeModel(entry.onnx)
     check = _real_agreement(model, runnable, images[:AGREEMENT_IMAGES])
-    check["random_inputs"] = agreement_check(model, runnable, in_channels=int(model.in_channels))[
-        "argmax_agreement"
-    ]
+    check["random_inputs"] = runtime_check(model, runnable)["argmax_agreement"]
     record = cache_record(
         weights_path,
         ExportOptions(opset=opset, int8=True),

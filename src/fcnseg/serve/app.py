@@ -230,7 +230,7 @@ def create_app(pool: InferencePool, limits: ServeLimits | None = None) -> FastAP
         payload = {
             "width": width,
             "height": height,
-            "model": pool.meta.get("model"),
+            "model": pool.session.metadata.model,
             "classes": classes,
             "palette": palette,
             "shares": {name: shares[index] for index, name in enumerate(classes)},
