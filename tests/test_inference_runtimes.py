@@ -14,10 +14,10 @@ import torch
 from conftest import require_module
 from PIL import Image
 
+from fcnseg.choices import RUNTIME_CHOICES
 from fcnseg.cli import ENGINE_CHOICES as CLI_ENGINE_CHOICES
 from fcnseg.cli import main
 from fcnseg.errors import UsageError
-from fcnseg.choices import RUNTIME_CHOICES
 from fcnseg.inference import graph_cache, runtimes
 from fcnseg.inference.graph_cache import (
     CHECK_SIZES,
