@@ -12,8 +12,8 @@ from image_bytes import png_bytes
 from fcnseg.engine.predict_loader import (
     FEW_INPUTS,
     BackgroundWriter,
-    DecodeDataset,
     Decoded,
+    DecodeDataset,
     decoded_inputs,
     default_workers,
     failure_reason,

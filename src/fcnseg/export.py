@@ -202,6 +202,42 @@ def _prepare(model: nn.Module, example_size: tuple[int, int]) -> tuple[nn.Module
 # --------------------------------------------------------------------------------------- ONNX
 
 
+def _trace_onnx(
+    model: nn.Module,
+    example: Tensor,
+    path: Path,
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]] | None,
+    opset: int,
+) -> None:
+    """The traced ONNX graph of `model` at `path` (TorchScript-based exporter)."""
+    with warnings.catch_warnings():
+        # Tracer warnings about Python ints are exactly what the size check detects.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _add_metadata_props(path: Path, metadata: dict[str, str]) -> None:
+    """Store `metadata` in the ONNX file's metadata_props (what OnnxRuntimeModel reads)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -226,40 +262,22 @@ def export_onnx(
     The model is put in eval mode on the CPU in float32 (export and check run there). Returns
     the path. Raises ExportError when onnxruntime disagrees with PyTorch.
     """
-    import onnx
+    import onnx  # noqa: F401 - the export extra is needed; fail before any work without it
 
     path = Path(path)
     model, example, heads = _prepare(model, example_size)
-    output_names = heads
     dynamic_axes = None
     if dynamic:
         axes = {0: "batch", 2: "height", 3: "width"}
-        dynamic_axes = {INPUT_NAME: axes, **{name: axes for name in output_names}}
+        dynamic_axes = {INPUT_NAME: axes, **{name: axes for name in heads}}
     sizes = check_sizes
     if sizes is None:
         sizes = DEFAULT_CHECK_SIZES if dynamic else (example_size,)
 
     def write_checked(temp: Path) -> None:
         # The check runs on the temporary file, so a failing export never reaches `path`.
-        with warnings.catch_warnings():
-            # Tracer warnings about Python ints are exactly what the size check below detects.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (example,),
-                str(temp),
-                input_names=[INPUT_NAME],
-                output_names=output_names,
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-        proto = onnx.load(str(temp))
-        for key, value in _metadata(model, classes, normalization, heads).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.save(proto, str(temp))
+        _trace_onnx(model, example, temp, heads, dynamic_axes, opset)
+        _add_metadata_props(temp, _metadata(model, classes, normalization, heads))
         if sizes:
             verify_export(model, OnnxRuntimeModel(temp), sizes)
 

@@ -92,26 +92,7 @@ def evaluate_heads(
         for images, masks in batches:
             images = images.to(device, non_blocking=True)
             outputs = as_heads(predict_logits(model, images, mode=mode, **(options or {})))
-            if is_multi_head(masks):
-                targets = as_heads(masks)
-            else:  # one label map: it belongs to the primary head
-                targets = {primary_head_name(outputs): masks}
-            for head, target in targets.items():
-                if head not in outputs:
-                    continue
-                logits, target = outputs[head], target.to(device, non_blocking=True)
-                if logits.shape[-2:] != target.shape[-2:]:
-                    logits = torch.nn.functional.interpolate(
-                        logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False
-                    )
-                if head not in confusions:  # a head the model did not declare (one process)
-                    classes = num_classes if head == PRIMARY_HEAD else logits.shape[1]
-                    confusions[head] = ConfusionMatrix(classes, ignore_index, device)
-                predicted = logits.argmax(1)
-                confusions[head].update(predicted, target)
-                seen.add(head)
-                if on_batch is not None and head == PRIMARY_HEAD:
-                    on_batch(predicted, target)
+            seen |= _score_batch(outputs, masks, confusions, (num_classes, ignore_index), on_batch)
     for head in sorted(confusions):  # the same order on every rank
         confusions[head].reduce_()
     model.train(was_training)
@@ -121,6 +102,42 @@ def evaluate_heads(
         for head, confusion in confusions.items()
         if head in seen or int(confusion.matrix.sum()) > 0
     }
+
+
+def _score_batch(
+    outputs: dict[str, Tensor],
+    masks: Tensor | dict[str, Tensor],
+    confusions: dict[str, ConfusionMatrix],
+    labels: tuple[int, int | None],
+    on_batch: Callable[[Tensor, Tensor], None] | None,
+) -> set[str]:
+    """Add one batch to the confusion matrix of every head that has a label map; returns the
+    heads scored. A single label map belongs to the primary head; `labels` is (the primary
+    head's class count, the ignore label). Matrices live on the device of their first one."""
+    num_classes, ignore_index = labels
+    device = next(iter(confusions.values())).matrix.device
+    if is_multi_head(masks):
+        targets = as_heads(masks)
+    else:
+        targets = {primary_head_name(outputs): masks}
+    scored: set[str] = set()
+    for head, target in targets.items():
+        if head not in outputs:
+            continue
+        logits, target = outputs[head], target.to(device, non_blocking=True)
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = torch.nn.functional.interpolate(
+                logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False
+            )
+        if head not in confusions:  # a head the model did not declare (one process)
+            classes = num_classes if head == PRIMARY_HEAD else logits.shape[1]
+            confusions[head] = ConfusionMatrix(classes, ignore_index, device)
+        predicted = logits.argmax(1)
+        confusions[head].update(predicted, target)
+        scored.add(head)
+        if on_batch is not None and head == PRIMARY_HEAD:
+            on_batch(predicted, target)
+    return scored
 
 
 def expected_heads(model: nn.Module, num_classes: int) -> dict[str, int]:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcnseg.engine import distributed
+from fcnseg.engine.device import resolve_device
 from fcnseg.engine.loading import load_trained_model
 from fcnseg.engine.predict_inputs import collect_inputs, output_names
 from fcnseg.engine.predict_loader import (
@@ -26,6 +28,7 @@ from fcnseg.engine.predict_loader import (
     default_workers,
     failure_reason,
     same_size_groups,
+    shard,
 )
 from fcnseg.engine.render import overlay_image, palette_image
 from fcnseg.errors import FcnsegError, OutputError, UsageError
@@ -33,7 +36,13 @@ from fcnseg.inference.session import InferenceSession
 
 #: `load_trained_model` is imported from here by `fcnseg export` (cli.py) until it moves to
 #: `engine.loading.load_model`.
-__all__ = ["PredictionRun", "check_output_folder", "load_trained_model", "predict_files", "run_prediction"]
+__all__ = [
+    "PredictionRun",
+    "check_output_folder",
+    "load_trained_model",
+    "predict_files",
+    "run_prediction",
+]
 
 
 @dataclass
@@ -230,21 +239,12 @@ def run_prediction(
 ) -> PredictionRun:
     """`fcnseg predict` as a function: the inputs, the files written and the inputs that failed.
 
-    Inputs are files, folders and glob patterns (see collect_inputs), checked before the model
-    is loaded; the model comes from exactly one of weights / checkpoint / run, and `mode` /
-    `options` default to the inference its weights recommend (see session.choose_spec). A bad
-    input is skipped and reported (see predict_files); the caller decides the exit status.
-    `engine` picks the runtime (fcnseg.inference.runtimes.resolve_runtime); batch_size,
-    num_workers and background_writes are predict_files' speed options.
-
-    Under torchrun (WORLD_SIZE > 1) rank r predicts inputs i with i % world == r, under the
-    output names of all inputs, so every input is written exactly once; the counts are summed
-    over the ranks (`report.counts()`) and only rank 0 should print them.
+    Inputs (collect_inputs) are checked before the model loads (InferenceSession.load: `mode`/
+    `options` default to what the weights recommend; `engine` is the runtime). A bad input is
+    skipped and reported (predict_files, which takes the speed options); the caller decides the
+    exit status. Under torchrun rank r predicts inputs i with i % world == r under the names of
+    all inputs, so each is written once; `report.counts()` sums the ranks; rank 0 prints them.
     """
-    from fcnseg.engine import distributed
-    from fcnseg.engine.device import resolve_device
-    from fcnseg.engine.predict_loader import shard
-
     torch_device = resolve_device(device, engine)
     with distributed.process_group(torch_device.type):
         out_dir = Path(out_dir)
@@ -277,8 +277,13 @@ def run_prediction(
             names=names,
         )
         if world > 1:
-            counts = torch.tensor([len(report.written), len(report.failed)], dtype=torch.int64)
-            counts = counts.to(torch_device if torch_device.type == "cuda" else "cpu")
-            torch.distributed.all_reduce(counts)
-            report.world_counts = (int(counts[0]), int(counts[1]))
+            report.world_counts = _summed_over_ranks(report, torch_device)
     return report
+
+
+def _summed_over_ranks(report: PredictionRun, device: torch.device) -> tuple[int, int]:
+    """(files written, inputs failed) summed over every torchrun rank."""
+    counts = torch.tensor([len(report.written), len(report.failed)], dtype=torch.int64)
+    counts = counts.to(device if device.type == "cuda" else "cpu")
+    torch.distributed.all_reduce(counts)
+    return int(counts[0]), int(counts[1])

@@ -135,6 +135,27 @@ def default_scores_path(run: str | Path | None, data_format: str, split: str) ->
     return Path(run or ".") / name
 
 
+def _score(
+    session: InferenceSession,
+    loader: DataLoader,
+    dataset: Any,
+    progress: bool,
+    on_batch: Callable[[Tensor, Tensor], None] | None,
+) -> dict[str, SegmentationScores]:
+    """Scores per head of the session's model on `loader`, with the session's inference."""
+    return evaluate_heads(
+        session.runnable,
+        loader,
+        dataset.num_classes,
+        dataset.ignore_index,
+        session.device,
+        mode=session.spec.mode,
+        options=session.spec.options(),
+        progress=progress,
+        on_batch=on_batch,
+    )
+
+
 def _payload(result: EvalRun) -> dict[str, Any]:
     """The scores JSON: what was scored how, the primary head's scores, and every head's for
     multi-head models (SIFT Flow), by head name."""
@@ -197,17 +218,8 @@ def run_evaluation(
     check_num_classes(loaded.source, loaded.metadata.num_classes, dataset.num_classes)
     session = InferenceSession.start(loaded, spec, runtime=engine, device=torch_device)
     loader = eval_loader(dataset)
-    per_head = evaluate_heads(
-        session.runnable,
-        loader,
-        dataset.num_classes,
-        dataset.ignore_index,
-        torch_device,
-        mode=spec.mode,
-        options=spec.options(),
-        progress=progress,
-        on_batch=batch_hook(dataset, loader) if batch_hook is not None else None,
-    )
+    on_batch = batch_hook(dataset, loader) if batch_hook is not None else None
+    per_head = _score(session, loader, dataset, progress, on_batch)
     result = EvalRun(
         session=session,
         dataset=dataset,
