@@ -17,10 +17,11 @@ from fcnseg.export import (
     ExportError,
     export_onnx,
     export_torchscript,
+    load_exported,
     verify_export,
 )
 from fcnseg.inference import predict_logits
-from fcnseg.inference.exported import OnnxRuntimeModel, TorchScriptModel, load_exported
+from fcnseg.inference.exported import OnnxRuntimeModel, TorchScriptModel
 
 # CI installs the export extra: there a missing onnx/onnxruntime fails instead of skipping.
 onnx = require_module("onnx", "pip install -e '.[export]'")
@@ -240,8 +241,7 @@ def test_real_models_export_at_five_odd_sizes(name: str, options: dict, tmp_path
 
 def test_rgbd_early_fusion_exports_with_its_four_input_channels(tmp_path):
     """The example and check inputs follow the model's in_channels (was: always 3 channels)."""
-    from fcnseg.export import export_onnx
-    from fcnseg.inference.exported import load_exported
+    from fcnseg.export import export_onnx, load_exported
     from fcnseg.models import build_model
 
     torch.manual_seed(0)

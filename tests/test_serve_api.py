@@ -262,7 +262,7 @@ def test_serve_cli_bad_input_exits_2(tmp_path, capsys):
 
 def test_onnxruntime_engine_gives_the_torch_answer():
     require_module("onnxruntime", "pip install -e '.[export]'")
-    from fcnseg.inference.exported import load_exported
+    from fcnseg.export import load_exported
     from fcnseg.inference.runtimes import ResolvedRuntime
 
     image = png_bytes(36, 52)

@@ -8,7 +8,7 @@ model is run at several odd sizes (not multiples of 32, which is where frozen pa
 arithmetic shows) and compared with PyTorch; a mismatch is an error, and the file only appears
 at its destination (atomic rename) once it passed.
 
-`fcnseg.inference.exported.load_exported` gives one calling convention for the results: a callable image batch -> logits
+`load_exported` gives one calling convention for the results: a callable image batch -> logits
 (dict for multi-head models) with `normalization` and `classes` attributes, which is all
 `fcnseg.inference.predict_logits` needs, so Python code can run an exported file through the
 same sliding-window / multi-scale inference as a PyTorch model (`fcnseg bench --engines
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from fcnseg.errors import FcnsegError
-from fcnseg.inference.exported import TORCHSCRIPT_METADATA_FILE, OnnxRuntimeModel
+from fcnseg.errors import FcnsegError, UsageError
+from fcnseg.inference.exported import TORCHSCRIPT_METADATA_FILE, OnnxRuntimeModel, TorchScriptModel
 from fcnseg.io_utils import atomic_write
 from fcnseg.models.protocol import as_heads, is_multi_head
 
@@ -55,6 +56,9 @@ EXPORT_MAX_ABS_DIFF: float = 1e-3
 EXPORT_MIN_ARGMAX_AGREEMENT: float = 0.999
 INPUT_NAME: str = "image"
 DEFAULT_OUTPUT_NAME: str = "logits"
+ExportedRuntime = Literal["torch", "onnxruntime"]
+#: Runtimes `load_exported` can open a model or an exported file with.
+EXPORTED_RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
 
 
 class ExportError(FcnsegError):
@@ -331,3 +335,50 @@ def export_torchscript(
 
         return atomic_write(path, write)
     raise ExportError(f"TorchScript export of {type(model).__name__} failed: {'; '.join(failures)}")
+
+
+# ---------------------------------------------------------------------------------- loading
+
+Runnable = nn.Module | OnnxRuntimeModel | TorchScriptModel
+
+
+def load_exported(
+    path_or_model: str | os.PathLike[str] | nn.Module,
+    runtime: ExportedRuntime = "torch",
+    *,
+    threads: int | None = None,
+) -> Runnable:
+    """A callable image batch -> logits for `predict_logits`, from a model or an exported file.
+
+    - runtime="torch": an nn.Module is returned in eval mode; a TorchScript file (.pt, .ts,
+      .torchscript) is loaded with its metadata.
+    - runtime="onnxruntime": an .onnx file is opened with onnxruntime; an nn.Module is first
+      exported (dynamic sizes, verified) to a temporary .onnx.
+    """
+    if runtime not in EXPORTED_RUNTIMES:
+        raise UsageError(f"runtime must be one of {EXPORTED_RUNTIMES}, got {runtime!r}")
+    if isinstance(path_or_model, nn.Module):
+        if runtime == "torch":
+            return path_or_model.eval()
+        with tempfile.TemporaryDirectory() as folder:
+            onnx_path = export_onnx(path_or_model, Path(folder) / "model.onnx", check_sizes=[])
+            # The session keeps its own copy of the graph, so the file can go.
+            return OnnxRuntimeModel(onnx_path, threads=threads)
+    path = Path(path_or_model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file; pass an exported .onnx or .pt")
+    if runtime == "onnxruntime":
+        if path.suffix != ".onnx":
+            raise UsageError(
+                f"{path}: runtime 'onnxruntime' needs an .onnx file; export one with "
+                "fcnseg.export.export_onnx (or `fcnseg export`)"
+            )
+        return OnnxRuntimeModel(path, threads=threads)
+    if path.suffix == ".onnx":
+        raise UsageError(f"{path}: an .onnx file needs runtime='onnxruntime'")
+    if path.suffix in (".pt", ".ts", ".torchscript", ".jit"):
+        return TorchScriptModel(path)
+    raise UsageError(
+        f"{path}: not an exported model (.onnx, .pt TorchScript); for a checkpoint or "
+        "weights file build the model with fcnseg.build_model and load its weights"
+    )

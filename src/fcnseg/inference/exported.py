@@ -1,32 +1,26 @@
 """Exported models behind the model calling convention, so inference treats them like PyTorch's.
 
-`load_exported` opens an `.onnx` file with onnxruntime (`OnnxRuntimeModel`) or a TorchScript
-archive (`TorchScriptModel`), or exports an nn.Module to a temporary ONNX graph: each is a
-callable image batch -> logits (dict for multi-head models) with `normalization` and `classes`,
-which is all `fcnseg.inference.predict_logits` needs. `InferenceOnly` gives the non-module
-runnables the nn.Module calls evaluation makes (`eval`, `train`, `to`).
+An `.onnx` file run by onnxruntime (`OnnxRuntimeModel`) and a TorchScript archive
+(`TorchScriptModel`) are each a callable image batch -> logits (dict for multi-head models) with
+`normalization` and `classes`, which is all `fcnseg.inference.predict_logits` needs
+(`fcnseg.export.load_exported` opens either). `InferenceOnly` gives the non-module runnables the
+nn.Module calls evaluation makes (`eval`, `train`, `to`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
-from fcnseg.errors import UsageError
+from torch import Tensor
 
 ModelOutput = Tensor | dict[str, Tensor]
-ExportedRuntime = Literal["torch", "onnxruntime"]
-#: Runtimes `load_exported` can open a model or an exported file with.
-EXPORTED_RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
 #: Key of the JSON metadata embedded in TorchScript files (ONNX uses metadata_props).
 TORCHSCRIPT_METADATA_FILE: str = "fcnseg.json"
 
@@ -122,50 +116,3 @@ class TorchScriptModel(InferenceOnly):
         """Unlike an onnxruntime session, a TorchScript module can move to another device."""
         self.module.to(*args, **kwargs)
         return self
-
-
-Runnable = nn.Module | OnnxRuntimeModel | TorchScriptModel
-
-
-def load_exported(
-    path_or_model: str | os.PathLike[str] | nn.Module,
-    runtime: ExportedRuntime = "torch",
-    *,
-    threads: int | None = None,
-) -> Runnable:
-    """A callable image batch -> logits for `predict_logits`, from a model or an exported file.
-
-    - runtime="torch": an nn.Module is returned in eval mode; a TorchScript file (.pt, .ts,
-      .torchscript) is loaded with its metadata.
-    - runtime="onnxruntime": an .onnx file is opened with onnxruntime; an nn.Module is first
-      exported (dynamic sizes, verified) to a temporary .onnx.
-    """
-    if runtime not in EXPORTED_RUNTIMES:
-        raise UsageError(f"runtime must be one of {EXPORTED_RUNTIMES}, got {runtime!r}")
-    if isinstance(path_or_model, nn.Module):
-        if runtime == "torch":
-            return path_or_model.eval()
-        with tempfile.TemporaryDirectory() as folder:
-            from fcnseg.export import export_onnx
-
-            onnx_path = export_onnx(path_or_model, Path(folder) / "model.onnx", check_sizes=[])
-            # The session keeps its own copy of the graph, so the file can go.
-            return OnnxRuntimeModel(onnx_path, threads=threads)
-    path = Path(path_or_model)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file; pass an exported .onnx or .pt")
-    if runtime == "onnxruntime":
-        if path.suffix != ".onnx":
-            raise UsageError(
-                f"{path}: runtime 'onnxruntime' needs an .onnx file; export one with "
-                "fcnseg.export.export_onnx (or `fcnseg export`)"
-            )
-        return OnnxRuntimeModel(path, threads=threads)
-    if path.suffix == ".onnx":
-        raise UsageError(f"{path}: an .onnx file needs runtime='onnxruntime'")
-    if path.suffix in (".pt", ".ts", ".torchscript", ".jit"):
-        return TorchScriptModel(path)
-    raise UsageError(
-        f"{path}: not an exported model (.onnx, .pt TorchScript); for a checkpoint or "
-        "weights file build the model with fcnseg.build_model and load its weights"
-    )

@@ -196,7 +196,7 @@ def cache_record(
     was checked, when, in how long (since `started`, a perf_counter value) and by which versions.
 
     One shape for the fp32 export and the int8 quantisation, so that a reader of the cache (and
-    `resolve_engine`'s reuse rule) needs to know only one."""
+    `resolve_runtime`'s reuse rule) needs to know only one."""
     return {
         "weights": str(Path(weights_path).resolve()),
         "weights_sha256": weights_digest(weights_path),
