@@ -141,6 +141,9 @@ class InferenceSession:
         return primary_output(self.head_logits(batch))
 
     def labels(self, images: Sequence[Tensor] | Tensor) -> Tensor:
-        """Class ids N x H x W (on the CPU) of uint8 C x H x W images of one size."""
-        with torch.inference_mode():
+        """Class ids N x H x W (on the CPU) of uint8 C x H x W images of one size.
+
+        Under no_grad, as predict_logits itself runs: the onnxruntime runtime may export and
+        check a fixed-size graph during a call (FixedSizeGraphs), which wants plain tensors."""
+        with torch.no_grad():
             return self.logits(self.normalize(images)).argmax(1).cpu()
