@@ -183,13 +183,21 @@ def _obstacle(device: torch.device, weights_path: str | os.PathLike[str] | None)
 
 
 def _onnxruntime(
-    model: nn.Module, weights_path: str | os.PathLike[str], requested: str, reason: str, **kw: Any
+    model: nn.Module,
+    weights_path: str | os.PathLike[str],
+    requested: str,
+    reason: str,
+    *,
+    opset: int,
+    threads: int | None,
+    log: Log | None,
 ) -> ResolvedRuntime:
     """The fp32 graph (cached, checked once) behind FixedSizeGraphs."""
+    options = ExportOptions(opset=opset)
     runnable, entry, record, origin = export_checked(
-        model, weights_path, ExportOptions(opset=kw["opset"]), threads=kw["threads"], log=kw["log"]
+        model, weights_path, options, threads=threads, log=log
     )
-    router = FixedSizeGraphs(model, weights_path, runnable, **kw)
+    router = FixedSizeGraphs(model, weights_path, runnable, opset=opset, threads=threads, log=log)
     return ResolvedRuntime(router, "onnxruntime", requested, reason, entry.onnx, record, origin)
 
 
@@ -222,7 +230,7 @@ def resolve_runtime(
     if runtime == "torch":
         return ResolvedRuntime(model.eval(), "torch", runtime, "asked for")
     obstacle = _obstacle(device, weights_path)
-    graph = {"opset": opset, "threads": threads, "log": log}
+    graph: dict[str, Any] = {"opset": opset, "threads": threads, "log": log}
     if runtime == "auto":
         if obstacle is not None:
             return ResolvedRuntime(model.eval(), "torch", runtime, obstacle)
