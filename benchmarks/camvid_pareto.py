@@ -36,11 +36,12 @@ from engines_camvid import load as load_average  # benchmarks/ is on sys.path as
 from paper_speed import _OutOnly
 
 from fcnseg.engine.checkpoint import load_weights, write_weights
-from fcnseg.engine.evaluate import evaluate_heads, primary_head
-from fcnseg.engine.predict import load_trained_model
+from fcnseg.engine.evaluate import evaluate_heads
+from fcnseg.engine.loading import load_model
 from fcnseg.engine.run_eval import eval_split
 from fcnseg.inference.bench import time_interleaved
-from fcnseg.inference.engines import resolve_engine
+from fcnseg.inference.runtimes import resolve_runtime
+from fcnseg.models.protocol import primary_head_name
 
 BASELINE = "lraspp_mobilenet_v3_large (torchvision, eager)"
 SIZE = (360, 480)
@@ -71,12 +72,13 @@ def at_scale(weights: Path, scale: float, work: Path) -> Path:
 
 def ensure_int8(weights: Path, data_root: str, images: int) -> None:
     """Quantise `weights` once (cached beside it) unless its int8 graph is already cached."""
-    from fcnseg.inference.engines import ExportOptions, find_cached
+    from fcnseg.inference.graph_cache import ExportOptions, find_cached
     from fcnseg.inference.quantize import calibration_images, quantize_int8
 
     if find_cached(weights, ExportOptions(int8=True)) is not None:
         return
-    model, meta = load_trained_model(weights=weights)
+    loaded = load_model(weights=weights)
+    model, meta = loaded.model, loaded.metadata
     calibration, source = calibration_images(
         data_root, meta["normalization"], data_format="camvid", count=images
     )
@@ -85,8 +87,9 @@ def ensure_int8(weights: Path, data_root: str, images: int) -> None:
 
 def open_row(row: Row) -> tuple[Any, dict[str, Any]]:
     """(runnable, metadata) of a row."""
-    model, meta = load_trained_model(weights=row.weights)
-    resolved = resolve_engine(model, meta["source"], row.engine, threads=torch.get_num_threads())
+    loaded = load_model(weights=row.weights)
+    model, meta = loaded.model, loaded.metadata
+    resolved = resolve_runtime(model, loaded.source, row.engine, threads=torch.get_num_threads())
     return resolved.runnable, meta
 
 
@@ -132,7 +135,7 @@ def mean_iu(runnable: Any, dataset: Any, limit: int | None) -> tuple[float, str]
     scored = dataset if not limit else torch.utils.data.Subset(dataset, range(limit))
     loader = torch.utils.data.DataLoader(scored, batch_size=1)
     per_head = evaluate_heads(runnable, loader, dataset.num_classes, dataset.ignore_index)
-    scores = per_head[primary_head(per_head)]
+    scores = per_head[primary_head_name(per_head)]
     worst = min(range(len(scores.per_class_iu)), key=lambda i: scores.per_class_iu[i])
     return 100 * scores.mean_iu, f"{dataset.classes[worst]} {100 * scores.per_class_iu[worst]:.1f}"
 

@@ -9,7 +9,7 @@ move with the load. Accuracy: val mean IU with one whole-image forward per engin
 scores an evenly spread subset when the full split is too slow under load), plus the share of
 val pixels where int8 and fp32 predict the same class.
 
-The ONNX graphs come from the engine cache (`fcnseg.inference.engines`): fp32 is exported and
+The ONNX graphs come from the engine cache (`fcnseg.inference.graph_cache`): fp32 is exported and
 checked on first use; int8 must have been made once with
 `fcnseg export --weights W --to onnx --int8 --calibrate ROOT --format camvid --out FILE`.
 
@@ -28,11 +28,12 @@ from typing import Any
 
 import torch
 
-from fcnseg.engine.evaluate import evaluate_heads, primary_head
-from fcnseg.engine.predict import load_trained_model
+from fcnseg.engine.evaluate import evaluate_heads
+from fcnseg.engine.loading import load_model
 from fcnseg.engine.run_eval import eval_split
 from fcnseg.inference import predict_logits
-from fcnseg.inference.engines import resolve_engine
+from fcnseg.inference.runtimes import resolve_runtime
+from fcnseg.models.protocol import primary_head_name
 
 ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")
 
@@ -81,9 +82,10 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    model, meta = load_trained_model(weights=args.weights)
+    loaded = load_model(weights=args.weights)
+    model, meta = loaded.model, loaded.metadata
     resolved = {
-        name: resolve_engine(model, meta["source"], name, threads=args.threads) for name in ENGINES
+        name: resolve_runtime(model, loaded.source, name, threads=args.threads) for name in ENGINES
     }
     for engine in resolved.values():
         print(f"# {engine.summary()}")
@@ -137,7 +139,7 @@ def main() -> None:
         )
         seconds = (time.perf_counter() - start) / len(scored)
         predictions[name] = kept
-        scores = per_head[primary_head(per_head)]
+        scores = per_head[primary_head_name(per_head)]
         worst = min(range(len(scores.per_class_iu)), key=lambda i: scores.per_class_iu[i])
         print(
             f"| {name} | {100 * scores.mean_iu:.2f} | {100 * scores.pixel_accuracy:.2f} | "

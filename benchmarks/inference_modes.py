@@ -46,13 +46,16 @@ def default_data_root() -> Path:
 
 def load_model(weights: Path) -> tuple[torch.nn.Module, dict]:
     """Eval-mode model and metadata from a .safetensors file, a checkpoint .pt or a run dir."""
-    from fcnseg.engine.predict import load_trained_model
+    from fcnseg.engine.loading import load_model as load_source
 
     if weights.is_dir():
-        return load_trained_model(run=weights)
+        loaded = load_source(run=weights)
+        return loaded.model, loaded.metadata
     if weights.suffix == ".safetensors":
-        return load_trained_model(weights=weights)
-    return load_trained_model(checkpoint=weights)
+        loaded = load_source(weights=weights)
+        return loaded.model, loaded.metadata
+    loaded = load_source(checkpoint=weights)
+    return loaded.model, loaded.metadata
 
 
 def evaluate_modes(

@@ -31,7 +31,7 @@ from fcnseg.engine.checkpoint import (
     update_weights_metadata,
     write_weights,
 )
-from fcnseg.engine.predict import load_trained_model
+from fcnseg.engine.loading import load_model
 from fcnseg.io_utils import atomic_write
 
 #: Largest mean-IU change (fraction) for which the fp16 file may replace the fp32 one.
@@ -204,10 +204,10 @@ def main() -> None:
         tmp_dir = Path(tmp)
         best = args.run_dir / "model.safetensors"
         if args.checkpoint == "last":
-            model, meta = load_trained_model(None, args.run_dir / "checkpoints" / "last.pt", None)
+            loaded = load_model(None, args.run_dir / "checkpoints" / "last.pt", None)
+            model, meta = loaded.model, loaded.metadata
             best = tmp_dir / "last.safetensors"
-            meta = {k: v for k, v in meta.items() if k != "source"}
-            save_weights(best, model, meta)
+            save_weights(best, model, meta.as_dict())
         fp32 = evaluate_file(best, args.data_root, args.split, tmp_dir / "fp32.json")
         half_path = tmp_dir / "fp16.safetensors"
         write_fp16(best, half_path)

@@ -20,7 +20,7 @@ import torch
 
 from fcnseg.data.datasets.registry import build_dataset
 from fcnseg.data.transforms import eval_transform
-from fcnseg.engine.predict import load_trained_model
+from fcnseg.engine.loading import load_model
 from fcnseg.inference.tta import multiscale_flip_probs
 from fcnseg.metrics import ConfusionMatrix
 
@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, meta = load_trained_model(args.weights)
+    loaded = load_model(args.weights)
+    model, meta = loaded.model, loaded.metadata
     data_format = args.format or meta.get("data_format")
     transform = eval_transform(meta.get("normalization", "imagenet"), None)
     dataset = build_dataset(data_format, args.data_root, args.split, transform=transform)

@@ -119,3 +119,17 @@ def test_choices_come_from_the_one_vocabulary():
     for command in ("eval", "predict", "serve"):
         assert _choices(command, "--engine") is RUNTIME_CHOICES
         assert _choices(command, "--mode") is INFERENCE_MODES
+
+
+def test_version_prints_the_package_version_without_torch():
+    import subprocess
+    import sys
+
+    from fcnseg.version import __version__
+
+    code = (
+        "import sys\nfrom fcnseg.cli import main\ntry:\n    main(['--version'])\n"
+        "except SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [f"fcnseg {__version__}", "False"]

@@ -14,7 +14,7 @@ from test_models_caffe import _caffemodel, _layers_of
 
 from fcnseg.engine.caffe_import import CaffeImport, import_caffe_release
 from fcnseg.engine.checkpoint import load_weights
-from fcnseg.engine.predict import load_trained_model
+from fcnseg.engine.loading import load_model
 from fcnseg.errors import UsageError
 from fcnseg.models import build_model
 from fcnseg.models.caffe import CaffeModelError, load_caffemodel
@@ -49,7 +49,8 @@ def test_release_picks_model_classes_and_metadata(tmp_path):
     assert meta["release_net"] == "pascalcontext-fcn8s" and meta["data_format"] == "context"
     assert meta["normalization"] == "caffe_bgr"
     assert meta["converted_from"] == source.name
-    model, _ = load_trained_model(weights=out)
+    loaded = load_model(weights=out)
+    model, meta = loaded.model, loaded.metadata
     image = torch.randn(1, 3, 37, 45)
     with torch.no_grad():
         torch.testing.assert_close(model(image), reference(image))

@@ -15,14 +15,13 @@ from torch import Tensor, nn
 from fcnseg.export import (
     DEFAULT_CHECK_SIZES,
     ExportError,
-    OnnxRuntimeModel,
-    TorchScriptModel,
     export_onnx,
     export_torchscript,
-    load_engine,
-    verify_engine,
+    load_exported,
+    verify_export,
 )
 from fcnseg.inference import predict_logits
+from fcnseg.exported import OnnxRuntimeModel, TorchScriptModel
 
 # CI installs the export extra: there a missing onnx/onnxruntime fails instead of skipping.
 onnx = require_module("onnx", "pip install -e '.[export]'")
@@ -122,7 +121,7 @@ def test_onnx_matches_torch_at_odd_sizes(factory: type[nn.Module], tmp_path: Pat
     assert len(DEFAULT_CHECK_SIZES) >= 5
     assert all(h % 32 and w % 32 for h, w in DEFAULT_CHECK_SIZES)
     # Independent re-check, batch 2, sizes other than the export's own check.
-    worst = verify_engine(model, engine, [(71, 45), (130, 94), (47, 333)], batch=2, seed=5)
+    worst = verify_export(model, engine, [(71, 45), (130, 94), (47, 333)], batch=2, seed=5)
     assert worst <= 1e-3
     assert engine.classes == ["a", "b", "c"]
     assert engine.normalization == model.normalization
@@ -141,7 +140,7 @@ def test_onnx_metadata_props_and_dynamic_axes(tmp_path: Path) -> None:
 
 def test_onnx_multi_head_returns_dict(tmp_path: Path) -> None:
     model = _trained_like(TwoHeadNet())
-    engine = load_engine(export_onnx(model, tmp_path / "two.onnx"), engine="onnxruntime")
+    engine = load_exported(export_onnx(model, tmp_path / "two.onnx"), runtime="onnxruntime")
     images = torch.randn(1, 3, 29, 31)
     out = engine(images)
     assert set(out) == {"semantic", "geometric"}
@@ -168,10 +167,10 @@ def test_failed_export_keeps_previous_file(tmp_path: Path) -> None:
 def test_torchscript_matches_torch_at_odd_sizes(factory: type[nn.Module], tmp_path: Path) -> None:
     model = _trained_like(factory())
     path = export_torchscript(model, tmp_path / "model.pt", normalization="tf_lite")
-    engine = load_engine(path)
+    engine = load_exported(path)
     assert isinstance(engine, TorchScriptModel)
     assert engine.normalization == "tf_lite"
-    verify_engine(model, engine, [(63, 77), (120, 55)], batch=2, seed=7)
+    verify_export(model, engine, [(63, 77), (120, 55)], batch=2, seed=7)
 
 
 def test_traced_torchscript_with_frozen_size_is_rejected(tmp_path: Path) -> None:
@@ -183,7 +182,7 @@ def test_traced_torchscript_with_frozen_size_is_rejected(tmp_path: Path) -> None
 
 def test_onnxruntime_engine_runs_the_predict_path(tmp_path: Path) -> None:
     model = _trained_like(SkipNet())
-    engine = load_engine(export_onnx(model, tmp_path / "s.onnx"), "onnxruntime")
+    engine = load_exported(export_onnx(model, tmp_path / "s.onnx"), "onnxruntime")
     images = torch.randn(1, 3, 70, 90)
     for mode in ("whole", "sliding", "multiscale"):
         ours = predict_logits(engine, images, mode=mode, tile_size=48, scales=[0.75, 1.0])
@@ -191,25 +190,25 @@ def test_onnxruntime_engine_runs_the_predict_path(tmp_path: Path) -> None:
         torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_load_engine_from_module_with_onnxruntime() -> None:
+def test_load_exported_from_module_with_onnxruntime() -> None:
     model = _trained_like(SkipNet())
-    engine = load_engine(model, "onnxruntime", threads=1)
+    engine = load_exported(model, "onnxruntime", threads=1)
     assert isinstance(engine, OnnxRuntimeModel)
     images = torch.randn(1, 3, 41, 53)
     torch.testing.assert_close(engine(images), model(images), atol=1e-4, rtol=0)
 
 
-def test_load_engine_errors_name_the_file_and_fix(tmp_path: Path) -> None:
+def test_load_exported_errors_name_the_file_and_fix(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
-        load_engine(tmp_path / "missing.onnx", "onnxruntime")
+        load_exported(tmp_path / "missing.onnx", "onnxruntime")
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"x")
     with pytest.raises(ValueError, match="needs an .onnx"):
-        load_engine(weights, "onnxruntime")
+        load_exported(weights, "onnxruntime")
     with pytest.raises(ValueError, match="build_model"):
-        load_engine(weights, "torch")
-    with pytest.raises(ValueError, match="engine must be"):
-        load_engine(weights, "tensorrt")  # type: ignore[arg-type]
+        load_exported(weights, "torch")
+    with pytest.raises(ValueError, match="runtime must be"):
+        load_exported(weights, "tensorrt")  # type: ignore[arg-type]
 
 
 REAL_MODELS = [
@@ -235,14 +234,14 @@ def test_real_models_export_at_five_odd_sizes(name: str, options: dict, tmp_path
     onnx_path = export_onnx(model, tmp_path / f"{name}.onnx")  # checks DEFAULT_CHECK_SIZES
     script_path = export_torchscript(model, tmp_path / f"{name}.pt", method="trace")
     for path, engine in ((onnx_path, "onnxruntime"), (script_path, "torch")):
-        runnable = load_engine(path, engine)  # type: ignore[arg-type]
+        runnable = load_exported(path, engine)  # type: ignore[arg-type]
         assert runnable.normalization == model.normalization
-        assert verify_engine(model, runnable, [(119, 87)], seed=3) <= 1e-3
+        assert verify_export(model, runnable, [(119, 87)], seed=3) <= 1e-3
 
 
 def test_rgbd_early_fusion_exports_with_its_four_input_channels(tmp_path):
     """The example and check inputs follow the model's in_channels (was: always 3 channels)."""
-    from fcnseg.export import export_onnx, load_engine
+    from fcnseg.export import export_onnx, load_exported
     from fcnseg.models import build_model
 
     torch.manual_seed(0)
@@ -250,7 +249,7 @@ def test_rgbd_early_fusion_exports_with_its_four_input_channels(tmp_path):
         "early_fusion", 5, pretrained=False, base="fcn8s_mobilenet_v2", in_channels=4
     ).eval()
     path = export_onnx(model, tmp_path / "rgbd.onnx", check_sizes=[(64, 80)])
-    engine = load_engine(path, "onnxruntime")
+    engine = load_exported(path, "onnxruntime")
     images = torch.randn(1, 4, 70, 90)
     with torch.no_grad():
         assert torch.allclose(engine(images), model(images), atol=1e-4)

@@ -17,6 +17,7 @@ import torch
 from conftest import require_module
 from PIL import Image
 
+from fcnseg.engine.exporting import export_int8
 from fcnseg.errors import DataError, UsageError
 from fcnseg.inference import quantize
 from fcnseg.inference.quantize import (
@@ -24,7 +25,6 @@ from fcnseg.inference.quantize import (
     _Reader,
     _real_agreement,
     calibration_images,
-    export_int8,
     quantize_int8,
 )
 
@@ -130,23 +130,26 @@ class TinyNet(torch.nn.Module):
 
 @pytest.fixture
 def tiny_source(tmp_path, monkeypatch) -> Path:
-    """A stand-in weights file for TinyNet: load_trained_model answers with the net itself.
+    """A stand-in weights file for TinyNet: engine.exporting's load_model answers with the net.
 
     The cache is keyed by the file's bytes, so any file will do; how real weights load is
-    engine/predict's business (tests/test_engines.py runs `fcnseg export --int8` end to end).
+    engine/loading's business (tests/test_inference_runtimes.py runs `fcnseg export --int8` end to end).
     """
-    from fcnseg.engine import predict
+    from types import SimpleNamespace
+
+    from fcnseg.engine import exporting
 
     weights = tmp_path / "weights" / "tiny.safetensors"
     weights.parent.mkdir()
     weights.write_bytes(b"tiny net stand-in")
-    meta = {"normalization": "imagenet", "source": str(weights)}
 
     def load(weights_arg, checkpoint=None, run=None):
         assert Path(weights_arg) == weights and checkpoint is None and run is None
-        return TinyNet(), dict(meta)
+        return SimpleNamespace(
+            model=TinyNet(), metadata={"normalization": "imagenet"}, source=weights
+        )
 
-    monkeypatch.setattr(predict, "load_trained_model", load)
+    monkeypatch.setattr(exporting, "load_model", load)
     return weights
 
 

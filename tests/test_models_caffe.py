@@ -11,7 +11,7 @@ import torch
 from protobuf_writer import int_field, length_field, varint
 
 from fcnseg.cli import main
-from fcnseg.engine.predict import load_trained_model
+from fcnseg.engine.loading import load_model
 from fcnseg.models import build_model
 from fcnseg.models.caffe import CaffeModelError, load_caffemodel, read_caffemodel
 
@@ -141,7 +141,8 @@ def test_cli_writes_weights_that_predict_like_the_loaded_net(tmp_path, capsys):
     out = tmp_path / "fcn8s.safetensors"
     args = ["import-caffe", str(source), "--model", "fcn8s_vgg16", "--out", str(out)]
     assert main([*args, "--options", "width_divisor=16"]) == 0
-    model, meta = load_trained_model(weights=out)
+    loaded = load_model(weights=out)
+    model, meta = loaded.model, loaded.metadata
     assert meta["normalization"] == "caffe_bgr" and meta["classes"][0] == "background"
     image = torch.randn(1, 3, 37, 45)
     with torch.no_grad():

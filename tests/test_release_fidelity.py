@@ -425,7 +425,7 @@ def test_legacy_inner_product_blobs_load_into_the_convolutionalized_fc(tmp_path:
 
 def test_cli_release_import_and_name_mismatch(tmp_path: Path, capsys) -> None:
     from fcnseg.cli import main
-    from fcnseg.engine.predict import load_trained_model
+    from fcnseg.engine.loading import load_model
 
     blobs = _random_blobs(_release_layers("siftflow-fcn16s", DIVISOR), seed=3)
     source = tmp_path / "siftflow-fcn16s-heavy.caffemodel"
@@ -433,7 +433,8 @@ def test_cli_release_import_and_name_mismatch(tmp_path: Path, capsys) -> None:
     out = tmp_path / "siftflow.safetensors"
     args = ["import-caffe", str(source), "--release", "siftflow-fcn16s", "--out", str(out)]
     assert main([*args, "--options", f"width_divisor={DIVISOR}"]) == 0
-    model, meta = load_trained_model(weights=out)
+    loaded = load_model(weights=out)
+    model, meta = loaded.model, loaded.metadata
     assert meta["data_format"] == "siftflow" and model.head_classes == {
         "semantic": 33,
         "geometric": 3,

@@ -25,6 +25,8 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from fcnseg.cli import main  # noqa: E402
+from fcnseg.engine.metadata import validate_weights_metadata  # noqa: E402
+from fcnseg.engine.session import InferenceSession  # noqa: E402
 from fcnseg.serve import InferencePool, ServeLimits, create_app  # noqa: E402
 
 CLASSES = ["sky", "road", "car"]
@@ -36,6 +38,7 @@ META = {
     "normalization": "imagenet",
     "ignore_index": 255,
 }
+METADATA = validate_weights_metadata(META, "test")
 #: Every body a test received, checked at the end of each test for leaked tracebacks.
 BODIES: list[str] = []
 
@@ -79,7 +82,8 @@ def png_bytes(height: int = 40, width: int = 60, mode: str = "RGB") -> bytes:
 
 def make_client(model: torch.nn.Module | None = None, **limits) -> TestClient:
     limits = {"max_bytes": 200_000, "max_pixels": 50_000, "queue": 2, **limits}
-    pool = InferencePool((model or Tiny()).eval(), META, queue=limits["queue"])
+    session = InferenceSession.for_model(model or Tiny(), METADATA)
+    pool = InferencePool(session, queue=limits["queue"])
     return TestClient(create_app(pool, ServeLimits(**limits)), raise_server_exceptions=False)
 
 
@@ -219,7 +223,7 @@ def test_internal_error_is_json_without_traceback():
 
 def test_full_queue_answers_503_with_retry_after():
     gate = Gate()
-    pool = InferencePool(gate.eval(), META, workers=1, queue=0)
+    pool = InferencePool(InferenceSession.for_model(gate, METADATA), workers=1, queue=0)
     app = create_app(pool, ServeLimits(max_bytes=200_000, max_pixels=50_000, queue=0))
     image = png_bytes(20, 20)
 
@@ -258,13 +262,14 @@ def test_serve_cli_bad_input_exits_2(tmp_path, capsys):
 
 def test_onnxruntime_engine_gives_the_torch_answer():
     require_module("onnxruntime", "pip install -e '.[export]'")
-    from fcnseg.serve.pool import build_engine
+    from fcnseg.export import load_exported
+    from fcnseg.inference.runtimes import ResolvedRuntime
 
     image = png_bytes(36, 52)
     masks = []
     for engine in ("torch", "onnxruntime"):
-        runnable = build_engine(Tiny(), engine, threads=1)
-        pool = InferencePool(runnable, META, engine=engine)
+        runtime = ResolvedRuntime(load_exported(Tiny(), engine, threads=1), engine, engine)
+        pool = InferencePool(InferenceSession.for_model(Tiny(), METADATA, runtime=runtime))
         with TestClient(create_app(pool, ServeLimits()), raise_server_exceptions=False) as client:
             assert client.get("/v1/model").json()["engine"] == engine
             response = post(client, image, params={"format": "png"})

@@ -32,6 +32,7 @@ from fcnseg.cli import (
     train,
 )
 from fcnseg.errors import FcnsegError
+from fcnseg.version import __version__
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "describe_os_error", "main"]
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."
     )
+    parser.add_argument("--version", action="version", version=f"fcnseg {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS.values():
         command.add_parser(subparsers)

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         engine=args.engine,
     )
-    print(result.engine.summary())
+    print(result.session.runtime.summary())
     print(result.report())
     if index is not None:
         print(f"report written to {index}")

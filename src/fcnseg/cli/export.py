@@ -42,25 +42,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--calibrate and --format belong to --int8; add --int8")
     if args.int8:
         return _run_int8(args)
-    from fcnseg.engine.checkpoint import save_weights
-    from fcnseg.engine.predict import load_trained_model
+    from fcnseg.engine.exporting import export_trained
 
-    model, meta = load_trained_model(args.weights, args.checkpoint, args.run)
-    out = Path(args.out)
-    if args.target == "safetensors":
-        meta = {key: value for key, value in meta.items() if key not in ("config", "source")}
-        save_weights(out, model, meta)
-    else:
-        from fcnseg import export
-
-        exporter = export.export_onnx if args.target == "onnx" else export.export_torchscript
-        exporter(model, out, classes=meta["classes"], normalization=meta["normalization"])
+    out = export_trained(
+        args.target, args.out, weights=args.weights, checkpoint=args.checkpoint, run=args.run
+    )
     print(f"wrote {out}")
     return 0
 
 
 def _run_int8(args: argparse.Namespace) -> int:
-    from fcnseg.inference.quantize import export_int8
+    from fcnseg.engine.exporting import export_int8
 
     out = Path(args.out)
     entry, record = export_int8(

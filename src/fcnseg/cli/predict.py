@@ -69,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         summary += f"; {failed} failed (listed on stderr)"
     print(summary)
-    print(result.engine.summary())  # after the summary line, which scripts read first
+    print(result.runtime.summary())  # after the summary line, which scripts read first
     return 1 if failed else 0

@@ -46,17 +46,8 @@ def run(args: argparse.Namespace) -> int:
         queue=args.queue,
         mode=args.mode,
         options=inference_options(args),
-        device=_serving_device(args.device, args.engine),
+        device=args.device,
     )
-    print(pool.resolved_engine.summary(), flush=True)
+    print(pool.session.runtime.summary(), flush=True)
     run_server(pool, limits, host=args.host, port=args.port)
     return 0
-
-
-def _serving_device(device: str, engine: str) -> str:
-    """--device auto: CUDA when present and the engine is torch (or auto), else the CPU."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() and engine in ("torch", "auto") else "cpu"

@@ -115,7 +115,7 @@ def _open(path: Path) -> Image.Image:
         return image
 
 
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
+def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Convert any PIL mode to an H x W x 3 uint8 array (see the module docstring)."""
     if image.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image, dtype=np.int64)
@@ -133,7 +133,7 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
 
 def read_image(path: str | Path) -> Tensor:
     """Decode an image file to a uint8 RGB tensor 3 x H x W."""
-    array = _to_rgb_array(_open(Path(path)))
+    array = to_rgb_array(_open(Path(path)))
     # The transpose makes ascontiguousarray copy, so the tensor owns writable memory.
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 

@@ -13,7 +13,7 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import nn
 from fcnseg.config import Config, config_from_dict
 from fcnseg.errors import WeightsError
 from fcnseg.io_utils import atomic_write
+
+if TYPE_CHECKING:
+    from fcnseg.engine.metadata import WeightsMetadata
 
 CHECKPOINT_VERSION = 1
 #: safetensors metadata key holding the JSON description of the model.
@@ -131,7 +134,7 @@ def weights_metadata(
     the mean IU, the Caffe file it was converted from).
 
     One function for every writer (training, `fcnseg import-caffe`), so all weights files
-    describe themselves with the same keys that `engine.predict.load_trained_model` reads.
+    describe themselves with the same keys that `engine.metadata.validate_weights_metadata` reads.
     """
     return {
         "model": model,
@@ -162,8 +165,8 @@ def write_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: 
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read safetensors weights and their fcnseg metadata (model, classes, palette, ...)."""
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMetadata]:
+    """Read safetensors weights and their checked fcnseg metadata (model, classes, palette, ...)."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -198,4 +201,4 @@ def update_weights_metadata(path: str | Path, **entries: Any) -> None:
     `fcnseg eval/predict` when no --mode is given) after it has been evaluated.
     """
     tensors, metadata = load_weights(path)
-    write_weights(path, tensors, {**metadata, **entries})
+    write_weights(path, tensors, {**metadata.as_dict(), **entries})

@@ -18,10 +18,20 @@ import torch
 from fcnseg.engine import distributed
 from fcnseg.errors import UsageError
 
+#: Runtimes (`--engine`) that run on the CPU only here (onnxruntime's CPU provider).
+CPU_ONLY_RUNTIMES: tuple[str, ...] = ("onnxruntime", "onnxruntime-int8")
 
-def resolve_device(name: str) -> torch.device:
-    """ "auto" picks CUDA when present; otherwise the named device (one-line error if absent)."""
+
+def resolve_device(name: str, runtime: str | None = None) -> torch.device:
+    """ "auto" picks CUDA when present, unless `runtime` runs on the CPU only (onnxruntime);
+    otherwise the named device (one-line error if absent).
+
+    One rule for train, eval, predict and serve, so `--device auto --engine onnxruntime` means
+    the CPU in every command instead of an error on a CUDA machine.
+    """
     if name == "auto":
+        if runtime in CPU_ONLY_RUNTIMES:
+            return torch.device("cpu")
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)

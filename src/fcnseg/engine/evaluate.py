@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from fcnseg.engine import distributed
+from fcnseg.inference import predict_logits
 from fcnseg.io_utils import atomic_write
 from fcnseg.metrics import ConfusionMatrix, SegmentationScores
-
-
-def predict_batch_logits(
-    model: nn.Module, images: Tensor, mode: str = "whole", options: dict[str, Any] | None = None
-):
-    """Logits of a normalised batch: the one place the engine chooses an inference mode."""
-    from fcnseg.inference import predict_logits
-
-    return predict_logits(model, images, mode=mode, **(options or {}))
+from fcnseg.models.protocol import PRIMARY_HEAD, as_heads, is_multi_head, primary_head_name
 
 
 class _ShardedOrder(torch.utils.data.Sampler[int]):
@@ -54,31 +47,6 @@ def eval_loader(dataset: Dataset, batch_size: int = 1, num_workers: int = 0) -> 
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(0),
     )
-
-
-PRIMARY_HEAD = "semantic"
-
-
-def primary_head(heads: Iterable[str]) -> str:
-    """The head a model is scored and drawn by: "semantic" when present, else the first.
-
-    One rule for evaluation, prediction and the scores JSON, so they never disagree about
-    which output of a multi-head model is "the" segmentation.
-    """
-    names = list(heads)
-    return PRIMARY_HEAD if PRIMARY_HEAD in names else names[0]
-
-
-def _primary(output: Any) -> Tensor:
-    """The primary head's logits of a multi-head model (see primary_head)."""
-    if isinstance(output, dict):
-        return output[primary_head(output)]
-    return output
-
-
-def _as_heads(value: Any) -> dict[str, Tensor]:
-    """Single-head outputs/masks as a one-entry dict, so one loop scores every kind of model."""
-    return dict(value) if isinstance(value, dict) else {PRIMARY_HEAD: value}
 
 
 def evaluate_heads(
@@ -123,27 +91,8 @@ def evaluate_heads(
     with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         for images, masks in batches:
             images = images.to(device, non_blocking=True)
-            outputs = _as_heads(predict_batch_logits(model, images, mode, options))
-            if isinstance(masks, dict):
-                targets = dict(masks)
-            else:  # one label map: it belongs to the primary head
-                targets = {primary_head(outputs): masks}
-            for head, target in targets.items():
-                if head not in outputs:
-                    continue
-                logits, target = outputs[head], target.to(device, non_blocking=True)
-                if logits.shape[-2:] != target.shape[-2:]:
-                    logits = torch.nn.functional.interpolate(
-                        logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False
-                    )
-                if head not in confusions:  # a head the model did not declare (one process)
-                    classes = num_classes if head == PRIMARY_HEAD else logits.shape[1]
-                    confusions[head] = ConfusionMatrix(classes, ignore_index, device)
-                predicted = logits.argmax(1)
-                confusions[head].update(predicted, target)
-                seen.add(head)
-                if on_batch is not None and head == PRIMARY_HEAD:
-                    on_batch(predicted, target)
+            outputs = as_heads(predict_logits(model, images, mode=mode, **(options or {})))
+            seen |= _score_batch(outputs, masks, confusions, (num_classes, ignore_index), on_batch)
     for head in sorted(confusions):  # the same order on every rank
         confusions[head].reduce_()
     model.train(was_training)
@@ -153,6 +102,42 @@ def evaluate_heads(
         for head, confusion in confusions.items()
         if head in seen or int(confusion.matrix.sum()) > 0
     }
+
+
+def _score_batch(
+    outputs: dict[str, Tensor],
+    masks: Tensor | dict[str, Tensor],
+    confusions: dict[str, ConfusionMatrix],
+    labels: tuple[int, int | None],
+    on_batch: Callable[[Tensor, Tensor], None] | None,
+) -> set[str]:
+    """Add one batch to the confusion matrix of every head that has a label map; returns the
+    heads scored. A single label map belongs to the primary head; `labels` is (the primary
+    head's class count, the ignore label). Matrices live on the device of their first one."""
+    num_classes, ignore_index = labels
+    device = next(iter(confusions.values())).matrix.device
+    if is_multi_head(masks):
+        targets = as_heads(masks)
+    else:
+        targets = {primary_head_name(outputs): masks}
+    scored: set[str] = set()
+    for head, target in targets.items():
+        if head not in outputs:
+            continue
+        logits, target = outputs[head], target.to(device, non_blocking=True)
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = torch.nn.functional.interpolate(
+                logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False
+            )
+        if head not in confusions:  # a head the model did not declare (one process)
+            classes = num_classes if head == PRIMARY_HEAD else logits.shape[1]
+            confusions[head] = ConfusionMatrix(classes, ignore_index, device)
+        predicted = logits.argmax(1)
+        confusions[head].update(predicted, target)
+        scored.add(head)
+        if on_batch is not None and head == PRIMARY_HEAD:
+            on_batch(predicted, target)
+    return scored
 
 
 def expected_heads(model: nn.Module, num_classes: int) -> dict[str, int]:
@@ -186,7 +171,7 @@ def evaluate(
     )
     if not per_head:
         return ConfusionMatrix(num_classes, ignore_index).scores()
-    return per_head[primary_head(per_head)]
+    return per_head[primary_head_name(per_head)]
 
 
 def _fmt(value: float) -> str:

@@ -21,8 +21,8 @@ from typing import Any
 from fcnseg import constants
 from fcnseg.config import Config, RecipeOrigin, config_from_dict
 from fcnseg.data.datasets.registry import get_dataset_class
+from fcnseg.inference.spec import OPTION_NAMES
 from fcnseg.errors import FcnsegError, RecipeError
-from fcnseg.inference import predict_logits
 from fcnseg.models.factory import check_model_options, model_info
 
 
@@ -154,9 +154,9 @@ def dataset_options_accepted(data_format: str) -> set[str] | None:
 
 
 def inference_options_accepted() -> set[str]:
-    """Keyword options of fcnseg.inference.predict_logits (what `eval.options` may hold)."""
-    parameters = inspect.signature(predict_logits).parameters.values()
-    return {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
+    """The inference spec's option names (what `eval.options` may hold): the one list,
+    engine.inference_spec.OPTION_NAMES, which predict_logits' keyword options follow."""
+    return set(OPTION_NAMES)
 
 
 def _check_keys(

@@ -24,15 +24,15 @@ from fcnseg.engine.evaluate import (
     eval_loader,
     evaluate_heads,
     format_scores,
-    primary_head,
     scores_json,
     write_scores,
 )
-from fcnseg.engine.predict import inference_settings, load_trained_model
+from fcnseg.engine.loading import LoadedModel, load_model
 from fcnseg.engine.setup import build_eval_dataset
 from fcnseg.errors import UsageError, WeightsError
-from fcnseg.inference.engines import resolve_engine
+from fcnseg.engine.session import InferenceSession, choose_spec
 from fcnseg.metrics import SegmentationScores
+from fcnseg.models.protocol import primary_head_name
 from fcnseg.paths import safe_name
 
 
@@ -40,21 +40,26 @@ from fcnseg.paths import safe_name
 class EvalRun:
     """What `run_evaluation` scored and wrote."""
 
-    model: nn.Module
-    meta: dict[str, Any]
+    #: The model, its metadata, inference and runtime.
+    session: InferenceSession
     dataset: Any
     data_format: str
     split: str
-    mode: str
-    options: dict[str, Any]
     #: Scores per output head ("semantic" only for single-head models).
     per_head: dict[str, SegmentationScores]
     primary: str
     #: The JSON written to `out`.
     payload: dict[str, Any]
     out: Path
-    #: The engine that ran the model (fcnseg.inference.engines.ResolvedEngine).
-    engine: Any = None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.session.loaded.model
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The metadata with its source and recipe, as the HTML report lists them."""
+        return self.session.loaded.as_dict()
 
     def report(self) -> str:
         """The tables `fcnseg eval` prints: the primary head's, then any other head's."""
@@ -72,21 +77,21 @@ class EvalRun:
 
 
 def eval_split(
-    meta: dict[str, Any],
+    loaded: LoadedModel,
     *,
     data_format: str | None = None,
     data_root: str | None = None,
     split: str | None = None,
     size: tuple[int, int] | None = None,
 ) -> tuple[Any, str, str]:
-    """(dataset, format, split) to score a model with metadata `meta` on.
+    """(dataset, format, split) to score the `loaded` model on.
 
     Each of format, root and split is the argument when given, else the recipe stored with the
     model; the recipe's dataset options apply only to its own format. The evaluation transform
     uses the model's normalisation, after an optional resize to `size`.
     """
-    recipe = (meta.get("config") or {}).get("data", {})
-    data_format = data_format or meta.get("data_format") or recipe.get("format")
+    recipe = (loaded.recipe or {}).get("data", {})
+    data_format = data_format or loaded.metadata.data_format or recipe.get("format")
     if not data_format:
         raise UsageError("--format: the weights do not say which dataset format; pass --format")
     root = data_root if data_root is not None else recipe.get("root")
@@ -98,7 +103,7 @@ def eval_split(
     split = split or recipe.get("val_split") or "val"
     if not isinstance(split, str) or not isinstance(data_format, str):
         raise WeightsError(
-            f"{meta.get('source', 'weights')}: stored dataset format/split are not strings; "
+            f"{loaded.source or 'weights'}: stored dataset format/split are not strings; "
             "pass --format and --split"
         )
     options = eval_options(recipe) if data_format == recipe.get("format") else {}
@@ -107,7 +112,7 @@ def eval_split(
         root,
         split,
         options,
-        normalization=meta.get("normalization", "imagenet"),
+        normalization=loaded.metadata.normalization,
         size=size,
     )
     return dataset, data_format, split
@@ -122,6 +127,50 @@ def default_scores_path(run: str | Path | None, data_format: str, split: str) ->
     """
     name = f"eval-{safe_name(data_format, 'data')}-{safe_name(split, 'split')}.json"
     return Path(run or ".") / name
+
+
+def _score(
+    session: InferenceSession,
+    loader: DataLoader,
+    dataset: Any,
+    progress: bool,
+    on_batch: Callable[[Tensor, Tensor], None] | None,
+) -> dict[str, SegmentationScores]:
+    """Scores per head of the session's model on `loader`, with the session's inference."""
+    return evaluate_heads(
+        session.runnable,
+        loader,
+        dataset.num_classes,
+        dataset.ignore_index,
+        session.device,
+        mode=session.spec.mode,
+        options=session.spec.options(),
+        progress=progress,
+        on_batch=on_batch,
+    )
+
+
+def _payload(result: EvalRun) -> dict[str, Any]:
+    """The scores JSON: what was scored how, the primary head's scores, and every head's for
+    multi-head models (SIFT Flow), by head name."""
+    session = result.session
+    payload = {
+        "source": str(session.loaded.source),
+        "format": result.data_format,
+        "split": result.split,
+        "images": len(result.dataset),
+        "mode": session.spec.mode,
+        "inference_options": session.spec.options(),
+        "engine": session.runtime.name,
+        "engine_details": session.runtime.as_json(),
+        **scores_json(result.per_head[result.primary], result.dataset.classes),
+    }
+    if len(result.per_head) > 1:
+        payload["heads"] = {
+            head: scores_json(scores, result.head_classes(head))
+            for head, scores in result.per_head.items()
+        }
+    return payload
 
 
 def run_evaluation(
@@ -145,66 +194,37 @@ def run_evaluation(
     """Score the model from exactly one of weights / checkpoint / run on a split; write the JSON.
 
     `mode`/`options`: the inference (None: what the weights recommend, see
-    engine.predict.inference_settings). `out` defaults to `<run>/eval-<format>-<split>.json`,
-    or the current directory when the model is not a run directory. `batch_hook(dataset,
-    loader)` returns a callback that sees every batch's predicted ids and targets (evaluate_heads'
+    inference.session.choose_spec). `out` defaults to `<run>/eval-<format>-<split>.json`, or the
+    current directory when the model is not a run directory. `batch_hook(dataset, loader)`
+    returns a callback that sees every batch's predicted ids and targets (evaluate_heads'
     on_batch; the HTML report of `fcnseg eval --report` uses it); `payload_extras(result)` adds
-    fields to the JSON before its one write (the report's confusion matrix and per-image IU). `engine`: "torch",
-    "onnxruntime", "onnxruntime-int8" or "auto" (fcnseg.inference.engines.resolve_engine; the
-    graph is cached beside the weights); the one used is in the JSON's "engine".
+    fields to the JSON before its one write (the report's confusion matrix and per-image IU).
+    `engine`: the runtime, "torch", "onnxruntime", "onnxruntime-int8" or "auto"
+    (fcnseg.inference.runtimes; the graph is cached beside the weights); the one used is in the
+    JSON's "engine". The split is checked before the runtime is resolved (an export takes time).
     """
-    torch_device = resolve_device(device)
-    model, meta = load_trained_model(weights, checkpoint, run)
-    mode, options = inference_settings(meta, mode, options or {})
+    torch_device = resolve_device(device, engine)
+    loaded = load_model(weights, checkpoint, run)
+    spec = choose_spec(loaded.metadata, mode, options)
     dataset, data_format, split = eval_split(
-        meta, data_format=data_format, data_root=data_root, split=split, size=size
+        loaded, data_format=data_format, data_root=data_root, split=split, size=size
     )
-    check_num_classes(meta["source"], int(meta["num_classes"]), dataset.num_classes)
-    model.to(torch_device)
-    resolved = resolve_engine(model, meta["source"], engine, device=torch_device)
+    check_num_classes(loaded.source, loaded.metadata.num_classes, dataset.num_classes)
+    session = InferenceSession.start(loaded, spec, runtime=engine, device=torch_device)
     loader = eval_loader(dataset)
-    per_head = evaluate_heads(
-        resolved.runnable,
-        loader,
-        dataset.num_classes,
-        dataset.ignore_index,
-        torch_device,
-        mode=mode,
-        options=options,
-        progress=progress,
-        on_batch=batch_hook(dataset, loader) if batch_hook is not None else None,
-    )
-    primary = primary_head(per_head)
+    on_batch = batch_hook(dataset, loader) if batch_hook is not None else None
+    per_head = _score(session, loader, dataset, progress, on_batch)
     result = EvalRun(
-        model=model,
-        meta=meta,
+        session=session,
         dataset=dataset,
         data_format=data_format,
         split=split,
-        mode=mode,
-        options=options,
         per_head=per_head,
-        primary=primary,
+        primary=primary_head_name(per_head),
         payload={},
         out=Path(out) if out else default_scores_path(run, data_format, split),
-        engine=resolved,
     )
-    result.payload = {
-        "source": meta["source"],
-        "format": data_format,
-        "split": split,
-        "images": len(dataset),
-        "mode": mode,
-        "inference_options": options,
-        "engine": resolved.name,
-        "engine_details": resolved.as_json(),
-        **scores_json(per_head[primary], dataset.classes),
-    }
-    if len(per_head) > 1:  # multi-head models (SIFT Flow): every head's scores, by head name
-        result.payload["heads"] = {
-            head: scores_json(scores, result.head_classes(head))
-            for head, scores in per_head.items()
-        }
+    result.payload = _payload(result)
     if payload_extras is not None:
         result.payload.update(payload_extras(result))
     write_scores(result.out, result.payload)

@@ -169,7 +169,7 @@ def build_distillation(
     train_cfg = config.train
     if not train_cfg.distill_from:
         return None
-    from fcnseg.engine.predict import load_trained_model
+    from fcnseg.engine.loading import load_model
 
     source = train_cfg.distill_from
     if train_cfg.distill_weight < 0 or not train_cfg.distill_temperature > 0:
@@ -186,7 +186,7 @@ def build_distillation(
         raise RecipeError(
             f"train.distill_from {source}: file not found; give a trained weights file"
         )
-    teacher, _ = load_trained_model(weights=source)
+    teacher = load_model(weights=source).model
     if dict(model.head_classes) or dict(teacher.head_classes):
         raise RecipeError(
             f"train.distill_from {source}: distillation supports single-output models only"

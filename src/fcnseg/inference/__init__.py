@@ -19,12 +19,14 @@ for the model's forward. Outputs are at the input's size; multi-head models give
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from fcnseg.choices import INFERENCE_MODES
 from fcnseg.errors import DataError, UsageError
 from fcnseg.inference.sliding import (
     DEFAULT_OVERLAP,
@@ -34,9 +36,10 @@ from fcnseg.inference.sliding import (
     sliding_window_logits,
 )
 from fcnseg.inference.tta import DEFAULT_SCALES, multiscale_flip_probs
+from fcnseg.models.protocol import map_heads
 
 Mode = Literal["whole", "sliding", "multiscale"]
-MODES: tuple[str, ...] = ("whole", "sliding", "multiscale")
+MODES: tuple[str, ...] = INFERENCE_MODES
 #: Floor of probabilities before taking their log, so that log-probabilities stay finite.
 _LOG_FLOOR: float = 1e-12
 
@@ -49,12 +52,6 @@ __all__ = [
     "predict_probs",
     "sliding_window_logits",
 ]
-
-
-def _map(output: ModelOutput, fn: Any) -> ModelOutput:
-    if isinstance(output, dict):
-        return {key: fn(value) for key, value in output.items()}
-    return fn(output)
 
 
 def _sliding_predictor(
@@ -141,7 +138,7 @@ def predict_logits(
 
     Args:
         model: eval-mode model or any callable image batch -> logits (or dict of logits), e.g.
-            an `OnnxRuntimeModel` from `fcnseg.export.load_engine`.
+            an `OnnxRuntimeModel` from `fcnseg.export.load_exported`.
         image_batch: normalised float N x 3 x H x W.
         mode: "whole", "sliding" or "multiscale".
         tile_size, tile_stride, overlap, blend, tile_batch: sliding-window options (used by
@@ -164,30 +161,29 @@ def predict_logits(
             inner=inner,
         )
         if are_probs:
-            return _map(scores, lambda p: p.clamp_min(_LOG_FLOOR).log())
-        return _map(scores, lambda t: t.float())
+            return map_heads(scores, lambda p: p.clamp_min(_LOG_FLOOR).log())
+        return map_heads(scores, lambda t: t.float())
 
 
 def predict_probs(
     model: Forward, image_batch: Tensor, mode: Mode = "whole", **options: Any
 ) -> ModelOutput:
     """Class probabilities N x C x H x W; same arguments as `predict_logits`."""
+    from fcnseg.inference.spec import OPTION_NAMES
+
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise UsageError(f"unknown predict_probs options: {unknown}")
     with torch.no_grad():
-        scores, are_probs = _scores(
-            model,
-            image_batch,
-            mode,
-            tile_size=options.pop("tile_size", None),
-            tile_stride=options.pop("tile_stride", None),
-            overlap=options.pop("overlap", DEFAULT_OVERLAP),
-            blend=options.pop("blend", "gaussian"),
-            tile_batch=options.pop("tile_batch", 1),
-            scales=options.pop("scales", DEFAULT_SCALES),
-            flip=options.pop("flip", True),
-            inner=options.pop("inner", "whole"),
-        )
-        if options:
-            raise UsageError(f"unknown predict_probs options: {sorted(options)}")
+        scores, are_probs = _scores(model, image_batch, mode, **{**_OPTION_DEFAULTS, **options})
         if are_probs:
             return scores
-        return _map(scores, lambda t: torch.softmax(t.float(), dim=1))
+        return map_heads(scores, lambda t: torch.softmax(t.float(), dim=1))
+
+
+#: predict_logits' option defaults (the options are InferenceSpec's, OPTION_NAMES).
+_OPTION_DEFAULTS: dict[str, Any] = {
+    name: parameter.default
+    for name, parameter in inspect.signature(predict_logits).parameters.items()
+    if parameter.kind is parameter.KEYWORD_ONLY
+}

@@ -163,9 +163,9 @@ def build_engine(model: nn.Module, engine: str, example: Tensor) -> Runnable:
     if engine == "bf16":
         return optimize_for_cpu(model, example, bf16=True)
     if engine == "onnxruntime":
-        from fcnseg.export import load_engine
+        from fcnseg.export import load_exported
 
-        return load_engine(model, "onnxruntime", threads=torch.get_num_threads())
+        return load_exported(model, "onnxruntime", threads=torch.get_num_threads())
     raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINE_NAMES)}")
 
 

@@ -8,7 +8,7 @@ which onnxruntime fuses into int8 kernels on the CPU and which still opens anywh
 are per output channel, which matters for depthwise convolutions whose channel ranges differ by
 orders of magnitude. Activations are uint8 and weights int8 (the x86 VNNI layout).
 
-The int8 graph is stored in the same cache as the fp32 one (see `engines.py`), keyed by the
+The int8 graph is stored in the same cache as the fp32 one (see `graph_cache.py`), keyed by the
 weights' hash and `ExportOptions(int8=True)`, so `--engine onnxruntime-int8` in eval / predict /
 serve finds it. Its sidecar records the calibration (source, images) and the argmax agreement
 with PyTorch on real calibration images (random inputs say little about int8 ranges).
@@ -30,17 +30,17 @@ import torch
 from torch import nn
 
 from fcnseg.errors import DataError, UsageError
-from fcnseg.inference.engines import (
+from fcnseg.inference.graph_cache import (
     CacheEntry,
     ExportOptions,
     Log,
-    _announce,
-    agreement_check,
     cache_record,
     export_checked,
+    runtime_check,
     writable_entry,
     write_record,
 )
+from fcnseg.inference.graph_cache import announce as _announce
 from fcnseg.io_utils import atomic_write
 
 DEFAULT_CALIBRATION_IMAGES: int = 32
@@ -156,13 +156,14 @@ def quantize_int8(
     """Quantise `model` (weights `weights_path`) to an int8 QDQ graph calibrated on `images`;
     store it in the engine cache (and copy it to `out`). Returns (entry, sidecar record).
 
-    The fp32 graph comes from the cache (exported and checked once, see engines.py). Raises
-    EngineError / ExportError when the fp32 graph fails its check, and ExportError when the
+    The fp32 graph comes from the cache (exported and checked once, see graph_cache.py). Raises
+    RuntimeUnusable / ExportError when the fp32 graph fails its check, and ExportError when the
     int8 graph agrees with PyTorch on fewer than INT8_MIN_AGREEMENT of the pixels.
     """
     import onnxruntime
 
-    from fcnseg.export import ExportError, OnnxRuntimeModel
+    from fcnseg.export import ExportError
+    from fcnseg.exported import OnnxRuntimeModel
 
     if not images:
         raise DataError("int8 calibration needs at least one image")
@@ -178,9 +179,7 @@ def quantize_int8(
     _write_int8_graph(fp32_entry.onnx, entry.onnx, images, calibration_source)
     runnable = OnnxRuntimeModel(entry.onnx)
     check = _real_agreement(model, runnable, images[:AGREEMENT_IMAGES])
-    check["random_inputs"] = agreement_check(model, runnable, in_channels=int(model.in_channels))[
-        "argmax_agreement"
-    ]
+    check["random_inputs"] = runtime_check(model, runnable)["argmax_agreement"]
     record = cache_record(
         weights_path,
         options,
@@ -234,34 +233,6 @@ def _write_int8_graph(
         )
         _copy_metadata(fp32, quantized, calibration_source, len(images))
         atomic_write(target, lambda tmp: shutil.copyfile(quantized, tmp))
-
-
-def export_int8(
-    out: str | os.PathLike[str],
-    calibrate: str | os.PathLike[str],
-    *,
-    weights: str | os.PathLike[str] | None = None,
-    checkpoint: str | os.PathLike[str] | None = None,
-    run: str | os.PathLike[str] | None = None,
-    data_format: str | None = None,
-    split: str = "train",
-    count: int = DEFAULT_CALIBRATION_IMAGES,
-    log: Log | None = _announce,
-) -> tuple[CacheEntry, dict[str, Any]]:
-    """`fcnseg export --to onnx --int8`: the trained model from exactly one of weights /
-    checkpoint / run, calibrated on `calibrate` (see `calibration_images`), quantised and copied
-    to `out` (and cached for `--engine onnxruntime-int8`). Returns (entry, sidecar record).
-
-    The model is loaded before the calibration images are read, so a bad model source is
-    reported first, as every other command does.
-    """
-    from fcnseg.engine.predict import load_trained_model
-
-    model, meta = load_trained_model(weights, checkpoint, run)
-    images, source = calibration_images(
-        calibrate, meta["normalization"], data_format=data_format, split=split, count=count
-    )
-    return quantize_int8(model, meta["source"], images, calibration_source=source, out=out, log=log)
 
 
 def _copy_metadata(fp32: Path, int8: Path, source: str, images: int) -> None:

@@ -13,10 +13,9 @@ from typing import Any
 
 from fcnseg.errors import UsageError
 from fcnseg.serve.limits import ServeLimits, UploadError, decode_upload
-from fcnseg.serve.pool import SERVE_ENGINES, InferencePool, available_cores
+from fcnseg.serve.pool import InferencePool, available_cores
 
 __all__ = [
-    "SERVE_ENGINES",
     "InferencePool",
     "ServeLimits",
     "UploadError",
@@ -52,41 +51,30 @@ def load_pool(
 ) -> InferencePool:
     """Load a trained model once and put it behind a pool of `workers` inference threads.
 
-    `engine` ("auto", "torch", "onnxruntime", "onnxruntime-int8") goes through the same
-    resolver as eval and predict (fcnseg.inference.engines), so the ONNX graph is exported and
-    checked once per weights file and reused from its cache at every later start.
+    The model goes through the same `InferenceSession.load` as eval and predict, so `engine`
+    (the runtime: "auto", "torch", "onnxruntime", "onnxruntime-int8") is resolved the same way:
+    the ONNX graph is exported and checked once per weights file and reused from its cache at
+    every later start. Each worker's runtime gets cores // workers threads.
     """
-    import torch
+    from fcnseg.choices import RUNTIME_CHOICES
+    from fcnseg.engine.session import InferenceSession
 
-    from fcnseg.engine.predict import inference_settings, load_trained_model
-    from fcnseg.inference.engines import ENGINE_CHOICES, resolve_engine
-
-    if engine not in ENGINE_CHOICES:
-        raise UsageError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
+    if engine not in RUNTIME_CHOICES:
+        raise UsageError(f"--engine must be one of {', '.join(RUNTIME_CHOICES)}, got {engine!r}")
     if workers < 1 or workers > available_cores() * 4:
         raise UsageError(f"--workers must be between 1 and {available_cores() * 4}, got {workers}")
-    model, meta = load_trained_model(weights, checkpoint, run)
-    mode, options = inference_settings(meta, mode, dict(options or {}))
-    torch_device = torch.device(device)
-    if engine == "onnxruntime" and torch_device.type != "cpu":
-        raise UsageError("--engine onnxruntime runs on the CPU here; pass --device cpu")
     threads = max(1, available_cores() // workers)
-    resolved = resolve_engine(
-        model.to(torch_device), meta["source"], engine, device=torch_device, threads=threads
-    )
-    pool = InferencePool(
-        resolved.runnable,
-        meta,
+    session = InferenceSession.load(
+        weights=weights,
+        checkpoint=checkpoint,
+        run=run,
+        device=device,
+        runtime=engine,
         mode=mode,
         options=options,
-        workers=workers,
-        queue=queue,
         threads=threads,
-        device=torch_device,
-        engine=resolved.name,
     )
-    pool.resolved_engine = resolved  # type: ignore[attr-defined] - for the start-up line
-    return pool
+    return InferencePool(session, workers=workers, queue=queue, threads=threads)
 
 
 def run_server(

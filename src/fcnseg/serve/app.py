@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fcnseg.serve.limits import MULTIPART_SLACK, ServeLimits, UploadError, check_size, decode_upload
-from fcnseg.serve.pool import InferencePool, QueueFull, class_shares, mask_png
+from fcnseg.serve.pool import InferencePool, QueueFull, Segmentation, class_shares, mask_png
 from fcnseg.serve.samples import SAMPLE_COUNT, sample_png
 
 log = logging.getLogger("fcnseg.serve")
@@ -104,7 +104,14 @@ def create_app(pool: InferencePool, limits: ServeLimits | None = None) -> FastAP
     app = FastAPI(title="fcnseg", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pool = pool
     app.state.limits = limits
-    html = page_html()
+    _add_logging_and_errors(app)
+    _add_read_routes(app, pool, limits, page_html())
+    _add_segment_route(app, pool, limits)
+    return app
+
+
+def _add_logging_and_errors(app: FastAPI) -> None:
+    """One log line per request, and every error as JSON without a traceback."""
 
     @app.middleware("http")
     async def one_line_per_request(request: Request, call_next):
@@ -149,6 +156,10 @@ def create_app(pool: InferencePool, limits: ServeLimits | None = None) -> FastAP
         log.error("request %s: %s: %s", request_id, type(error).__name__, error)
         return _error(500, f"internal error (request {request_id}); see the server log")
 
+
+def _add_read_routes(app: FastAPI, pool: InferencePool, limits: ServeLimits, html: str) -> None:
+    """The page, health, model description and sample scenes."""
+
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
         return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
@@ -184,6 +195,10 @@ def create_app(pool: InferencePool, limits: ServeLimits | None = None) -> FastAP
             headers={"Cache-Control": "public, max-age=86400"},
         )
 
+
+def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -> None:
+    """POST /v1/segment: admission, upload limits, the work on a pool thread, the answer."""
+
     @app.post("/v1/segment")
     async def segment(request: Request, format: str = "json") -> Response:
         if format not in ("json", "png"):
@@ -217,32 +232,37 @@ def create_app(pool: InferencePool, limits: ServeLimits | None = None) -> FastAP
         }
         if format == "png":
             return Response(png, media_type="image/png", headers=timing)
-        classes = pool.classes
-        shares = class_shares(result.labels, len(classes))
-        palette = pool.palette
-        legend = sorted(
-            (
-                {"id": index, "name": name, "color": palette[index], "share": shares[index]}
-                for index, name in enumerate(classes)
-            ),
-            key=lambda entry: (-entry["share"], entry["id"]),
-        )
-        payload = {
-            "width": width,
-            "height": height,
-            "model": pool.meta.get("model"),
-            "classes": classes,
-            "palette": palette,
-            "shares": {name: shares[index] for index, name in enumerate(classes)},
-            "legend": legend,
-            "mask_png": base64.b64encode(png).decode("ascii"),
-            "inference_ms": round(result.inference_ms, 1),
-            "total_ms": round(total_ms, 1),
-            "mode": pool.mode,
-        }
+        payload = _segment_json(pool, result, png, total_ms)
         return JSONResponse(payload, headers=timing)
 
-    return app
+
+def _segment_json(pool: InferencePool, result: Segmentation, png: bytes, total_ms: float) -> dict:
+    """The JSON answer of POST /v1/segment: size, classes, shares, legend, mask, timings."""
+    height, width = result.labels.shape
+    classes = pool.classes
+    shares = class_shares(result.labels, len(classes))
+    palette = pool.palette
+    legend = sorted(
+        (
+            {"id": index, "name": name, "color": palette[index], "share": shares[index]}
+            for index, name in enumerate(classes)
+        ),
+        key=lambda entry: (-entry["share"], entry["id"]),
+    )
+    payload = {
+        "width": width,
+        "height": height,
+        "model": pool.session.metadata.model,
+        "classes": classes,
+        "palette": palette,
+        "shares": {name: shares[index] for index, name in enumerate(classes)},
+        "legend": legend,
+        "mask_png": base64.b64encode(png).decode("ascii"),
+        "inference_ms": round(result.inference_ms, 1),
+        "total_ms": round(total_ms, 1),
+        "mode": pool.mode,
+    }
+    return payload
 
 
 def _busy(retry_after: int) -> JSONResponse:

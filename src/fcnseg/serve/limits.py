@@ -83,7 +83,7 @@ def decode_upload(data: bytes, limits: ServeLimits) -> np.ndarray:
     The same conversions as `fcnseg.data.io.read_image` (EXIF orientation, alpha dropped,
     greyscale / palette / 16-bit to 8-bit RGB), so the server sees what `fcnseg predict` sees.
     """
-    from fcnseg.data.io import _to_rgb_array  # the package's one set of decoding rules
+    from fcnseg.data.io import to_rgb_array  # the package's one set of decoding rules
 
     check_size(len(data), limits)
     try:
@@ -117,4 +117,4 @@ def decode_upload(data: bytes, limits: ServeLimits) -> np.ndarray:
         image = ImageOps.exif_transpose(image) or image
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
         pass
-    return _to_rgb_array(image)
+    return to_rgb_array(image)

@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcnseg.engine.render import palette_image
 from fcnseg.errors import UsageError
-
-#: Inference engines `fcnseg serve --engine` accepts.
-SERVE_ENGINES: tuple[str, ...] = ("torch", "onnxruntime")
+from fcnseg.engine.session import InferenceSession
 
 
 def available_cores() -> int:
@@ -57,46 +56,31 @@ class QueueFull(Exception):
 
 
 class InferencePool:
-    """A model (anything `predict_logits` accepts) behind `workers` threads and a bounded queue.
+    """An inference session behind `workers` threads and a bounded queue.
 
     Args:
-        model: eval-mode nn.Module, or an engine object (e.g. `OnnxRuntimeModel`).
-        meta: the weights' metadata (classes, palette, normalization, ...).
-        mode, options: inference settings (see `engine.predict.inference_settings`).
+        session: the model, its metadata, inference, runtime and device (InferenceSession).
         workers: inference threads.
         queue: requests allowed to wait beyond the `workers` being served.
         threads: intra-op threads per worker (default: cores // workers, at least 1).
-        device: where the torch engine runs.
-        engine: "torch" or "onnxruntime" (recorded for /v1/model; the model is already built).
     """
 
     def __init__(
         self,
-        model: Any,
-        meta: dict[str, Any],
-        mode: str = "whole",
-        options: dict[str, Any] | None = None,
+        session: InferenceSession,
         workers: int = 1,
         queue: int = 4,
         threads: int | None = None,
-        device: torch.device | str = "cpu",
-        engine: str = "torch",
     ) -> None:
         if workers < 1:
             raise UsageError(f"--workers must be at least 1, got {workers}")
         if queue < 0:
             raise UsageError(f"--queue must be 0 or more, got {queue}")
-        self.model = model
-        self.meta = meta
-        self.mode = mode
-        self.options = dict(options or {})
+        self.session = session
         self.workers = workers
         self.queue = queue
         self.capacity = workers + queue
         self.threads = threads or max(1, available_cores() // workers)
-        self.device = torch.device(device)
-        self.engine = engine
-        self.normalization = meta.get("normalization", "imagenet")
         self.in_flight = 0
         self._service_s = 1.0  # running mean of one request's time, for Retry-After
         self._lock = threading.Lock()
@@ -107,6 +91,15 @@ class InferencePool:
             initializer=torch.set_num_threads,
             initargs=(self.threads,),
         )
+
+    @property
+    def mode(self) -> str:
+        return self.session.spec.mode
+
+    @property
+    def engine(self) -> str:
+        """The runtime's name (what `--engine` resolved to)."""
+        return self.session.runtime.name
 
     # ------------------------------------------------------------------ admission (event loop)
     def retry_after(self) -> int:
@@ -148,44 +141,36 @@ class InferencePool:
     # ----------------------------------------------------------------------- work (threads)
     def segment(self, rgb: np.ndarray) -> Segmentation:
         """Class ids of an H x W x 3 uint8 image (runs on a worker thread)."""
-        from fcnseg.data.transforms import normalize
-        from fcnseg.engine.evaluate import _primary, predict_batch_logits
-
         image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-        batch = normalize(image, self.normalization).unsqueeze(0).to(self.device)
         started = time.perf_counter()
-        with torch.inference_mode():
-            logits = _primary(predict_batch_logits(self.model, batch, self.mode, self.options))
-            labels = logits.argmax(1)[0].to("cpu").numpy()
+        labels = self.session.labels([image])[0].numpy()
         elapsed_ms = 1000 * (time.perf_counter() - started)
         return Segmentation(labels=labels, inference_ms=elapsed_ms)
 
     # ---------------------------------------------------------------------------- describing
     @property
     def classes(self) -> list[str]:
-        return [str(name) for name in self.meta.get("classes", [])]
+        return list(self.session.metadata.classes)
 
     @property
     def palette(self) -> list[list[int]]:
-        return [[int(c) for c in colour] for colour in self.meta.get("palette", [])]
+        return [list(colour) for colour in self.session.metadata.palette]
 
     def describe(self) -> dict[str, Any]:
         """What /v1/model answers: enough for a client to draw a legend and reproduce a run."""
-        from pathlib import Path
-
-        meta = self.meta
+        metadata, source = self.session.metadata, self.session.loaded.source
         return {
-            "name": meta.get("model"),
-            "weights": Path(str(meta.get("source", ""))).name or None,
-            "num_classes": int(meta.get("num_classes", len(self.classes))),
+            "name": metadata.model,
+            "weights": source.name if source is not None else None,
+            "num_classes": metadata.num_classes,
             "classes": self.classes,
             "palette": self.palette,
-            "normalization": self.normalization,
-            "ignore_index": meta.get("ignore_index"),
-            "data_format": meta.get("data_format"),
-            "inference": {"mode": self.mode, "options": _jsonable(self.options)},
+            "normalization": metadata.normalization,
+            "ignore_index": metadata.ignore_index,
+            "data_format": metadata.data_format,
+            "inference": {"mode": self.mode, "options": _jsonable(self.session.spec.options())},
             "engine": self.engine,
-            "device": str(self.device),
+            "device": str(self.session.device),
             "workers": self.workers,
             "threads_per_worker": self.threads,
             "queue": self.queue,
@@ -208,28 +193,6 @@ def class_shares(labels: np.ndarray, num_classes: int) -> list[float]:
 
 def mask_png(labels: np.ndarray, palette: list[list[int]]) -> bytes:
     """The class-index PNG (mode "P": pixel values are class ids, shown in class colours)."""
-    from fcnseg.engine.predict import palette_image
-
     buffer = io.BytesIO()
     palette_image(labels, palette).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
-
-
-def build_engine(model: torch.nn.Module, engine: str, threads: int) -> Any:
-    """The runnable for `engine`: the module itself, or an onnxruntime session exported from it.
-
-    The ONNX route exports the loaded model to a temporary file once at start-up
-    (`fcnseg.export.load_engine`), so `--engine onnxruntime` needs the `export` extra.
-    """
-    if engine not in SERVE_ENGINES:
-        raise UsageError(f"--engine must be one of {SERVE_ENGINES}, got {engine!r}")
-    if engine == "torch":
-        return model.eval()
-    try:
-        from fcnseg.export import load_engine
-    except ImportError as error:  # pragma: no cover - depends on the install
-        raise UsageError(
-            f"--engine onnxruntime needs onnx and onnxruntime ({error}); "
-            "pip install 'fcnseg[export]'"
-        ) from None
-    return load_engine(model, "onnxruntime", threads=threads)

@@ -1,4 +1,4 @@
-"""Engines in every command (issue 17): the ONNX graph is exported and checked once per weights
+"""Runtimes in every command (issue 17): the ONNX graph is exported and checked once per weights
 file and export options, cached beside the weights (or in the user cache when that folder cannot
 be written), reused, and gives the same predictions as PyTorch through eval and predict."""
 
@@ -16,15 +16,15 @@ from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.errors import UsageError
-from fcnseg.inference import engines
-from fcnseg.inference.engines import (
+from fcnseg.inference import graph_cache, runtimes
+from fcnseg.inference.graph_cache import (
     CHECK_SIZES,
-    EngineError,
     ExportOptions,
+    RuntimeUnusable,
     beside_cache_dir,
     find_cached,
-    resolve_engine,
 )
+from fcnseg.inference.runtimes import resolve_runtime
 
 require_module("onnx", "pip install -e '.[export]'")
 require_module("onnxruntime", "pip install -e '.[export]'")
@@ -40,7 +40,7 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
     from fcnseg.engine.checkpoint import save_weights, weights_metadata
     from fcnseg.models import build_model
 
-    root = tmp_path_factory.mktemp("engines")
+    root = tmp_path_factory.mktemp("runtimes")
     info = get_dataset_class("synthetic").class_info
     torch.manual_seed(0)
     model = build_model(MODEL, len(info.names), pretrained=False)
@@ -76,15 +76,17 @@ def _fresh_copy(weights: Path, folder: Path) -> Path:
 
 
 def _load(weights: Path):
-    from fcnseg.engine.predict import load_trained_model
+    """(model, LoadedModel) of a weights file."""
+    from fcnseg.engine.loading import load_model
 
-    return load_trained_model(weights=weights)
+    loaded = load_model(weights=weights)
+    return loaded.model, loaded
 
 
 def test_graph_cached_once_checked_once_and_reused(tiny, tmp_path, monkeypatch):
     weights = _fresh_copy(tiny[0], tmp_path / "w")
-    model, meta = _load(weights)
-    first = resolve_engine(model, meta["source"], "onnxruntime", log=None)
+    model, loaded = _load(weights)
+    first = resolve_runtime(model, loaded.source, "onnxruntime", log=None)
     assert first.name == "onnxruntime" and first.origin == "exported"
     assert first.onnx_path is not None and first.onnx_path.parent == beside_cache_dir(weights)
     sidecar = first.onnx_path.with_suffix(".json")
@@ -99,8 +101,8 @@ def test_graph_cached_once_checked_once_and_reused(tiny, tmp_path, monkeypatch):
         raise AssertionError("exported again although the cache holds a checked graph")
 
     monkeypatch.setattr("fcnseg.export.export_onnx", no_export)
-    monkeypatch.setattr(engines, "agreement_check", no_export)
-    second = resolve_engine(model, meta["source"], "auto", log=None)
+    monkeypatch.setattr(graph_cache, "runtime_check", no_export)
+    second = resolve_runtime(model, loaded.source, "auto", log=None)
     assert second.name == "onnxruntime" and second.origin == "cache"
     assert second.onnx_path == first.onnx_path
     assert (first.onnx_path.stat().st_mtime_ns, sidecar.stat().st_mtime_ns) == stamps
@@ -111,8 +113,8 @@ def test_graph_cached_once_checked_once_and_reused(tiny, tmp_path, monkeypatch):
 
 def test_key_follows_weights_bytes_and_options(tiny, tmp_path):
     weights = _fresh_copy(tiny[0], tmp_path / "w")
-    model, meta = _load(weights)
-    first = resolve_engine(model, meta["source"], "onnxruntime", log=None)
+    model, loaded = _load(weights)
+    first = resolve_runtime(model, loaded.source, "onnxruntime", log=None)
     assert ExportOptions(opset=18).key() != ExportOptions().key()
     assert ExportOptions(int8=True).key() != ExportOptions().key()
     assert find_cached(weights, ExportOptions(opset=18)) is None
@@ -122,67 +124,67 @@ def test_key_follows_weights_bytes_and_options(tiny, tmp_path):
             parameter.add_(0.01)
     from fcnseg.engine.checkpoint import save_weights
 
-    save_weights(weights, model, {k: v for k, v in meta.items() if k != "source"})
-    second = resolve_engine(model, str(weights), "onnxruntime", log=None)
+    save_weights(weights, model, loaded.metadata.as_dict())
+    second = resolve_runtime(model, str(weights), "onnxruntime", log=None)
     assert second.origin == "exported" and second.onnx_path != first.onnx_path
 
 
 def test_auto_falls_back_to_torch_with_a_reason(tiny, tmp_path, monkeypatch):
     weights = _fresh_copy(tiny[0], tmp_path / "w")
-    model, meta = _load(weights)
-    on_gpu = resolve_engine(model, meta["source"], "auto", device="cuda", log=None)
+    model, loaded = _load(weights)
+    on_gpu = resolve_runtime(model, loaded.source, "auto", device="cuda", log=None)
     assert on_gpu.name == "torch" and "CPU" in on_gpu.reason
     with pytest.raises(UsageError, match="CPU"):
-        resolve_engine(model, meta["source"], "onnxruntime", device="cuda", log=None)
-    no_file = resolve_engine(model, None, "auto", log=None)
+        resolve_runtime(model, loaded.source, "onnxruntime", device="cuda", log=None)
+    no_file = resolve_runtime(model, None, "auto", log=None)
     assert no_file.name == "torch" and "weights file" in no_file.reason
-    monkeypatch.setattr(engines, "onnxruntime_available", lambda: False)
-    missing = resolve_engine(model, meta["source"], "auto", log=None)
+    monkeypatch.setattr(runtimes, "onnxruntime_available", lambda: False)
+    missing = resolve_runtime(model, loaded.source, "auto", log=None)
     assert missing.name == "torch" and "not installed" in missing.reason
     assert not beside_cache_dir(weights).exists()
 
 
 def test_failed_check_is_recorded_and_not_repeated(tiny, tmp_path, monkeypatch):
     weights = _fresh_copy(tiny[0], tmp_path / "w")
-    model, meta = _load(weights)
-    real_check = engines.agreement_check
+    model, loaded = _load(weights)
+    real_check = graph_cache.runtime_check
 
     def failing(*args, **kwargs):
         return {**real_check(*args, **kwargs), "passed": False, "argmax_agreement": 0.5}
 
-    monkeypatch.setattr(engines, "agreement_check", failing)
-    with pytest.raises(EngineError, match="disagrees"):
-        resolve_engine(model, meta["source"], "onnxruntime", log=None)
-    monkeypatch.setattr(engines, "agreement_check", lambda *a, **k: pytest.fail("checked again"))
-    auto = resolve_engine(model, meta["source"], "auto", log=None)
+    monkeypatch.setattr(graph_cache, "runtime_check", failing)
+    with pytest.raises(RuntimeUnusable, match="disagrees"):
+        resolve_runtime(model, loaded.source, "onnxruntime", log=None)
+    monkeypatch.setattr(graph_cache, "runtime_check", lambda *a, **k: pytest.fail("checked again"))
+    auto = resolve_runtime(model, loaded.source, "auto", log=None)
     assert auto.name == "torch" and "disagrees" in auto.reason
 
 
 def test_unwritable_weights_folder_uses_the_user_cache(tiny, tmp_path, monkeypatch):
     weights = _fresh_copy(tiny[0], tmp_path / "w")
-    model, meta = _load(weights)
+    model, loaded = _load(weights)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    real = engines.folder_writable
+    real = graph_cache.folder_writable
     blocked = beside_cache_dir(weights)
-    monkeypatch.setattr(engines, "folder_writable", lambda f: f != blocked and real(f))
-    resolved = resolve_engine(model, meta["source"], "onnxruntime", log=None)
+    monkeypatch.setattr(graph_cache, "folder_writable", lambda f: f != blocked and real(f))
+    resolved = resolve_runtime(model, loaded.source, "onnxruntime", log=None)
     user = tmp_path / "xdg" / "fcnseg" / "onnx-cache"
     assert resolved.onnx_path is not None and resolved.onnx_path.parent == user
     assert sorted(p.suffix for p in user.iterdir()) == [".json", ".onnx"]
     assert not blocked.exists()
     assert sorted(p.name for p in weights.parent.iterdir()) == [weights.name]
-    again = resolve_engine(model, meta["source"], "auto", log=None)
+    again = resolve_runtime(model, loaded.source, "auto", log=None)
     assert again.origin == "cache" and again.onnx_path == resolved.onnx_path
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_weights_folder_uses_the_user_cache(tiny, tmp_path, monkeypatch):
     weights = _fresh_copy(tiny[0], tmp_path / "w")
-    model, meta = _load(weights)
+    model, loaded = _load(weights)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     weights.parent.chmod(0o555)
     try:
-        resolved = resolve_engine(model, meta["source"], "onnxruntime", log=None)
+        resolved = resolve_runtime(model, loaded.source, "onnxruntime", log=None)
     finally:
         weights.parent.chmod(0o755)
     assert resolved.onnx_path is not None and str(resolved.onnx_path).startswith(
@@ -198,8 +200,8 @@ def test_every_inference_mode_runs_on_the_graph(tiny, tmp_path, mode, options):
     from fcnseg.inference import predict_logits
 
     weights = _fresh_copy(tiny[0], tmp_path / "w")
-    model, meta = _load(weights)
-    runnable = resolve_engine(model, meta["source"], "onnxruntime", log=None).runnable
+    model, loaded = _load(weights)
+    runnable = resolve_runtime(model, loaded.source, "onnxruntime", log=None).runnable
     images = torch.randn(2, 3, 75, 101, generator=torch.Generator().manual_seed(1))
     expected = predict_logits(model, images, mode, **options)
     got = predict_logits(runnable, images, mode, **options)
@@ -245,9 +247,9 @@ def test_int8_export_is_cached_for_the_int8_engine(tiny, tmp_path, capsys, monke
     from fcnseg.inference import quantize
 
     weights = _fresh_copy(tiny[0], tmp_path / "w")
-    model, meta = _load(weights)
-    with pytest.raises(EngineError, match="export"):
-        resolve_engine(model, meta["source"], "onnxruntime-int8", log=None)
+    model, loaded = _load(weights)
+    with pytest.raises(RuntimeUnusable, match="export"):
+        resolve_runtime(model, loaded.source, "onnxruntime-int8", log=None)
     # A random-weight net is no test of int8 accuracy (the CamVid benchmark is); here the
     # mechanics: calibration, QDQ graph, cache entry, metadata, engine.
     monkeypatch.setattr(quantize, "INT8_MIN_AGREEMENT", 0.0)
@@ -260,14 +262,14 @@ def test_int8_export_is_cached_for_the_int8_engine(tiny, tmp_path, capsys, monke
     graph = onnx.load(str(out))
     assert any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
     props = {p.key: p.value for p in graph.metadata_props}
-    assert props["precision"] == "int8" and props["normalization"] == meta["normalization"]
-    resolved = resolve_engine(model, meta["source"], "onnxruntime-int8", log=None)
+    assert props["precision"] == "int8" and props["normalization"] == loaded.metadata.normalization
+    resolved = resolve_runtime(model, loaded.source, "onnxruntime-int8", log=None)
     assert (
         resolved.name == "onnxruntime-int8" and resolved.onnx_path.read_bytes() == out.read_bytes()
     )
     assert resolved.record["calibration"]["images"] == 2
     logits = resolved.runnable(torch.randn(1, 3, 64, 80))
-    assert logits.shape == (1, meta["num_classes"], 64, 80)
+    assert logits.shape == (1, loaded.metadata.num_classes, 64, 80)
     eval_out = tmp_path / "int8.json"
     args = ["eval", "--weights", str(weights), "--mode", "whole", "--out", str(eval_out)]
     assert main([*args, "--engine", "onnxruntime-int8", "--device", "cpu"]) == 0
@@ -296,7 +298,7 @@ def test_multi_head_model_runs_on_the_graph(tmp_path):
     model = build_model("multihead", 5, base=MODEL, heads=heads, pretrained=False).eval()
     weights = tmp_path / "multi.safetensors"
     weights.write_bytes(b"stand-in bytes: the cache key is the file's hash")
-    resolved = resolve_engine(model, weights, "onnxruntime", log=None)
+    resolved = resolve_runtime(model, weights, "onnxruntime", log=None)
     assert resolved.name == "onnxruntime" and resolved.record["check"]["passed"]
     assert expected_heads(resolved.runnable, 5) == expected_heads(model, 5)
     images = torch.randn(1, 3, 70, 90)
@@ -310,11 +312,11 @@ def test_multi_head_model_runs_on_the_graph(tmp_path):
 
 
 def test_a_size_that_comes_back_gets_its_own_checked_graph(tiny, tmp_path, monkeypatch):
-    from fcnseg.inference.engines import FixedSizeGraphs
+    from fcnseg.inference.runtimes import FixedSizeGraphs
 
     weights = _fresh_copy(tiny[0], tmp_path / "w")
-    model, meta = _load(weights)
-    runnable = resolve_engine(model, meta["source"], "onnxruntime", log=None).runnable
+    model, loaded = _load(weights)
+    runnable = resolve_runtime(model, loaded.source, "onnxruntime", log=None).runnable
     assert isinstance(runnable, FixedSizeGraphs)
     image = torch.randn(1, 3, 70, 90, generator=torch.Generator().manual_seed(2))
     expected = model(image)
@@ -335,18 +337,18 @@ def test_a_size_that_comes_back_gets_its_own_checked_graph(tiny, tmp_path, monke
     assert runnable.fixed_sizes == [[70, 90]]
     # A new process finds the fixed-size graph in the cache: nothing is exported again.
     monkeypatch.setattr("fcnseg.export.export_onnx", lambda *a, **k: pytest.fail("exported"))
-    again = resolve_engine(model, meta["source"], "onnxruntime", log=None).runnable
+    again = resolve_runtime(model, loaded.source, "onnxruntime", log=None).runnable
     again(image)
     assert torch.allclose(again(image), expected, atol=1e-4)
     assert again.fixed_sizes == [[70, 90]]
 
 
 def test_fixed_size_graphs_are_capped_and_failures_stay_dynamic(tiny, tmp_path, monkeypatch):
-    from fcnseg.inference.engines import FixedSizeGraphs
+    from fcnseg.inference.runtimes import FixedSizeGraphs
 
     weights = _fresh_copy(tiny[0], tmp_path / "w")
-    model, meta = _load(weights)
-    dynamic = resolve_engine(model, meta["source"], "onnxruntime", log=None).runnable.dynamic
+    model, loaded = _load(weights)
+    dynamic = resolve_runtime(model, loaded.source, "onnxruntime", log=None).runnable.dynamic
     logged: list[str] = []
     capped = FixedSizeGraphs(model, weights, dynamic, log=logged.append, max_sizes=1)
     small, large = torch.randn(1, 3, 64, 80), torch.randn(1, 3, 72, 96)
@@ -354,14 +356,14 @@ def test_fixed_size_graphs_are_capped_and_failures_stay_dynamic(tiny, tmp_path, 
         capped(small)
         capped(large)
     assert capped.fixed_sizes == [[64, 80]]
-    real_export = engines.export_checked
+    real_export = runtimes.export_checked
 
     def failing(model, weights_path, options, **kwargs):
         if options.size is not None:
-            raise EngineError("the graph disagrees with PyTorch")
+            raise RuntimeUnusable("the graph disagrees with PyTorch")
         return real_export(model, weights_path, options, **kwargs)
 
-    monkeypatch.setattr(engines, "export_checked", failing)
+    monkeypatch.setattr(runtimes, "export_checked", failing)
     failed = FixedSizeGraphs(model, weights, dynamic, log=logged.append)
     outputs = [failed(large) for _ in range(3)]
     assert failed.fixed_sizes == [] and len(outputs) == 3

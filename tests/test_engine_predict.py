@@ -17,7 +17,9 @@ from image_bytes import png_bytes
 from torch import nn
 
 from fcnseg.cli import main
+from fcnseg.engine.metadata import validate_weights_metadata
 from fcnseg.engine.predict import PredictionRun, predict_files
+from fcnseg.engine.session import InferenceSession
 
 HERE = Path(__file__).resolve()
 PALETTE = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
@@ -26,6 +28,21 @@ PALETTE = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+
+
+def tiny_session() -> InferenceSession:
+    """The tiny model behind a session (four classes, PALETTE), on the CPU."""
+    metadata = validate_weights_metadata(
+        {
+            "model": "tiny",
+            "num_classes": 4,
+            "classes": ["a", "b", "c", "d"],
+            "palette": PALETTE,
+            "normalization": "imagenet",
+        },
+        "tiny",
+    )
+    return InferenceSession.for_model(tiny_model(), metadata)
 
 
 def write_images(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
@@ -46,10 +63,9 @@ def test_batched_outputs_equal_unbatched(tmp_path):
     # Runs of one size (grouped) and size changes (a group ends early).
     sizes = [(32, 40)] * 5 + [(24, 24)] * 2 + [(32, 40)] * 3
     files = write_images(tmp_path / "in", sizes)
-    meta = {"palette": PALETTE, "normalization": "imagenet"}
-    model, cpu = tiny_model(), torch.device("cpu")
-    one = predict_files(model, meta, files, tmp_path / "one", cpu, num_workers=0)
-    many = predict_files(model, meta, files, tmp_path / "many", cpu, batch_size=4, num_workers=2)
+    session = tiny_session()
+    one = predict_files(session, files, tmp_path / "one", num_workers=0)
+    many = predict_files(session, files, tmp_path / "many", batch_size=4, num_workers=2)
     assert [p.name for p in one] == [p.name for p in many]
     assert len(one) == 2 * len(files)
     assert outputs(tmp_path / "one") == outputs(tmp_path / "many")
@@ -59,14 +75,11 @@ def test_corrupt_input_skipped_and_counted_with_workers(tmp_path, capsys):
     files = write_images(tmp_path / "in", [(32, 40)] * 9)
     bad = tmp_path / "in" / "img_04.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-    meta = {"palette": PALETTE, "normalization": "imagenet"}
     report = PredictionRun(files=files)
     predict_files(
-        tiny_model(),
-        meta,
+        tiny_session(),
         files,
         tmp_path / "out",
-        torch.device("cpu"),
         report=report,
         batch_size=3,
         num_workers=2,
@@ -83,14 +96,13 @@ def test_corrupt_input_skipped_and_counted_with_workers(tmp_path, capsys):
 def test_write_error_is_raised(tmp_path, monkeypatch):
     """An error in the background writer stops predict as a foreground write would."""
     files = write_images(tmp_path / "in", [(32, 40)] * 3)
-    meta = {"palette": PALETTE, "normalization": "imagenet"}
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("PIL.Image.Image.save", full_disk)
     with pytest.raises(OSError, match="No space"):
-        predict_files(tiny_model(), meta, files, tmp_path / "out", torch.device("cpu"))
+        predict_files(tiny_session(), files, tmp_path / "out")
 
 
 def _weights(path: Path) -> Path:
@@ -130,7 +142,9 @@ def test_torchrun_two_ranks_write_each_output_once(tmp_path):
     weights = _weights(tmp_path / "w.safetensors")
     write_images(tmp_path / "in", [(32, 40)] * 7)
     out, log = tmp_path / "out", tmp_path / "saves.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+    # The tests folder first, then the caller's path (a worktree's src/ when it sets one).
+    path = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     result = subprocess.run(
         [*launcher, "--nproc_per_node", "2", str(HERE), str(weights), str(tmp_path / "in")]

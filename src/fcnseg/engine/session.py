@@ -1,0 +1,149 @@
+"""One inference session: a loaded model, how to run it, on what, turned into logits and labels.
+
+Why one object: `eval`, `predict` and `serve` each loaded weights, chose the inference settings,
+resolved the runtime and then normalised, ran, picked the primary head and took the argmax in
+their own words. `InferenceSession` does each of those once: `InferenceSession.load` (or
+`start`, for a model already loaded) is the one place a model, its `InferenceSpec`, its device
+and its runtime are decided, and `logits` / `labels` are the one way from a batch to classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fcnseg.engine.device import resolve_device
+from fcnseg.inference.spec import InferenceSpec
+from fcnseg.engine.loading import LoadedModel, load_model
+from fcnseg.engine.metadata import WeightsMetadata
+from fcnseg.inference.runtimes import ResolvedRuntime, resolve_runtime
+from fcnseg.models.protocol import primary_output
+
+
+def choose_spec(
+    metadata: WeightsMetadata, mode: str | None, options: Mapping[str, Any] | None
+) -> InferenceSpec:
+    """The inference of a run: the command line's mode when given, else the one the weights
+    recommend ("inference" in their metadata), else whole-image inference; options given on the
+    command line (e.g. --scales) override the recommended ones.
+
+    Why the weights may recommend: a released model can need a particular inference to reach its
+    card's numbers (the CamVid model clears 0.30 IoU on every class only with flip + scale
+    1.25); stored with the weights, the plain `fcnseg eval --weights W` reproduces the card.
+    """
+    options = dict(options or {})
+    if mode is not None:
+        return InferenceSpec.parse(mode, options, "command line")
+    recommended = metadata.inference or InferenceSpec()
+    return recommended.with_options(options, "command line")
+
+
+@dataclass(frozen=True)
+class InferenceSession:
+    """A model ready to segment: loaded, on its device, behind its runtime, with its inference."""
+
+    loaded: LoadedModel
+    spec: InferenceSpec
+    runtime: ResolvedRuntime
+    device: torch.device
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        weights: str | Path | None = None,
+        checkpoint: str | Path | None = None,
+        run: str | Path | None = None,
+        device: str = "auto",
+        runtime: str = "torch",
+        mode: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        threads: int | None = None,
+    ) -> InferenceSession:
+        """The session of the model from exactly one of weights / checkpoint / run.
+
+        `mode`/`options`: see `choose_spec`; `runtime`: the `--engine` word (see
+        fcnseg.inference.runtimes); `device`: "auto" is engine-aware (resolve_device).
+        """
+        torch_device = resolve_device(device, runtime)
+        loaded = load_model(weights, checkpoint, run)
+        spec = choose_spec(loaded.metadata, mode, options)
+        return cls.start(loaded, spec, runtime=runtime, device=torch_device, threads=threads)
+
+    @classmethod
+    def start(
+        cls,
+        loaded: LoadedModel,
+        spec: InferenceSpec,
+        *,
+        runtime: str = "torch",
+        device: torch.device | str = "cpu",
+        threads: int | None = None,
+    ) -> InferenceSession:
+        """The session of a model already loaded: moved to `device`, its runtime resolved (for
+        ONNX runtimes the cached, checked graph of `loaded.source`)."""
+        torch_device = torch.device(device)
+        model = loaded.model.to(torch_device)
+        resolved = resolve_runtime(
+            model, loaded.source, runtime, device=torch_device, threads=threads
+        )
+        return cls(loaded, spec, resolved, torch_device)
+
+    @classmethod
+    def for_model(
+        cls,
+        model: nn.Module,
+        metadata: WeightsMetadata,
+        *,
+        spec: InferenceSpec | None = None,
+        device: torch.device | str = "cpu",
+        runtime: ResolvedRuntime | None = None,
+    ) -> InferenceSession:
+        """A session around a model built in memory (no file, so no ONNX cache): the torch
+        runtime unless `runtime` says otherwise."""
+        torch_device = torch.device(device)
+        model = model.to(torch_device).eval()
+        resolved = runtime or ResolvedRuntime(model, "torch", "torch", "asked for")
+        return cls(
+            LoadedModel(model, metadata, None), spec or InferenceSpec(), resolved, torch_device
+        )
+
+    @property
+    def metadata(self) -> WeightsMetadata:
+        return self.loaded.metadata
+
+    @property
+    def runnable(self) -> Any:
+        """What runs the model: the module itself, or an onnxruntime graph."""
+        return self.runtime.runnable
+
+    def normalize(self, images: Sequence[Tensor] | Tensor) -> Tensor:
+        """uint8 C x H x W images (one size) as the normalised float batch the model takes."""
+        from fcnseg.data.transforms import normalize
+
+        preset = self.metadata.normalization
+        batch = torch.stack([normalize(image, preset) for image in images])
+        return batch.to(self.device)
+
+    def head_logits(self, batch: Tensor) -> Tensor | dict[str, Tensor]:
+        """Every head's logits of a normalised batch under this session's inference."""
+        from fcnseg.inference import predict_logits
+
+        return predict_logits(self.runnable, batch, mode=self.spec.mode, **self.spec.options())
+
+    def logits(self, batch: Tensor) -> Tensor:
+        """The primary head's logits N x C x H x W of a normalised batch."""
+        return primary_output(self.head_logits(batch))
+
+    def labels(self, images: Sequence[Tensor] | Tensor) -> Tensor:
+        """Class ids N x H x W (on the CPU) of uint8 C x H x W images of one size.
+
+        Under no_grad, as predict_logits itself runs: the onnxruntime runtime may export and
+        check a fixed-size graph during a call (FixedSizeGraphs), which wants plain tensors."""
+        with torch.no_grad():
+            return self.logits(self.normalize(images)).argmax(1).cpu()
