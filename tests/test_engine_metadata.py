@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from fcnseg.inference.spec import InferenceSpec
 from fcnseg.engine.metadata import (
     MAX_CLASSES,
     MAX_SCALE,
@@ -15,6 +14,7 @@ from fcnseg.engine.metadata import (
     validate_weights_metadata,
 )
 from fcnseg.errors import WeightsError
+from fcnseg.inference.spec import InferenceSpec
 
 
 def good() -> dict:

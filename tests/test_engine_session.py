@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from fcnseg.engine.device import resolve_device
-from fcnseg.inference.spec import InferenceSpec
 from fcnseg.engine.metadata import validate_weights_metadata
-from fcnseg.errors import UsageError
 from fcnseg.engine.session import InferenceSession, choose_spec
+from fcnseg.errors import UsageError
+from fcnseg.inference.spec import InferenceSpec
 
 MODEL = "fcn8s_mobilenet_v2"
 OPTIONS = {"num_images": 2, "size": [48, 64]}

@@ -20,8 +20,8 @@ from fcnseg.export import (
     load_exported,
     verify_export,
 )
-from fcnseg.inference import predict_logits
 from fcnseg.exported import OnnxRuntimeModel, TorchScriptModel
+from fcnseg.inference import predict_logits
 
 # CI installs the export extra: there a missing onnx/onnxruntime fails instead of skipping.
 onnx = require_module("onnx", "pip install -e '.[export]'")

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from fcnseg.errors import DataError, UsageError, WeightsError
 from fcnseg.inference.spec import (
     MAX_FORWARD_PIXELS_ENV,
     OPTION_NAMES,
     InferenceSpec,
     max_forward_pixels,
 )
-from fcnseg.errors import DataError, UsageError, WeightsError
 
 
 def test_options_are_the_keyword_arguments_of_predict_logits():
@@ -87,8 +87,8 @@ def test_option_names_are_predict_logits_keyword_options():
     """The spec's option list and the function that runs the options cannot drift apart."""
     import inspect
 
-    from fcnseg.inference.spec import OPTION_NAMES
     from fcnseg.inference import predict_logits
+    from fcnseg.inference.spec import OPTION_NAMES
 
     parameters = inspect.signature(predict_logits).parameters.values()
     assert set(OPTION_NAMES) == {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from fcnseg.errors import WeightsError
 from fcnseg.inference.spec import (
     MAX_FORWARD_PIXELS,
     MAX_FORWARD_PIXELS_ENV,
@@ -35,7 +36,6 @@ from fcnseg.inference.spec import (
     max_forward_pixels,
     short,
 )
-from fcnseg.errors import WeightsError
 
 __all__ = [
     "MAX_CLASSES",

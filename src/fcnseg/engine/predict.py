@@ -30,8 +30,8 @@ from fcnseg.engine.predict_loader import (
     shard,
 )
 from fcnseg.engine.render import overlay_image, palette_image
-from fcnseg.errors import FcnsegError, OutputError, UsageError
 from fcnseg.engine.session import InferenceSession
+from fcnseg.errors import FcnsegError, OutputError, UsageError
 
 __all__ = [
     "PredictionRun",

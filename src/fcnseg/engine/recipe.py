@@ -21,8 +21,8 @@ from typing import Any
 from fcnseg import constants
 from fcnseg.config import Config, RecipeOrigin, config_from_dict
 from fcnseg.data.datasets.registry import get_dataset_class
-from fcnseg.inference.spec import OPTION_NAMES
 from fcnseg.errors import FcnsegError, RecipeError
+from fcnseg.inference.spec import OPTION_NAMES
 from fcnseg.models.factory import check_model_options, model_info
 
 

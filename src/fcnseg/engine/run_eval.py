@@ -28,9 +28,9 @@ from fcnseg.engine.evaluate import (
     write_scores,
 )
 from fcnseg.engine.loading import LoadedModel, load_model
+from fcnseg.engine.session import InferenceSession, choose_spec
 from fcnseg.engine.setup import build_eval_dataset
 from fcnseg.errors import UsageError, WeightsError
-from fcnseg.engine.session import InferenceSession, choose_spec
 from fcnseg.metrics import SegmentationScores
 from fcnseg.models.protocol import primary_head_name
 from fcnseg.paths import safe_name

@@ -18,10 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from fcnseg.engine.device import resolve_device
-from fcnseg.inference.spec import InferenceSpec
 from fcnseg.engine.loading import LoadedModel, load_model
 from fcnseg.engine.metadata import WeightsMetadata
 from fcnseg.inference.runtimes import ResolvedRuntime, resolve_runtime
+from fcnseg.inference.spec import InferenceSpec
 from fcnseg.models.protocol import primary_output
 
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from fcnseg.engine.render import palette_image
-from fcnseg.errors import UsageError
 from fcnseg.engine.session import InferenceSession
+from fcnseg.errors import UsageError
 
 
 def available_cores() -> int:
