@@ -278,3 +278,15 @@ def test_data_check_lists_a_bad_colour_as_a_problem(tmp_path):
     assert not report.ok and len(report.problems) == 1
     assert "[val]" in report.problems[0] and "(9, 9, 9) at (row 1, col 2)" in report.problems[0]
     assert report.statistics["train"].names == ("road", "car")
+
+
+def test_a_class_mapped_dataset_pickles_for_dataloader_workers(tmp_path):
+    import pickle
+
+    write_cvat(tmp_path)
+    mapped = build_dataset("cvat", tmp_path, "val", class_map={"car": "road"})
+    copy = pickle.loads(pickle.dumps(mapped))
+    assert copy.classes == ("background", "road")
+    assert copy.colour_table == mapped.dataset.colour_table  # format attributes pass through
+    assert copy.load(1)[1].equal(mapped.load(1)[1])
+    assert set(copy.load(1)[1].unique().tolist()) == {0, 1}
