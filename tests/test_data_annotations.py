@@ -290,3 +290,16 @@ def test_a_class_mapped_dataset_pickles_for_dataloader_workers(tmp_path):
     assert copy.colour_table == mapped.dataset.colour_table  # format attributes pass through
     assert copy.load(1)[1].equal(mapped.load(1)[1])
     assert set(copy.load(1)[1].unique().tolist()) == {0, 1}
+
+
+@needs_coco
+def test_coco_one_file_export_is_split_by_image_name_hash(tmp_path):
+    write_coco(tmp_path, splits=("default",), per_split=5)
+    (tmp_path / "images" / "default").rename(tmp_path / "all_images")
+    (tmp_path / "images").rmdir()
+    (tmp_path / "all_images").rename(tmp_path / "images")
+    train, val, every = (build_dataset("coco", tmp_path, s) for s in ("train", "val", "all"))
+    assert len(train) + len(val) == len(every) == 5 and len(val) == 1
+    names = {train.sample_name(i) for i in range(len(train))}
+    assert val.sample_name(0) not in names
+    assert (val.load(0)[1].numpy()[4:] == expected_mask()[4:]).all()

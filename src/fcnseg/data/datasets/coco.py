@@ -6,7 +6,10 @@ Layout (the annotation file of a split is the first that exists):
     root/images/<split>/<file_name> | root/images/<file_name> | root/<split>/<file_name>
 
 or `annotation_file=` / `image_dir=` options. `file_name` may hold subfolders; it must stay
-inside the image folder.
+inside the image folder. An export with one file for everything (CVAT's and other tools' COCO
+export: `annotations/instances_default.json` + `images/`) is cut into train / val by image name
+hash, as the `folder` format does, when `annotations/` holds that one file and it is not named
+for a split ("all": every image).
 
 Classes: "background" (index 0; the pixels no annotation covers), then the categories sorted
 by category id, so ids 1, 3, 7 become classes 1, 2, 3 whatever order the file lists them in (a
@@ -32,11 +35,13 @@ from torch import Tensor
 from fcnseg.constants import VOC_IGNORE_INDEX
 from fcnseg.data.datasets.annotation_common import (
     BACKGROUND_NAMES,
+    choose_split,
     paint_regions,
     read_json,
     smaller_last,
 )
 from fcnseg.data.datasets.base import ClassInfo, DataError, JointTransform, SegmentationDataset
+from fcnseg.data.datasets.folder import DEFAULT_VAL_FRACTION
 from fcnseg.data.datasets.voc import voc_colormap
 from fcnseg.data.io import read_image
 
@@ -46,6 +51,8 @@ except ImportError as error:  # pragma: no cover - depends on the install
     raise ImportError(f"{error}; install it with `pip install fcnseg[formats]`") from None
 
 _MIN_POLYGON = 6  # 3 points
+#: A lone annotation file named for one of these splits is that split's, not every split's.
+SPLIT_NAMES: frozenset[str] = frozenset({"train", "val", "test"})
 
 
 def annotation_candidates(root: Path, split: str) -> list[Path]:
@@ -75,12 +82,13 @@ class COCOSegmentation(SegmentationDataset):
         annotation_file: str | Path | None = None,
         image_dir: str | Path | None = None,
         background: bool = True,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
     ) -> None:
         super().__init__(transform)
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: dataset folder not found")
-        self.annotation_file = self._annotation_file(split, annotation_file)
+        self.annotation_file, shared = self._annotation_file(split, annotation_file)
         data = read_json(self.annotation_file)
         if not isinstance(data, dict):
             raise DataError(f"{self.annotation_file}: expected a COCO object at the top level")
@@ -90,23 +98,33 @@ class COCOSegmentation(SegmentationDataset):
         folder = self._image_dir(split, image_dir, images)
         self.images = images
         self.samples = [(self._image_path(folder, rec), i) for i, rec in enumerate(images)]
+        if shared:  # one file for every split: cut by image name hash
+            where = self.annotation_file
+            self.samples = choose_split(
+                self.samples, lambda s: s[0].stem, split, val_fraction, where
+            )
         if not self.samples:
             raise DataError(f"{self.annotation_file}: lists no images; export some")
 
-    def _annotation_file(self, split: str, explicit: str | Path | None) -> Path:
+    def _annotation_file(self, split: str, explicit: str | Path | None) -> tuple[Path, bool]:
+        """The split's annotation file, and whether it is the one file of every split."""
         if explicit is not None:
             path = Path(explicit) if Path(explicit).is_absolute() else self.root / explicit
             if not path.is_file():
                 raise DataError(f"{path}: annotation file not found; fix annotation_file")
-            return path
+            return path, False
         candidates = annotation_candidates(self.root, split)
         found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            raise DataError(
-                f"{candidates[0]}: annotation file of split {split!r} not found (also tried "
-                f"{', '.join(p.name for p in candidates[1:])}); give annotation_file="
-            )
-        return found
+        if found is not None:
+            return found, False
+        every = sorted((self.root / "annotations").glob("*.json"))
+        named_for_a_split = every and every[0].stem.removeprefix("instances_") in SPLIT_NAMES
+        if len(every) == 1 and not named_for_a_split and split in ("train", "val", "all"):
+            return every[0], True
+        raise DataError(
+            f"{candidates[0]}: annotation file of split {split!r} not found (also tried "
+            f"{', '.join(p.name for p in candidates[1:])}); give annotation_file="
+        )
 
     def _read_classes(self, categories: list[dict], background: bool) -> None:
         try:
