@@ -51,7 +51,14 @@ def test_albumentations_flip_and_crop_keep_the_mask_aligned():
     pytest.importorskip("albumentations", reason="albumentations is optional; not installed")
     from pipeline_factories import flip_crop_albumentations
 
-    _check_moved(ExternalPipeline(flip_crop_albumentations()))
+    pipeline = ExternalPipeline(flip_crop_albumentations())
+    _check_moved(pipeline)
+    image, mask = _position_pair()
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(5)  # training seeds torch per sample; albumentations follows it
+        draws.append(pipeline(image, mask)[0])
+    assert draws[0].equal(draws[1])
 
 
 def test_recipe_path_pickles_by_path_and_train_transform_normalises():

@@ -15,7 +15,9 @@ pipeline sees and returns the decoded image (uint8 RGB) and its class mask:
 Padding and fill values are the pipeline's to choose: pad masks with the void label (255 by
 default, e.g. v2's `fill={tv_tensors.Mask: 255}`), or padded pixels will be learnt as a class.
 A pipeline built from a factory path is rebuilt from that path when a DataLoader worker unpickles
-it, so factories may use lambdas.
+it, so factories may use lambdas. Randomness: torchvision draws from torch's generator, which
+training seeds per sample; an albumentations Compose is re-seeded from it on every call (its
+`set_random_seed`), so both give the same augmentations on resume and with any worker count.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ class ExternalPipeline:
 
     def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         if is_albumentations(self.pipeline):
+            # albumentations draws from its own generator: seeding it from torch's makes its
+            # draws follow training's per-sample seeds (exact resume, any worker count).
+            reseed = getattr(self.pipeline, "set_random_seed", None)
+            if callable(reseed):
+                reseed(int(torch.randint(0, 2**31 - 1, ()).item()))
             out = self.pipeline(image=image.permute(1, 2, 0).numpy(), mask=mask.numpy())
             new_image, new_mask = _as_chw(out["image"]), torch.as_tensor(out["mask"])
         else:
