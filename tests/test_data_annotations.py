@@ -303,3 +303,29 @@ def test_coco_one_file_export_is_split_by_image_name_hash(tmp_path):
     names = {train.sample_name(i) for i in range(len(train))}
     assert val.sample_name(0) not in names
     assert (val.load(0)[1].numpy()[4:] == expected_mask()[4:]).all()
+
+
+@needs_coco
+def test_a_third_party_coco_file_reads_crowd_over_polygon(tmp_path):
+    """Datumaro's COCO test asset (tests/data/datumaro_coco_instances, MIT, see NOTICE.md):
+    its crowd RLE (column-major runs 0, 20, 30) voids the first two columns, over its polygon."""
+    import shutil
+    from pathlib import Path
+
+    asset = Path(__file__).parent / "data" / "datumaro_coco_instances"
+    dataset = build_dataset("coco", asset, "val")
+    assert dataset.classes == ("background", "a", "b", "c") and len(dataset) == 1
+    image, mask = dataset.load(0)
+    assert image.shape == (3, 10, 5)
+    expected = np.zeros((10, 5), np.int64)
+    expected[:, :2] = 255
+    assert (mask.numpy() == expected).all()
+    copy = tmp_path / "asset"
+    shutil.copytree(asset, copy)
+    path = copy / "annotations" / "instances_val.json"
+    data = json.loads(path.read_text())
+    data["annotations"] = [a for a in data["annotations"] if not a["iscrowd"]]
+    path.write_text(json.dumps(data))
+    polygon = build_dataset("coco", copy, "val").load(0)[1].numpy()
+    assert set(np.unique(polygon)) == {0, 1} and (polygon[:, 2:] == 0).all()
+    assert polygon[0, 0] == 1
