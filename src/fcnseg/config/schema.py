@@ -69,6 +69,12 @@ class DataConfig:
     num_workers: int = 0
     #: null, a list with one weight per class, or "median_frequency" (computed on train split).
     class_weights: list[float] | str | None = None
+    #: Source class name -> target class name or "ignore": rename, merge or drop classes of
+    #: any format (docs/data_formats.md).
+    class_map: dict[str, str] = field(default_factory=dict)
+    #: "module.path:factory": a torchvision.transforms.v2 or albumentations pipeline the factory
+    #: returns replaces the built-in augmentations (null: the built-in ones).
+    augment: str | None = None
 
 
 @dataclass
@@ -180,14 +186,19 @@ def _plain(value: Any) -> Any:
 
 
 def eval_options(data: DataConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """Dataset options of the validation/test splits: `options` updated by `val_options`.
+    """Dataset options of the validation/test splits: `options` updated by `val_options`, and
+    the recipe's `class_map` when it has one (build_dataset applies it).
 
     Takes the typed `DataConfig` or the `data` mapping stored with a checkpoint/weights file, so
     that training's validation and `fcnseg eval` build the same split the same way.
     """
     if isinstance(data, DataConfig):
-        return {**data.options, **data.val_options}
-    return {**(data.get("options") or {}), **(data.get("val_options") or {})}
+        options = {**data.options, **data.val_options}
+        class_map = data.class_map
+    else:
+        options = {**(data.get("options") or {}), **(data.get("val_options") or {})}
+        class_map = data.get("class_map")
+    return {**options, "class_map": dict(class_map)} if class_map else options
 
 
 def validate(config: Config) -> None:

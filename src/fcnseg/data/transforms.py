@@ -269,15 +269,27 @@ def train_transform(
     hflip: bool = True,
     jitter: float = 0.0,
     ignore_index: int = VOC_IGNORE_INDEX,
+    augment: object | str | None = None,
 ) -> Compose:
     """Training pipeline: scale, crop, flip, jitter, normalise, then pad to `crop_size`.
+
+    `augment` (a torchvision.transforms.v2 / albumentations pipeline, or the recipe's
+    "module:factory" path, see data/pipelines.py) replaces scale, crop, flip and jitter; the
+    float conversion, normalisation and padding stay.
 
     The crop comes before the float conversion (less to convert after an upscale) and the
     padding after normalisation, so that padding with 0 is padding with the mean pixel in every
     preset. `scale_range=None` or (1, 1) disables scaling; `crop_size=None` keeps the (scaled)
     full image, which only batches if all images share a size.
     """
-    steps: list = []
+    if augment is not None:
+        from fcnseg.data.pipelines import ExternalPipeline
+
+        steps: list = [ExternalPipeline(augment), ToFloat(), Normalize(preset)]
+        if crop_size is not None:
+            steps.append(PadTo(crop_size, ignore_index=ignore_index, image_fill=0.0))
+        return Compose(steps)
+    steps = []
     if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
         steps.append(RandomScale(scale_range))
     if crop_size is not None:

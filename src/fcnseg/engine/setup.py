@@ -107,7 +107,9 @@ def build_datasets(config: Config) -> tuple[Dataset, Dataset | None]:
         f"data.root {data.root!r}: directory not found (also looked in the data directory); "
         "pass --data-root or data.root=PATH",
     )
-    train_set = build_dataset(data.format, root, data.train_split, **data.options)
+    train_set = build_dataset(
+        data.format, root, data.train_split, class_map=data.class_map or None, **data.options
+    )
     val_set = None
     if data.val_split:
         val_set = build_eval_dataset(data.format, root, data.val_split, eval_options(data))
@@ -153,6 +155,7 @@ def attach_transforms(config: Config, normalization: str, train_set: Any, val_se
             hflip=data.hflip,
             jitter=data.jitter,
             ignore_index=train_set.ignore_index,
+            augment=data.augment,
         )
     if val_set is not None and getattr(val_set, "transform", "absent") is None:
         val_set.transform = eval_transform(

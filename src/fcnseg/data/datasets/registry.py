@@ -8,6 +8,7 @@ when it is asked for, with a message saying so.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from fcnseg.data.datasets.base import JointTransform, SegmentationDataset
@@ -26,6 +27,12 @@ DATASET_FORMATS: dict[str, str] = {
     "folder": "folder:FolderDataset",
     "siftflow": "siftflow:SIFTFlow",
     "nyud": "nyud:NYUDv2",
+    # Labelling-tool exports read as they are (docs/data_formats.md).
+    "coco": "coco:COCOSegmentation",
+    "labelme": "labelme:LabelMeDataset",
+    "cvat": "cvat:CVATSegmentationMask",
+    "labelstudio": "labelstudio:LabelStudioBrush",
+    "colour_masks": "colour_masks:ColourMaskDataset",
 }
 
 
@@ -57,8 +64,17 @@ def build_dataset(
     root: str | Path | None,
     split: str = "train",
     transform: JointTransform | None = None,
+    class_map: Mapping[str, str] | None = None,
     **kwargs,
 ) -> SegmentationDataset:
-    """Construct the dataset of `format` rooted at `root` (ignored by "synthetic")."""
+    """Construct the dataset of `format` rooted at `root` (ignored by "synthetic").
+
+    `class_map` (the recipe's `data.class_map`, see datasets/class_map.py) renames, merges or
+    drops classes the same way for every format.
+    """
     cls = get_dataset_class(format)
-    return cls(root, split=split, transform=transform, **kwargs)
+    if not class_map:
+        return cls(root, split=split, transform=transform, **kwargs)
+    from fcnseg.data.datasets.class_map import ClassMapped
+
+    return ClassMapped(cls(root, split=split, **kwargs), class_map, transform)
