@@ -492,6 +492,27 @@ def test_full_disk_inside_torch_save_is_one_line(work, capsys, monkeypatch):
     assert (run / "checkpoints" / "last.pt").read_bytes() == previous and no_temporaries(run)
 
 
+def test_full_disk_inside_safetensors_is_one_line(work, capsys, monkeypatch):
+    """safetensors reports a full disk as SafetensorError("... I/O error: No space left on
+    device (os error 28) ..."): emulated as the real writer fails, half a file then that."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def save_file_on_a_full_disk(tensors, path, metadata=None):
+        Path(path).write_bytes(b"\0" * 100)
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28) at path "
+            f'"{path}"'
+        )
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file_on_a_full_disk)
+    run = work / "run"
+    code, err = cli(capsys, "train", "--out", run, *TINY_MODEL, *SYNTHETIC, *TRAIN)
+    assert_one_line_error(code, err, "model.safetensors", "No space left on device")
+    assert load_checkpoint(run)["step"] == 2 and no_temporaries(run)
+    assert not (run / "model.safetensors").exists()
+
+
 # =========================================================================== divergence
 def finite_tensors(tensors: dict) -> bool:
     return all(
@@ -939,6 +960,7 @@ CASES: dict[str, str] = {
     "test_full_disk_on_best_checkpoint_leaves_a_resumable_last": "full disk",
     "test_full_disk_on_weights_file": "full disk",
     "test_full_disk_inside_torch_save_is_one_line": "full disk",
+    "test_full_disk_inside_safetensors_is_one_line": "full disk",
     "test_divergence_of_a_real_learning_rate_stops_with_one_line": "divergence",
     "test_nan_loss_on_resume_keeps_every_saved_file_as_it_was": "divergence",
     "test_non_finite_weights_are_never_saved": "divergence",

@@ -146,7 +146,7 @@ def scan_heads(
     for index in range(len(dataset)):
         try:
             if listed:
-                check_headers(dataset, index)  # what decoding cannot see (EXIF orientation)
+                check_orientation(dataset, index)  # what decoding cannot see
             _, mask = dataset.load(index)
         except (DataError, FileNotFoundError) as error:
             problems.append(str(error))
@@ -236,6 +236,20 @@ def check_headers(dataset: SegmentationDataset, index: int) -> None:
             f"{other}: {other_size[0]}x{other_size[1]} but {first} is "
             f"{first_size[0]}x{first_size[1]} (WxH); re-export it at the image's size"
         )
+
+
+def check_orientation(dataset: SegmentationDataset, index: int) -> None:
+    """The EXIF orientations of one sample's files (data/orientation.py); files whose header
+    does not read are left to the decode, whose message says more."""
+    headers: dict[Path, tuple[tuple[int, int], int]] = {}
+    for path in _sample_files(dataset.samples[index]):
+        try:
+            header = _header(path) if path.is_file() else None
+        except DataError:
+            return
+        if header is not None:
+            headers[path] = header
+    check_orientations(headers)
 
 
 @contextlib.contextmanager

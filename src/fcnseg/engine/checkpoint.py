@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -69,19 +70,20 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     write_file(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
-#: Free bytes under which a failed write is taken for a full disk (torch and safetensors report
-#: a failed write without its errno).
+#: Free bytes under which a failed write is taken for a full disk (torch.save reports a failed
+#: write without its errno).
 FULL_DISK_BYTES = 64 * 2**20
 #: Fragments of torch's and safetensors' messages for a write the filesystem refused.
-_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed", "IoError")
+_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed", "I/O error")
 
 
 def write_file(path: Path, write: Callable[[Path], None]) -> None:
     """`atomic_write(path, write)`, with the filesystem's refusal raised as an OSError.
 
     Why: torch.save on a full disk raises RuntimeError("[enforce fail at inline_container.cc]
-    unexpected pos ..."), and safetensors a SafetensorError, neither with the errno, so the CLI
-    printed a traceback. The previous file stays as it was either way (atomic_write).
+    unexpected pos ...") without the errno, and safetensors a SafetensorError with the errno
+    only in its text ("... (os error 28)"), so the CLI printed a traceback. The previous file
+    stays as it was either way (atomic_write).
     """
 
     def guarded(tmp: Path) -> None:
@@ -93,9 +95,13 @@ def write_file(path: Path, write: Callable[[Path], None]) -> None:
             message = str(error)
             if not any(fragment in message for fragment in _WRITE_FAILURES):
                 raise
-            full = "os error 28" in message or "StorageFull" in message
-            full = full or shutil.disk_usage(tmp.parent).free < FULL_DISK_BYTES
-            code = errno.ENOSPC if full else errno.EIO
+            reported = re.search(r"os error (\d+)", message)  # safetensors names the errno
+            if reported is not None:
+                code = int(reported.group(1))
+            elif shutil.disk_usage(tmp.parent).free < FULL_DISK_BYTES:
+                code = errno.ENOSPC
+            else:
+                code = errno.EIO
             raise OSError(code, os.strerror(code), str(path)) from error
 
     atomic_write(path, guarded)
