@@ -248,3 +248,14 @@ def test_report_with_a_malformed_palette_is_one_line(tmp_path, capsys, palette):
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model.safetensors" in err and "palette" in err, err
+
+
+def test_report_of_a_run_that_logged_non_finite_losses(tmp_path, capsys):
+    """Runs from before the divergence guard logged nan / inf losses; their report still draws
+    the finite points."""
+    run = fake_run(tmp_path / "run")
+    rows = "epoch,step,train_loss,mean_iu\n1,2,0.9,0.4\n2,4,nan,0.3\n3,6,inf,nan\n"
+    (run / "metrics.csv").write_text(rows)
+    assert main(["report", str(run)]) == 0, capsys.readouterr().err
+    assert (run / "report" / "loss.png").is_file()
+    assert "nan" not in (run / "report" / "index.html").read_text().lower()

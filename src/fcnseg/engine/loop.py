@@ -8,7 +8,8 @@ interrupted run would have done, which the SIGKILL test checks bit for bit on CP
 
 Also here, because they shape each step: gradient accumulation (DDP syncs only on a group's
 last batch), AMP (bf16 autocast on CPU, fp16 + GradScaler on CUDA), the time budget
-(`train.max_minutes`, rank 0's clock decides for all ranks) and the checkpoint cadence.
+(`train.max_minutes`, rank 0's clock decides for all ranks), the checkpoint cadence and the
+divergence guard (engine/divergence.py: a non-finite loss or weight stops the run before a save).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ naming it (report/inputs.py), before the report folder is touched.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +128,11 @@ def _points(rows: list[dict[str, str]], column: str) -> list[tuple[float, float]
         if value in (None, "") or step in (None, ""):
             continue
         try:
-            points.append((float(step), float(value)))
+            point = (float(step), float(value))
         except ValueError:
             continue
+        if math.isfinite(point[0]) and math.isfinite(point[1]):  # a diverged run's nan / inf
+            points.append(point)
     return points
 
 
