@@ -513,6 +513,37 @@ def test_full_disk_inside_safetensors_is_one_line(work, capsys, monkeypatch):
     assert not (run / "model.safetensors").exists()
 
 
+def test_pickled_weights_are_one_stderr_line_in_a_real_process(work):
+    """A pickle that is not plain tensors, as encoder weights and as model.init: torch's own
+    warning about the pickle protocol must not reach stderr before fcnseg's one line (pytest
+    captures warnings in-process, so this runs the CLI as a user does)."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("PAYLOAD-RAN",))
+
+    evil = work / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": Payload()}, protocol=4))
+    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "fcnseg.cli", "train", "--out", str(work / "run")]
+    options = f"model.options={{width_divisor: 64, encoder_weights: {evil}}}"
+    for extra, says in (
+        (options, "cannot read encoder weights"),
+        (f"model.init={evil}", "evil.pt"),
+    ):
+        done = subprocess.run(
+            [*base, *TINY_MODEL, *SYNTHETIC, *TRAIN, extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        assert_one_line_error(done.returncode, done.stderr, says)
+        assert "PAYLOAD-RAN" not in done.stdout and not (work / "run").exists()
+
+
 # =========================================================================== divergence
 def finite_tensors(tensors: dict) -> bool:
     return all(
@@ -961,6 +992,7 @@ CASES: dict[str, str] = {
     "test_full_disk_on_weights_file": "full disk",
     "test_full_disk_inside_torch_save_is_one_line": "full disk",
     "test_full_disk_inside_safetensors_is_one_line": "full disk",
+    "test_pickled_weights_are_one_stderr_line_in_a_real_process": "pickle",
     "test_divergence_of_a_real_learning_rate_stops_with_one_line": "divergence",
     "test_nan_loss_on_resume_keeps_every_saved_file_as_it_was": "divergence",
     "test_non_finite_weights_are_never_saved": "divergence",
