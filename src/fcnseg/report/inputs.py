@@ -117,11 +117,9 @@ def read_eval(path: Path) -> dict[str, Any]:
         if not _scores_by_name(payload.get(key, {})):
             raise DataError(f"{path}: '{key}' must map class names to numbers; {_FIX}")
     matrix = payload.get("confusion_matrix")
-    names = payload.get("per_class_iu") or {}
-    if matrix is not None and not _square_counts(matrix, len(names)):
+    if matrix is not None and not _square_counts(matrix):
         raise DataError(
-            f"{path}: 'confusion_matrix' must be {len(names)} rows of {len(names)} counts "
-            f">= 0; {_FIX}"
+            f"{path}: 'confusion_matrix' must be N rows of N counts >= 0 (N classes); {_FIX}"
         )
     per_image = payload.get("per_image", [])
     if not isinstance(per_image, list) or not all(
@@ -131,11 +129,10 @@ def read_eval(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _square_counts(matrix: Any, size: int) -> bool:
+def _square_counts(matrix: Any) -> bool:
     return (
         isinstance(matrix, list)
-        and len(matrix) == size
-        and all(isinstance(row, list) and len(row) == size for row in matrix)
+        and all(isinstance(row, list) and len(row) == len(matrix) for row in matrix)
         and all(
             _score(v) and v is not None and math.isfinite(v) and v >= 0 for r in matrix for v in r
         )
