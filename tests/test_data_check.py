@@ -94,3 +94,62 @@ def test_real_camvid_histogram_matches_its_readme(real_camvid):
         assert 100 * share == pytest.approx(expected[c], abs=0.006)
     weights = torch.tensor(stats.median_frequency_weights)
     assert weights.argmin() == 3 and weights.argmax() == 10  # road commonest, bicyclist rarest
+
+
+# ------------------------------------------------------------------ EXIF orientation
+def _folder_with_exif(root, orientation: int, image_size, mask_size):
+    """A folder dataset of one JPEG (with EXIF `orientation`, stored image_size WxH) and one
+    class-index PNG mask (mask_size WxH, untagged)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.yaml").write_text("names: [a, b]\n")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    pixels = np.zeros((image_size[1], image_size[0], 3), np.uint8)
+    Image.fromarray(pixels).save(root / "images" / "p.jpg", exif=exif.tobytes())
+    mask = np.zeros((mask_size[1], mask_size[0]), np.uint8)
+    mask[: mask_size[1] // 2] = 1  # top half class 1: turned 180 degrees it is the bottom half
+    Image.fromarray(mask, mode="L").save(root / "masks" / "p.png")
+    return root
+
+
+def test_check_reports_a_180_degree_exif_image_with_an_untagged_mask(tmp_path, capsys):
+    from fcnseg.cli import main
+
+    root = _folder_with_exif(tmp_path / "d", 3, (8, 6), (8, 6))
+    report = check_dataset(root, "folder", ["all"])
+    assert len(report.problems) == 1, report.problems
+    problem = report.problems[0]
+    assert "p.jpg" in problem and "EXIF orientation 3" in problem and "p.png" in problem
+    assert "exiftran" in problem and "exiftool -Orientation=" in problem
+    assert (
+        main(["data", "check", "--format", "folder", "--root", str(root), "--splits", "all"]) == 1
+    )
+    assert "EXIF orientation 3 (rotated 180 degrees)" in capsys.readouterr().out
+
+
+def test_training_preflight_refuses_the_ambiguous_pair(tmp_path):
+    from fcnseg.data.check import preflight
+    from fcnseg.data.datasets.folder import FolderDataset
+
+    root = _folder_with_exif(tmp_path / "d", 3, (8, 6), (8, 6))
+    with pytest.raises(DataError, match=r"p\.jpg: EXIF orientation 3 .* may be loaded turned"):
+        preflight(FolderDataset(root, "all"))
+
+
+def test_quarter_turn_drawn_on_the_image_as_shown_is_consistent(tmp_path):
+    """Stored 8x6 with orientation 6 is 6x8 as shown; a 6x8 mask was drawn on it: consistent,
+    and the image is loaded transposed (io.py applies the orientation) to the mask's size."""
+    from fcnseg.data.datasets.folder import FolderDataset
+
+    root = _folder_with_exif(tmp_path / "d", 6, (8, 6), (6, 8))
+    assert check_dataset(root, "folder", ["all"]).problems == []
+    image, mask = FolderDataset(root, "all").load(0)
+    assert tuple(image.shape[1:]) == tuple(mask.shape) == (8, 6)
+
+
+def test_quarter_turn_drawn_on_the_stored_pixels_is_reported(tmp_path):
+    root = _folder_with_exif(tmp_path / "d", 6, (8, 6), (8, 6))
+    (problem,) = check_dataset(root, "folder", ["all"]).problems
+    assert "EXIF orientation 6 (rotated 90 degrees)" in problem
+    assert "agree only as stored" in problem

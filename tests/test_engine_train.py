@@ -295,7 +295,7 @@ def test_jaccard_term_changes_training_and_is_checked(tmp_path):
     plain = run_tiny(tmp_path / "plain", epochs=1, checkpoint_every=0)
     with_iou = run_tiny(tmp_path / "iou", epochs=1, checkpoint_every=0, jaccard_weight=1.0)
     assert with_iou.history[0]["train_loss"] > plain.history[0]["train_loss"]  # extra term >= 0
-    with pytest.raises(ValueError, match="jaccard_weight must be >= 0"):
+    with pytest.raises(ValueError, match=r"train.jaccard_weight: -1.0 is outside \[0, 1000\]"):
         run_tiny(tmp_path / "neg", jaccard_weight=-1.0)
     with pytest.raises(ValueError, match="loss_normalization=mean"):
         run_tiny(tmp_path / "sum", jaccard_weight=1.0, loss_normalization="sum")
@@ -369,5 +369,5 @@ def test_distillation_from_a_teacher_file_trains_and_is_checked(tmp_path):
         run_tiny(tmp_path / "classes", distill_from=str(other))
     with pytest.raises(ValueError, match="loss_normalization=mean"):
         run_tiny(tmp_path / "sum", distill_from=str(teacher), loss_normalization="sum")
-    with pytest.raises(ValueError, match="distill_weight must be >= 0"):
+    with pytest.raises(ValueError, match=r"train.distill_weight: -1.0 is outside"):
         run_tiny(tmp_path / "neg", distill_from=str(teacher), distill_weight=-1.0)

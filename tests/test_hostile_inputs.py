@@ -859,6 +859,58 @@ def _stored_format_escape(sandbox: Sandbox):
 case("outputs", "eval-stored-format-escapes", says=("format",))(_stored_format_escape)
 
 
+# --------------------------------------------- issue 22: recipe numbers, class files, pickles
+for _override, _key in (
+    ("train.lr=.nan", "train.lr"),
+    ("train.lr=1e30", "train.lr"),
+    ("train.distill_weight=.nan", "train.distill_weight"),
+    ("train.distill_temperature=.inf", "train.distill_temperature"),
+    ("train.momentum=-.inf", "train.momentum"),
+):
+    case("recipe", f"number-{_override.split('=')[0]}-{_override.split('=')[1]}", says=(_key,))(
+        lambda s, o=_override: _train(s, o)
+    )
+
+
+def _folder_train(sandbox: Sandbox, classes: str) -> tuple[list[str], list[Path]]:
+    """`train` on a folder dataset (one good pair) whose classes.yaml is `classes`."""
+    sandbox.file("data/classes.yaml", classes)
+    mask = io.BytesIO()
+    Image.fromarray(np.zeros((32, 40), dtype=np.uint8)).save(mask, format="PNG")
+    sandbox.file("data/images/a.png", png_bytes())
+    sandbox.file("data/masks/a.png", mask.getvalue())
+    return _train(
+        sandbox, "data.format=folder", "data.options={}", f"data.root={sandbox.root / 'data'}"
+    )
+
+
+case("data", "classes-palette-of-strings", says=("classes.yaml", "palette"))(
+    lambda s: _folder_train(s, "names: [a, b]\npalette: [red, blue]\n")
+)
+case("data", "classes-palette-string-values", says=("classes.yaml", "palette"))(
+    lambda s: _folder_train(s, "names: [a, b]\npalette: [[a, b, c], [0, 0, 0]]\n")
+)
+case("data", "classes-palette-a-number", says=("classes.yaml", "palette"))(
+    lambda s: _folder_train(s, "names: [a, b]\npalette: 7\n")
+)
+case("data", "classes-ignore-index-text", says=("classes.yaml", "ignore_index"))(
+    lambda s: _folder_train(s, "names: [a, b]\nignore_index: abc\n")
+)
+case("data", "classes-names-a-string", says=("classes.yaml", "names"))(
+    lambda s: _folder_train(s, "names: abc\n")
+)
+case("weights", "pickle-payload-encoder-weights", says=("encoder weights", "evil.pt"))(
+    lambda s: _train(s, f"model.options={{encoder_weights: {_pickle_bomb(s)}}}")
+)
+case("weights", "pickle-payload-encoder-weights-paper-net", says=("encoder weights", "evil.pt"))(
+    lambda s: _train(
+        s,
+        "model.name=fcn32s_vgg16_padded",
+        f"model.options={{width_divisor: 64, encoder_weights: {_pickle_bomb(s)}}}",
+    )
+)
+
+
 # ---------------------------------------------------------------------------- the test
 @pytest.fixture
 def sandbox(tmp_path, shared, monkeypatch) -> Sandbox:

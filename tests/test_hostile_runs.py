@@ -469,6 +469,161 @@ def test_full_disk_on_weights_file(work, capsys, monkeypatch):
     assert load_checkpoint(run)["step"] == 2 and no_temporaries(run)
 
 
+def test_full_disk_inside_torch_save_is_one_line(work, capsys, monkeypatch):
+    """torch.save reports a full disk as RuntimeError("[enforce fail at inline_container.cc]
+    unexpected pos ..."), without the errno: emulated as the real writer fails, half a file
+    then that error, with the disk reporting no free space."""
+    import types
+
+    import fcnseg.engine.checkpoint as checkpoint
+
+    run = work / "run"
+    train_synthetic(capsys, run)
+    previous = (run / "checkpoints" / "last.pt").read_bytes()
+
+    def torch_save_on_a_full_disk(payload, path):
+        Path(path).write_bytes(b"PK" * 300)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(checkpoint.torch, "save", torch_save_on_a_full_disk)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: types.SimpleNamespace(free=0))
+    code, err = cli(capsys, "train", "--resume", run, "train.epochs=2")
+    assert_one_line_error(code, err, "last.pt", "No space left on device", "free some space")
+    assert (run / "checkpoints" / "last.pt").read_bytes() == previous and no_temporaries(run)
+
+
+def test_full_disk_inside_safetensors_is_one_line(work, capsys, monkeypatch):
+    """safetensors reports a full disk as SafetensorError("... I/O error: No space left on
+    device (os error 28) ..."): emulated as the real writer fails, half a file then that."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def save_file_on_a_full_disk(tensors, path, metadata=None):
+        Path(path).write_bytes(b"\0" * 100)
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28) at path "
+            f'"{path}"'
+        )
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file_on_a_full_disk)
+    run = work / "run"
+    code, err = cli(capsys, "train", "--out", run, *TINY_MODEL, *SYNTHETIC, *TRAIN)
+    assert_one_line_error(code, err, "model.safetensors", "No space left on device")
+    assert load_checkpoint(run)["step"] == 2 and no_temporaries(run)
+    assert not (run / "model.safetensors").exists()
+
+
+def test_pickled_weights_are_one_stderr_line_in_a_real_process(work):
+    """A pickle that is not plain tensors, as encoder weights and as model.init: torch's own
+    warning about the pickle protocol must not reach stderr before fcnseg's one line (pytest
+    captures warnings in-process, so this runs the CLI as a user does)."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("PAYLOAD-RAN",))
+
+    evil = work / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": Payload()}, protocol=4))
+    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "fcnseg.cli", "train", "--out", str(work / "run")]
+    options = f"model.options={{width_divisor: 64, encoder_weights: {evil}}}"
+    for extra, says in (
+        (options, "cannot read encoder weights"),
+        (f"model.init={evil}", "evil.pt"),
+    ):
+        done = subprocess.run(
+            [*base, *TINY_MODEL, *SYNTHETIC, *TRAIN, extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        assert_one_line_error(done.returncode, done.stderr, says)
+        assert "PAYLOAD-RAN" not in done.stdout and not (work / "run").exists()
+
+
+# =========================================================================== divergence
+def finite_tensors(tensors: dict) -> bool:
+    return all(
+        bool(torch.isfinite(t).all())
+        for t in tensors.values()
+        if torch.is_tensor(t) and t.is_floating_point()
+    )
+
+
+def summary_of(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_divergence_of_a_real_learning_rate_stops_with_one_line(work, capsys):
+    """lr 10 with the unnormalised (Caffe) loss: the loss overflows within a few steps. The run
+    stops at the first non-finite loss, exit 2, and what it saved is the last finite state."""
+    from safetensors.torch import load_file
+
+    run = work / "run"
+    recipe = ["train.lr=10", "train.optimizer=sgd", "train.loss_normalization=sum"]
+    code, err = cli(
+        capsys, "train", "--out", run, *TINY_MODEL, *SYNTHETIC, *TRAIN, *recipe, "train.epochs=6"
+    )
+    assert_one_line_error(
+        code, err, "training diverged", "the last finite checkpoint, was kept", "train.lr"
+    )
+    summary = summary_of(run)
+    assert summary["stopped"] == "diverged" and "completed" not in err
+    kept = load_checkpoint(run)
+    assert kept["step"] == summary["diverged"]["saved_step"] < 12
+    assert finite_tensors(kept["model"])
+    assert finite_tensors(load_file(str(run / "model.safetensors")))
+    assert no_temporaries(run)
+
+
+def test_nan_loss_on_resume_keeps_every_saved_file_as_it_was(work, capsys, monkeypatch):
+    import fcnseg.engine.loop as loop
+    from fcnseg.engine.rundir import RunLock
+
+    run = work / "run"
+    train_synthetic(capsys, run)
+    kept = ["checkpoints/last.pt", "checkpoints/best.pt", "model.safetensors"]
+    before = {name: (run / name).read_bytes() for name in kept}
+    rows = metric_rows(run)
+    real_loss = loop._loss_of
+    monkeypatch.setattr(loop, "_loss_of", lambda *a: real_loss(*a) * float("nan"))
+    code, err = cli(capsys, "train", "--resume", run, "train.epochs=2")
+    assert_one_line_error(
+        code, err, "epoch 2, step 3", "loss is nan", "checkpoints/last.pt (step 2)", "train.lr"
+    )
+    assert {name: (run / name).read_bytes() for name in kept} == before
+    assert summary_of(run)["stopped"] == "diverged"
+    assert summary_of(run)["diverged"]["step"] == 3
+    assert metric_rows(run) == rows  # no row of the diverged step
+    RunLock.acquire(run).release()  # the lock was released
+
+
+def test_non_finite_weights_are_never_saved(work, capsys, monkeypatch):
+    """The last optimiser step of a run makes a weight infinite (no loss follows to show it):
+    the check before the save stops the run; no checkpoint or weights file is written."""
+    import fcnseg.engine.loop as loop
+
+    real_step = loop.TrainingLoop._optimizer_step
+
+    def step_then_poison(self):
+        real_step(self)
+        if self.step == 2:
+            with torch.no_grad():
+                next(iter(self.model.parameters())).view(-1)[0] = float("inf")
+
+    monkeypatch.setattr(loop.TrainingLoop, "_optimizer_step", step_then_poison)
+    run = work / "run"
+    code, err = cli(capsys, "train", "--out", run, *TINY_MODEL, *SYNTHETIC, *TRAIN)
+    assert_one_line_error(code, err, "is not finite", "no checkpoint had been written yet")
+    assert not (run / "model.safetensors").exists()
+    assert not list((run / "checkpoints").glob("*.pt")) if (run / "checkpoints").exists() else True
+    assert summary_of(run)["stopped"] == "diverged"
+    assert not val_records(run)  # the poisoned weights were not scored either
+
+
 # =============================================================================== modes
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_every_run_file_has_the_umask_mode(work, capsys, umask):
@@ -835,6 +990,12 @@ CASES: dict[str, str] = {
     "test_full_disk_on_last_checkpoint_keeps_the_previous_one": "full disk",
     "test_full_disk_on_best_checkpoint_leaves_a_resumable_last": "full disk",
     "test_full_disk_on_weights_file": "full disk",
+    "test_full_disk_inside_torch_save_is_one_line": "full disk",
+    "test_full_disk_inside_safetensors_is_one_line": "full disk",
+    "test_pickled_weights_are_one_stderr_line_in_a_real_process": "pickle",
+    "test_divergence_of_a_real_learning_rate_stops_with_one_line": "divergence",
+    "test_nan_loss_on_resume_keeps_every_saved_file_as_it_was": "divergence",
+    "test_non_finite_weights_are_never_saved": "divergence",
     "test_every_run_file_has_the_umask_mode": "modes",
     "test_siftflow_data_check_reports_both_heads": "siftflow",
     "test_siftflow_data_check_lists_a_corrupt_label_file": "siftflow",

@@ -176,3 +176,86 @@ def test_report_of_a_non_run_exits_2(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "run directory" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------- malformed run files: one line each
+def fake_run(root: Path, palette: object = ((0, 0, 0), (255, 0, 0))) -> Path:
+    """A run folder as `fcnseg train` writes it (two classes), without training anything."""
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True)
+    (root / "metrics.csv").write_text("epoch,step,train_loss,mean_iu\n1,2,0.5,0.4\n2,4,0.3,0.5\n")
+    records = [{"step": s, "mean_iu": 0.4, "per_class_iu": {"a": 0.3, "b": 0.5}} for s in (2, 4)]
+    (root / "val_scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (root / "summary.json").write_text(json.dumps({"stopped": "completed", "steps": 4}))
+    scores = {"pixel_accuracy": 0.8, "mean_accuracy": 0.6, "mean_iu": 0.5}
+    scores |= {"frequency_weighted_iu": 0.6, "per_class_iu": {"a": 0.4, "b": 0.6}}
+    scores |= {"confusion_matrix": [[3, 1], [0, 4]], "per_image": [{"mean_iu": 0.5}]}
+    (root / "eval-folder-val.json").write_text(json.dumps(scores))
+    meta = {"model": "m", "classes": ["a", "b"], "palette": palette}
+    save_file({"x": torch.zeros(1)}, str(root / "model.safetensors"), {"fcnseg": json.dumps(meta)})
+    return root
+
+
+MALFORMED_RUN_FILES = {
+    "metrics-binary": ("metrics.csv", b"\xff\xfe\x00\x81" * 16),
+    "metrics-no-step": ("metrics.csv", b"a,b\n1,2\n"),
+    "val-scores-list": ("val_scores.jsonl", b'[1, 2]\n{"step": 4}\n'),
+    "val-scores-string-iu": (
+        "val_scores.jsonl",
+        b'{"step": 2, "per_class_iu": {"a": "abc"}}\n{}\n',
+    ),
+    "val-scores-step-text": ("val_scores.jsonl", b'{"step": "two", "per_class_iu": {}}\n'),
+    "val-scores-bad-middle-line": ("val_scores.jsonl", b'{"step": 2}\n{not json\n{"step": 4}\n'),
+    "summary-list": ("summary.json", b"[1, 2, 3]"),
+    "summary-not-json": ("summary.json", b"{stopped: yes"),
+    "eval-list": ("eval-folder-val.json", b"[]"),
+    "eval-score-string": ("eval-folder-val.json", b'{"mean_iu": "high"}'),
+    "eval-per-class-list": ("eval-folder-val.json", b'{"per_class_iu": [0.1, 0.2]}'),
+    "eval-ragged-confusion": (
+        "eval-folder-val.json",
+        b'{"per_class_iu": {"a": 0.1, "b": 0.2}, "confusion_matrix": [[1, 2], [3]]}',
+    ),
+    "eval-per-image-strings": ("eval-folder-val.json", b'{"per_image": ["x"]}'),
+}
+
+
+def test_report_of_a_well_formed_fake_run(tmp_path, capsys):
+    run = fake_run(tmp_path / "run")
+    assert main(["report", str(run)]) == 0, capsys.readouterr().err
+    assert (run / "report" / "eval0_confusion.png").is_file()
+
+
+@pytest.mark.parametrize("spoil", sorted(MALFORMED_RUN_FILES))
+def test_report_of_a_malformed_run_file_is_one_line_naming_it(tmp_path, capsys, spoil):
+    run = fake_run(tmp_path / "run")
+    name, data = MALFORMED_RUN_FILES[spoil]
+    (run / name).write_bytes(data)
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert name in err and "fix or remove it" in err, err
+    assert not (run / "report").exists()  # refused before the report folder was made
+
+
+@pytest.mark.parametrize(
+    "palette", [["red", "blue"], [[0, 0, 0], [300, 0, 0]], 7, [[0, 0], [1, 1]]], ids=str
+)
+def test_report_with_a_malformed_palette_is_one_line(tmp_path, capsys, palette):
+    run = fake_run(tmp_path / "run", palette=palette)
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.safetensors" in err and "palette" in err, err
+
+
+def test_report_of_a_run_that_logged_non_finite_losses(tmp_path, capsys):
+    """Runs from before the divergence guard logged nan / inf losses; their report still draws
+    the finite points."""
+    run = fake_run(tmp_path / "run")
+    rows = "epoch,step,train_loss,mean_iu\n1,2,0.9,0.4\n2,4,nan,0.3\n3,6,inf,nan\n"
+    (run / "metrics.csv").write_text(rows)
+    assert main(["report", str(run)]) == 0, capsys.readouterr().err
+    assert (run / "report" / "loss.png").is_file()
+    assert "nan" not in (run / "report" / "index.html").read_text().lower()

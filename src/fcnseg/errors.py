@@ -41,3 +41,8 @@ class OutputError(FcnsegError):
 
 class UsageError(FcnsegError):
     """Command-line arguments that contradict each other or name nothing usable."""
+
+
+class TrainingDiverged(FcnsegError):
+    """A non-finite loss or weights stopped training: nothing of the diverged state was saved,
+    the last finite checkpoint stays, summary.json says `"stopped": "diverged"` (exit 2)."""

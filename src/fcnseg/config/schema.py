@@ -11,6 +11,7 @@ inference tables (presets, free-form option keys) is checked by the engine's rec
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,64 @@ def eval_options(data: DataConfig | Mapping[str, Any]) -> dict[str, Any]:
     return {**options, "class_map": dict(class_map)} if class_map else options
 
 
+#: Recipe number -> (low, high, low included): the sane range of each float key. Why bounds and
+#: not just "finite": a learning rate of 1e30 is finite and still turns every weight into NaN
+#: within a step, and the run used to end "completed" with those weights saved. The bounds are
+#: wide (no published recipe comes near them) and every high bound is included.
+NUMBER_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "train.lr": (0.0, 10.0, False),
+    "train.momentum": (0.0, 1.0, True),
+    "train.weight_decay": (0.0, 1.0, True),
+    "train.encoder_lr_mult": (0.0, 100.0, True),
+    "train.poly_power": (0.0, 100.0, True),
+    "train.bias_lr_mult": (0.0, 100.0, True),
+    "train.bias_decay_mult": (0.0, 100.0, True),
+    "train.jaccard_weight": (0.0, 1000.0, True),
+    "train.distill_weight": (0.0, 1000.0, True),
+    "train.distill_temperature": (0.0, 100.0, False),
+    "train.max_minutes": (0.0, 1e7, True),
+    "data.jitter": (0.0, 0.99, True),
+}
+
+
+def _number_at(config: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def check_numbers(config: Config) -> None:
+    """Every float of the recipe finite and inside its NUMBER_BOUNDS range, and the lists of
+    numbers (scale range, class weights) finite and positive, before anything is built."""
+    for key, (low, high, low_included) in NUMBER_BOUNDS.items():
+        value = _number_at(config, key)
+        if value is None:
+            continue
+        above_low = value >= low if low_included else value > low
+        if not (math.isfinite(value) and above_low and value <= high):
+            opening = "[" if low_included else "("
+            raise RecipeError(
+                f"{key}: {value} is outside {opening}{low:g}, {high:g}]; "
+                f"set a finite value in that range (e.g. {key}={_default_of(key)})"
+            )
+    scales = config.data.scale_range
+    if not all(math.isfinite(v) and v > 0 for v in scales):
+        raise RecipeError(f"data.scale_range: {scales} must be finite and > 0, e.g. [0.5, 2.0]")
+    weights = config.data.class_weights
+    if isinstance(weights, list) and not (
+        all(math.isfinite(v) and v >= 0 for v in weights) and any(v > 0 for v in weights)
+    ):
+        raise RecipeError(
+            f"data.class_weights: {weights} must be finite, >= 0 and not all 0; fix the list"
+        )
+
+
+def _default_of(key: str) -> Any:
+    section, name = key.split(".")
+    owner = {"train": TrainConfig, "data": DataConfig}[section]
+    value = {item.name: item.default for item in dataclasses.fields(owner)}[name]
+    return 60 if value is None else value
+
+
 def validate(config: Config) -> None:
     """Range checks that types alone cannot express (what the recipe asks of the model, dataset
     and inference tables is the engine's recipe step's to check)."""
@@ -214,8 +273,7 @@ def validate(config: Config) -> None:
     for key, value in positive.items():
         if value < 1:
             raise RecipeError(f"{key}: must be >= 1, got {value}")
-    if train.lr <= 0:
-        raise RecipeError(f"train.lr: must be > 0, got {train.lr}")
+    check_numbers(config)
     for key, size in (
         ("data.crop_size", config.data.crop_size),
         ("data.val_size", config.data.val_size),

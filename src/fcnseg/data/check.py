@@ -44,6 +44,7 @@ from torch import Tensor
 from fcnseg.data.datasets.base import DataError, SegmentationDataset
 from fcnseg.data.datasets.registry import build_dataset
 from fcnseg.data.io import IMAGE_SUFFIXES, check_pixel_count
+from fcnseg.data.orientation import check_orientations, loaded_size, orientation_of
 from fcnseg.models.protocol import PRIMARY_HEAD, primary_head_name
 
 #: Problems listed in full before the report says "... and N more".
@@ -140,8 +141,12 @@ def scan_heads(
         for head, (names, _) in infos.items()
     }
     problems: list[str] = []
+    samples = getattr(dataset, "samples", None)
+    listed = isinstance(samples, list) and len(samples) == len(dataset)
     for index in range(len(dataset)):
         try:
+            if listed:
+                check_orientation(dataset, index)  # what decoding cannot see
             _, mask = dataset.load(index)
         except (DataError, FileNotFoundError) as error:
             problems.append(str(error))
@@ -186,15 +191,16 @@ def _sample_files(sample: Any) -> list[Path]:
     return [item for item in items if isinstance(item, Path)]
 
 
-def _header_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from an image file's header without decoding pixels; None for files PIL
-    does not read (.mat label files). DataError when the header is unreadable or over the cap."""
+def _header(path: Path) -> tuple[tuple[int, int], int] | None:
+    """(stored (width, height), EXIF orientation) from an image file's header without decoding
+    pixels; None for files PIL does not read (.mat label files). DataError when the header is
+    unreadable or over the cap."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return None
     previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         with Image.open(path) as image:
-            size = image.size
+            size, orientation = image.size, orientation_of(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(
             f"{path}: not a readable image ({type(error).__name__}); re-export or re-download "
@@ -203,22 +209,26 @@ def _header_size(path: Path) -> tuple[int, int] | None:
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     check_pixel_count(size[0], size[1], path)
-    return size
+    return size, orientation
 
 
 def check_headers(dataset: SegmentationDataset, index: int) -> None:
-    """The cheap checks of one sample: its files exist, their headers read, sizes agree."""
+    """The cheap checks of one sample: its files exist, their headers read, their EXIF
+    orientations do not turn them against each other (data/orientation.py), and their sizes
+    as loaded (orientation applied) agree."""
     files = _sample_files(dataset.samples[index])
-    sizes: dict[Path, tuple[int, int]] = {}
+    headers: dict[Path, tuple[tuple[int, int], int]] = {}
     for path in files:
         if not path.is_file():
             raise DataError(
                 f"{path}: file not found (sample {index} of the list); restore it or remove "
                 "its entry from the list"
             )
-        size = _header_size(path)
-        if size is not None:
-            sizes[path] = size
+        header = _header(path)
+        if header is not None:
+            headers[path] = header
+    check_orientations(headers)
+    sizes = {path: loaded_size(size, orientation) for path, (size, orientation) in headers.items()}
     if len(set(sizes.values())) > 1:
         (first, first_size), *others = sizes.items()
         other, other_size = next((p, s) for p, s in others if s != first_size)
@@ -226,6 +236,20 @@ def check_headers(dataset: SegmentationDataset, index: int) -> None:
             f"{other}: {other_size[0]}x{other_size[1]} but {first} is "
             f"{first_size[0]}x{first_size[1]} (WxH); re-export it at the image's size"
         )
+
+
+def check_orientation(dataset: SegmentationDataset, index: int) -> None:
+    """The EXIF orientations of one sample's files (data/orientation.py); files whose header
+    does not read are left to the decode, whose message says more."""
+    headers: dict[Path, tuple[tuple[int, int], int]] = {}
+    for path in _sample_files(dataset.samples[index]):
+        try:
+            header = _header(path) if path.is_file() else None
+        except DataError:
+            return
+        if header is not None:
+            headers[path] = header
+    check_orientations(headers)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,8 @@ Every loader goes through `read_image` / `read_mask`, so the same rules apply to
   ids through a palette when the caller gives one, otherwise they are an error.
 - A file that cannot be decoded (corrupt, truncated, not an image) raises a one-line
   `DataError` naming the file and the fix, never a PIL traceback.
+- EXIF orientation: masks get theirs applied too, each file by its own tag; a pair whose tags
+  would turn image and mask against each other is found by `data/orientation.py`.
 """
 
 from __future__ import annotations

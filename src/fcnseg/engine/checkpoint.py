@@ -9,9 +9,14 @@ leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
-from collections.abc import Sequence
+import re
+import shutil
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +68,44 @@ def unwrap(model: nn.Module) -> nn.Module:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Atomically save a checkpoint dict (tensors and primitives only)."""
     payload = {"version": CHECKPOINT_VERSION, **state}
-    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    write_file(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+#: Free bytes under which a failed write is taken for a full disk (torch.save reports a failed
+#: write without its errno).
+FULL_DISK_BYTES = 64 * 2**20
+#: Fragments of torch's and safetensors' messages for a write the filesystem refused.
+_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed", "I/O error")
+
+
+def write_file(path: Path, write: Callable[[Path], None]) -> None:
+    """`atomic_write(path, write)`, with the filesystem's refusal raised as an OSError.
+
+    Why: torch.save on a full disk raises RuntimeError("[enforce fail at inline_container.cc]
+    unexpected pos ...") without the errno, and safetensors a SafetensorError with the errno
+    only in its text ("... (os error 28)"), so the CLI printed a traceback. The previous file
+    stays as it was either way (atomic_write).
+    """
+
+    def guarded(tmp: Path) -> None:
+        try:
+            write(tmp)
+        except OSError:
+            raise
+        except Exception as error:
+            message = str(error)
+            if not any(fragment in message for fragment in _WRITE_FAILURES):
+                raise
+            reported = re.search(r"os error (\d+)", message)  # safetensors names the errno
+            if reported is not None:
+                code = int(reported.group(1))
+            elif shutil.disk_usage(tmp.parent).free < FULL_DISK_BYTES:
+                code = errno.ENOSPC
+            else:
+                code = errno.EIO
+            raise OSError(code, os.strerror(code), str(path)) from error
+
+    atomic_write(path, guarded)
 
 
 def config_from_checkpoint(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -85,7 +127,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found; pass a run directory or a .pt file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol first
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
         raise WeightsError(
             f"{path}: not a readable fcnseg checkpoint ({type(error).__name__}); pass a .pt "
@@ -112,7 +156,7 @@ def check_num_classes(source: str | Path, found: int, expected: int) -> None:
     if found != expected:
         raise WeightsError(
             f"{source}: weights are for {found} classes but the dataset has {expected}; use "
-            "weights trained on this dataset, or fine-tune from them with train.init"
+            "weights trained on this dataset, or fine-tune from them with model.init=PATH"
         )
 
 
@@ -162,7 +206,7 @@ def write_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: 
     from safetensors.torch import save_file
 
     header = {WEIGHTS_METADATA_KEY: json.dumps(metadata)}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    write_file(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMetadata]:

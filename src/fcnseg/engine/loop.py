@@ -8,7 +8,8 @@ interrupted run would have done, which the SIGKILL test checks bit for bit on CP
 
 Also here, because they shape each step: gradient accumulation (DDP syncs only on a group's
 last batch), AMP (bf16 autocast on CPU, fp16 + GradScaler on CUDA), the time budget
-(`train.max_minutes`, rank 0's clock decides for all ranks) and the checkpoint cadence.
+(`train.max_minutes`, rank 0's clock decides for all ranks), the checkpoint cadence and the
+divergence guard (engine/divergence.py: a non-finite loss or weight stops the run before a save).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from fcnseg.config import Config
-from fcnseg.engine import distributed
+from fcnseg.engine import distributed, progress
 from fcnseg.engine.checkpoint import rng_state, set_rng_state, unwrap
+from fcnseg.engine.divergence import DivergenceGuard, TrainingDiverged
 from fcnseg.engine.evaluate import eval_loader, evaluate, format_scores, scores_json
 from fcnseg.engine.rundir import RunDirectory
 from fcnseg.engine.schedules import apply_lr, lr_factor
@@ -122,6 +124,8 @@ class TrainingLoop:
         self.loss_sum, self.loss_count = 0.0, 0
         self._improved = False  # a validation beat best_mean_iu; best.pt follows last.pt
         self.run = RunDirectory(None, resumed=False)
+        self.guard = DivergenceGuard()
+        self.saved_step: int | None = None  # the step of the last checkpoint written or resumed
 
     # ------------------------------------------------------------------ checkpoint state
     def checkpoint_state(self) -> dict[str, Any]:
@@ -152,15 +156,23 @@ class TrainingLoop:
         self.best_mean_iu = checkpoint.get("best_mean_iu")
         set_rng_state(checkpoint["rng"])
         self.clock.continue_from(float(checkpoint.get("elapsed_s", 0.0)))
+        self.saved_step = self.step
 
     def _save_last(self) -> dict[str, Any] | None:
         """Write checkpoints/last.pt (atomically: a kill or a full disk leaves the previous one);
-        returns the state written, which a new best reuses (rank 0 only)."""
+        returns the state written, which a new best reuses (rank 0 only). Weights that are no
+        longer finite stop the run instead (every rank checks: their weights are the same)."""
+        self._check_weights()
         if self.run.path is None:
             return None
         state = self.checkpoint_state()
         self.run.save_checkpoint("last.pt", state)
+        self.saved_step = self.step
         return state
+
+    def _check_weights(self) -> None:
+        where = {"epoch": self.epoch, "step": self.step, "saved_step": self.saved_step}
+        self.guard.check_weights(unwrap(self.model), where, self.cfg.lr)
 
     # -------------------------------------------------------------------------- the loop
     def fit(self, run: RunDirectory) -> TrainResult:
@@ -169,6 +181,7 @@ class TrainingLoop:
         self.run = run
         self.model = distributed.wrap_model(self.model, self.device)
         self.model.train()
+        diverged: TrainingDiverged | None = None
         try:
             while (
                 self.epoch < self.cfg.epochs
@@ -179,6 +192,8 @@ class TrainingLoop:
                 self._end_epoch()
             if self.setup.val_set is None or self.best_mean_iu is None:
                 run.save_weights(self.model, {**self.setup.metadata, "step": self.step})
+        except TrainingDiverged as error:
+            self.stopped, diverged = "diverged", error
         finally:
             run.close()
         result = TrainResult(
@@ -200,8 +215,11 @@ class TrainingLoop:
                 "elapsed_s": self.clock.elapsed(),
                 "device": str(self.device),
                 "world_size": distributed.world_size(),
+                **({"diverged": self.guard.record} if diverged is not None else {}),
             }
         )
+        if diverged is not None:
+            raise diverged
         return result
 
     def _log_row(self) -> dict[str, Any]:
@@ -219,7 +237,7 @@ class TrainingLoop:
         cfg = self.cfg
         self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
         self.samples.epoch = self.epoch
-        bar = self._progress_bar()
+        bar = progress.epoch_bar(self.cfg, self.epoch, self.batches_per_epoch, self.batch_in_epoch)
         tick = time.monotonic()
         for images, masks in self.loader:
             group_start = (self.batch_in_epoch // cfg.accumulate) * cfg.accumulate
@@ -231,27 +249,21 @@ class TrainingLoop:
                 if bar is not None:
                     bar.update(1)
                 continue
+            where = {"epoch": self.epoch, "step": self.step + 1, "saved_step": self.saved_step}
+            self.guard.check_step(self.device, where, self.cfg.lr)
             self._optimizer_step()
             if bar is not None:
-                self._show_progress(bar, tick, images.shape[0])
+                progress.show(
+                    bar,
+                    tick,
+                    images.shape[0],
+                    self.loss_sum / max(1, self.loss_count),
+                    self.optimizer.param_groups[-1]["lr"],
+                )
             if self._after_step():
                 break
         if bar is not None:
             bar.close()
-
-    def _progress_bar(self) -> Any:
-        """The epoch's tqdm bar (rank 0, when `train.progress`), else None."""
-        if not (self.cfg.progress and distributed.is_main()):
-            return None
-        from tqdm import tqdm
-
-        return tqdm(
-            total=self.batches_per_epoch,
-            initial=self.batch_in_epoch,
-            desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
-            dynamic_ncols=True,
-            leave=False,
-        )
 
     def _accumulate(self, images: Tensor, masks: Any, group_size: int, last_in_group: bool) -> None:
         """Forward and backward one batch, its gradient scaled as 1/`group_size` of the step's."""
@@ -268,7 +280,9 @@ class TrainingLoop:
                 # Caffe's unnormalised loss is per image (normalised by the batch size).
                 loss = loss / images.shape[0]
             self.scaler.scale(loss / group_size).backward()
-        self.loss_sum += float(loss.detach())
+        value = float(loss.detach())
+        self.guard.see_loss(value)
+        self.loss_sum += value
         self.loss_count += 1
         self.batch_in_epoch += 1
 
@@ -283,16 +297,6 @@ class TrainingLoop:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-
-    def _show_progress(self, bar: Any, tick: float, batch_images: int) -> None:
-        elapsed = max(1e-9, time.monotonic() - tick)
-        bar.update(1)
-        throughput = bar.n * batch_images * distributed.world_size() / elapsed
-        bar.set_postfix(
-            loss=f"{self.loss_sum / max(1, self.loss_count):.4g}",
-            lr=f"{self.optimizer.param_groups[-1]['lr']:.3g}",
-            img_s=f"{throughput:.1f}" if bar.n else "-",
-        )
 
     def _after_step(self) -> bool:
         """Log, check the time budget (rank 0's clock, for all ranks) and save mid-epoch
@@ -312,6 +316,7 @@ class TrainingLoop:
 
     def _end_epoch(self) -> None:
         """Advance past a finished epoch, validate when due, log the epoch row, save last.pt."""
+        self._check_weights()  # before validation: non-finite weights would score garbage
         epoch_complete = self.batch_in_epoch >= self.batches_per_epoch
         if epoch_complete:
             self.epoch += 1

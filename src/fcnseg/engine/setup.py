@@ -175,11 +175,7 @@ def build_distillation(
     from fcnseg.engine.loading import load_model
 
     source = train_cfg.distill_from
-    if train_cfg.distill_weight < 0 or not train_cfg.distill_temperature > 0:
-        raise RecipeError(
-            "train.distill_weight must be >= 0 and train.distill_temperature > 0, got "
-            f"{train_cfg.distill_weight} and {train_cfg.distill_temperature}"
-        )
+    # distill_weight / distill_temperature: finite and in range (config/schema.NUMBER_BOUNDS).
     if train_cfg.loss_normalization != "mean":
         raise RecipeError(
             "train.distill_from needs train.loss_normalization=mean (the distillation term is a "
@@ -291,8 +287,7 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
         class_weights=class_weights,
         normalization=train_cfg.loss_normalization,
     )
-    if train_cfg.jaccard_weight < 0:
-        raise RecipeError(f"train.jaccard_weight must be >= 0, got {train_cfg.jaccard_weight}")
+    # jaccard_weight: finite and in range (config/schema.NUMBER_BOUNDS).
     if train_cfg.jaccard_weight > 0 and train_cfg.loss_normalization != "mean":
         raise RecipeError(
             "train.jaccard_weight needs train.loss_normalization=mean (a per-pixel-summed "

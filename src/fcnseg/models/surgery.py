@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from fcnseg.errors import WeightsError
+from fcnseg.models.weights import read_torch_file
 
 
 def bilinear_kernel_size(factor: int) -> int:
@@ -114,11 +115,7 @@ def load_state_source(source: object) -> dict[str, Tensor]:
             f"encoder weights file {path} does not exist; pass an existing .pth/.safetensors "
             "file or a torchvision weights name such as VGG16_Weights.IMAGENET1K_V1"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path)))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch_file(path)  # one-line refusal of a pickle that is not plain tensors
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]

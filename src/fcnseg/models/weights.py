@@ -129,18 +129,36 @@ def resolve_pretrained(encoder: str, pretrained: Pretrained, model_name: str) ->
     return entry.require(model_name) if path is None else path
 
 
+def read_torch_file(path: Path) -> Any:
+    """`torch.load(path, weights_only=True)`, any refusal one WeightsError line.
+
+    Why one place: a pickle that is not plain tensors (code, or a whole pickled model) is
+    refused by the weights-only unpickler with a many-line message and a warning about the
+    pickle protocol, which reached the user as a traceback from every loader that called
+    torch.load itself. Safetensors files are read with safetensors (no pickle at all).
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise WeightsError(
+            f"cannot read encoder weights {path} ({type(error).__name__}; only plain tensors are "
+            "loaded, nothing in it was run); pass a state dict saved with "
+            "torch.save(model.state_dict(), ...) or a .safetensors file"
+        ) from None
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     """Read a weights file as a flat state dict, unwrapping the usual checkpoint containers."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder weights file {path} does not exist; check the path")
-    try:
-        content: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise WeightsError(
-            f"cannot read encoder weights {path} ({type(error).__name__}); pass a state dict "
-            "saved with torch.save(model.state_dict(), ...)"
-        ) from error
+    content = read_torch_file(path)
     for key in ("state_dict", "model", "model_state"):
         if isinstance(content, Mapping) and isinstance(content.get(key), Mapping):
             content = content[key]

@@ -2,20 +2,29 @@
 
 A training run directory as RUN/report/index.html: the training loss and validation scores by
 step (metrics.csv), per-class validation IoU by step (val_scores.jsonl), the summary, every
-`eval-*.json` found in the run, and the model's metadata and recipe. Files a run may lack or
-hold broken are skipped, not fatal: a report of half a run still helps.
+`eval-*.json` found in the run, and the model's metadata and recipe. Files a run may lack are
+skipped (a report of half a run still helps); a file that is there but malformed is one line
+naming it (report/inputs.py), before the report folder is touched.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from fcnseg.report import charts
 from fcnseg.report.eval_page import eval_section
 from fcnseg.report.html import SCORE_LABELS, img, meta_rows, model_section, page, prepare_dir
+from fcnseg.report.inputs import (
+    check_metadata,
+    read_eval,
+    read_metrics,
+    read_summary,
+    read_text,
+    read_val_scores,
+)
 
 
 def write_run_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -23,26 +32,25 @@ def write_run_report(run_dir: str | Path, out_dir: str | Path | None = None) -> 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: run directory not found; pass a `fcnseg train` output")
-    rows = _read_metrics(run_dir / "metrics.csv")
-    by_step = _read_val_scores(run_dir / "val_scores.jsonl")
-    evals = sorted(run_dir.glob("eval-*.json"))
+    rows = read_metrics(run_dir / "metrics.csv")
+    by_step = read_val_scores(run_dir / "val_scores.jsonl")
+    evals = {path: read_eval(path) for path in sorted(run_dir.glob("eval-*.json"))}
+    summary = read_summary(run_dir / "summary.json")
     if not rows and not by_step and not evals:
         raise FileNotFoundError(
             f"{run_dir}: no metrics.csv, val_scores.jsonl or eval-*.json; is it a run directory?"
         )
+    meta = check_metadata(
+        _weights_metadata(run_dir / "model.safetensors"), run_dir / "model.safetensors"
+    )
     out_dir = prepare_dir(Path(out_dir) if out_dir is not None else run_dir / "report")
-    meta = _weights_metadata(run_dir / "model.safetensors")
     if (run_dir / "config.yaml").is_file():
-        meta["config"] = (run_dir / "config.yaml").read_text()
+        meta["config"] = read_text(run_dir / "config.yaml")
     classes = [str(c) for c in meta.get("classes", [])]
     parts = _curves_html(out_dir, rows, by_step, classes, meta.get("palette"))
-    parts.append(_summary_html(run_dir / "summary.json"))
+    parts.append(_summary_html(summary))
     parts.append("</section>")
-    for number, path in enumerate(evals):
-        try:
-            payload = json.loads(path.read_text())
-        except ValueError:
-            continue
+    for number, (path, payload) in enumerate(evals.items()):
         parts.append(
             eval_section(
                 out_dir, payload, meta, prefix=f"eval{number}_", heading=f"Evaluation: {path.name}"
@@ -104,23 +112,12 @@ def _curves_html(
     return parts
 
 
-def _summary_html(path: Path) -> str:
+def _summary_html(summary: dict[str, Any] | None) -> str:
     """The run's summary.json as a table (the last scores are shown elsewhere); "" if none."""
-    if not path.is_file():
-        return ""
-    try:
-        summary = json.loads(path.read_text())
-    except ValueError:
+    if summary is None:
         return ""
     shown = {k: v for k, v in summary.items() if k != "last_scores"}
     return f"<h3>Summary</h3>{meta_rows(shown)}"
-
-
-def _read_metrics(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as stream:
-        return list(csv.DictReader(stream))
 
 
 def _points(rows: list[dict[str, str]], column: str) -> list[tuple[float, float]]:
@@ -131,24 +128,12 @@ def _points(rows: list[dict[str, str]], column: str) -> list[tuple[float, float]
         if value in (None, "") or step in (None, ""):
             continue
         try:
-            points.append((float(step), float(value)))
+            point = (float(step), float(value))
         except ValueError:
             continue
+        if math.isfinite(point[0]) and math.isfinite(point[1]):  # a diverged run's nan / inf
+            points.append(point)
     return points
-
-
-def _read_val_scores(path: Path) -> dict[int, dict[str, Any]]:
-    """Each validation's per-class IU by step; a repeated step (a resume) keeps the last."""
-    by_step: dict[int, dict[str, Any]] = {}
-    if not path.is_file():
-        return by_step
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-            by_step[int(record["step"])] = record.get("per_class_iu") or {}
-        except (ValueError, KeyError, TypeError):
-            continue
-    return by_step
 
 
 def _weights_metadata(path: Path) -> dict[str, Any]:

@@ -38,7 +38,10 @@ _RGB = 3
 
 
 def _load_mapping(path: Path) -> dict:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file; write the classes as YAML") from None
     try:
         if path.suffix == ".json":
             data = json.loads(text)
@@ -51,6 +54,15 @@ def _load_mapping(path: Path) -> dict:
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a mapping with 'names' (and optional 'palette')")
     return data
+
+
+def _is_colour(value: object) -> bool:
+    """[r, g, b] of integers 0-255 (strings, floats and booleans are not colours)."""
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == _RGB
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+    )
 
 
 def load_class_file(path: str | Path) -> tuple[ClassInfo, bool]:
@@ -67,23 +79,28 @@ def load_class_file(path: str | Path) -> tuple[ClassInfo, bool]:
     else:
         names = data.get("names")
         palette = data.get("palette", data.get("colors", data.get("colours")))
-    if not names or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise DataError(f"{path}: needs a non-empty list of class names under 'names'")
     if len(set(names)) != len(names):
         raise DataError(f"{path}: class names repeat; give each class one unique name")
     given = palette is not None
     if given:
-        if len(palette) != len(names) or not all(
-            isinstance(c, (list, tuple)) and len(c) == _RGB and all(0 <= int(v) <= 255 for v in c)
-            for c in palette
-        ):
+        if not isinstance(palette, list) or len(palette) != len(names):
+            palette = None
+        if palette is None or not all(_is_colour(c) for c in palette):
             raise DataError(
-                f"{path}: palette must hold one [r, g, b] (0-255) per class, {len(names)} in all"
+                f"{path}: palette must hold one [r, g, b] of integers 0-255 per class, "
+                f"{len(names)} in all; fix it or remove it"
             )
-        palette = tuple(tuple(int(v) for v in c) for c in palette)
+        palette = tuple(tuple(c) for c in palette)
     else:
         palette = voc_colormap(len(names))
-    ignore_index = int(data.get("ignore_index", VOC_IGNORE_INDEX))
+    ignore_index = data.get("ignore_index", VOC_IGNORE_INDEX)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise DataError(
+            f"{path}: ignore_index {ignore_index!r} is not an integer; use e.g. "
+            f"ignore_index: {VOC_IGNORE_INDEX}"
+        )
     if 0 <= ignore_index < len(names):
         raise DataError(
             f"{path}: ignore_index {ignore_index} is a class id; use a value >= {len(names)}"
