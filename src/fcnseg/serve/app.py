@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import threading
 import time
@@ -52,6 +53,9 @@ from fcnseg.serve.samples import SAMPLE_COUNT, sample_png
 
 log = logging.getLogger("fcnseg.serve")
 
+#: Sent with a refusal that may leave the body unread: the connection is closed after the
+#: answer instead of idling until the keep-alive timeout (or reading a body nobody wants).
+CLOSE: dict[str, str] = {"Connection": "close"}
 #: Multipart field names accepted for the image (the page sends "image").
 UPLOAD_FIELDS: tuple[str, ...] = ("image", "file")
 
@@ -124,7 +128,9 @@ class RequestLog:
     Why not `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs the route in a task
     of its own, so a client that disconnects turns into an exception there, logged with a
     traceback and a 500. Here a `ClientGone` is one "client gone" line, and an unexpected
-    error is logged with its traceback once and answered 500 only if nothing was sent yet.
+    error is logged with its traceback once and answered 500 only if nothing was sent yet. A
+    request cancelled by uvicorn's stop (after its grace period) is answered 503 if it can be,
+    logged in one line, and not re-raised: uvicorn would log the cancellation as a traceback.
     """
 
     def __init__(self, app: Any) -> None:
@@ -152,6 +158,12 @@ class RequestLog:
             await self.app(scope, receive, tagged_send)
         except ClientGone as gone:
             outcome = f"client gone after {gone.received} B"
+        except asyncio.CancelledError:  # uvicorn's stop after its grace period: not an error
+            outcome = "cancelled: the server is stopping"
+            if not status:
+                with contextlib.suppress(Exception):
+                    message = "the server is stopping; try again shortly"
+                    await _error(503, message, CLOSE)(scope, receive, tagged_send)
         except Exception:  # noqa: BLE001 - the last line of defence: no traceback to a client
             log.exception("request %s failed", request_id)
             if not status:
@@ -204,7 +216,12 @@ def _add_read_routes(app: FastAPI, pool: InferencePool, limits: ServeLimits, htm
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "in_flight": pool.in_flight, "capacity": pool.capacity}
+        return {
+            "status": "ok",
+            "in_flight": pool.in_flight,
+            "running": pool.running,
+            "capacity": pool.capacity,
+        }
 
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:
@@ -251,8 +268,8 @@ def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -
             check_size(len(data), limits)
             image = open_upload(data, limits, pool.session.request_pixels)
             rgb, result, png = await _run_while_connected(request, pool, image, len(data))
-        except UploadError as error:
-            return _error(error.status, error.message)
+        except UploadError as error:  # the body may be unread: close rather than wait for it
+            return _error(error.status, error.message, headers=CLOSE)
         finally:
             pool.release()
         total_ms = 1000 * (time.perf_counter() - started)
@@ -327,7 +344,7 @@ def _busy(retry_after: int) -> JSONResponse:
     return _error(
         503,
         f"the server is busy with other images; try again in {retry_after} s",
-        headers={"Retry-After": str(retry_after)},
+        headers={"Retry-After": str(retry_after), **CLOSE},
     )
 
 
