@@ -225,3 +225,28 @@ def test_model_route_reports_the_budget():
         assert client.get("/v1/model").json()["limits"]["max_pixels"] == 50_000
         health = client.get("/healthz").json()
     assert health["in_flight"] == 0 and health["running"] == 0 and health["capacity"] == 3
+
+
+def test_the_command_line_defaults_are_the_library_defaults():
+    from fcnseg.cli import serve as cli_serve
+    from fcnseg.serve import limits
+
+    assert cli_serve.DEFAULT_MAX_PIXELS == limits.DEFAULT_MAX_PIXELS
+    assert cli_serve.DEFAULT_BODY_TIMEOUT_S == limits.DEFAULT_BODY_TIMEOUT_S
+    assert cli_serve.DEFAULT_MAX_CONNECTIONS == limits.DEFAULT_MAX_CONNECTIONS
+
+
+@pytest.mark.parametrize(
+    "mode, options, input_scale, served, refused",
+    [
+        ("multiscale", {"scales": [1.25]}, 2.0, (360, 480), (480, 640)),  # lite0, recommended
+        ("whole", {}, 1.334, (600, 960), (720, 960)),  # lite0_fast
+    ],
+)
+def test_default_budget_on_the_shipped_models_settings(mode, options, input_scale, served, refused):
+    """The sizes the docs promise for the default budget (the models' own settings)."""
+    spec = InferenceSpec.parse(mode, options)
+    budget = ServeLimits().max_pixels
+    assert spec.request_pixels(*served, input_scale) <= budget
+    assert spec.request_pixels(*refused, input_scale) > budget
+    assert spec.request_pixels(2000, 2000, input_scale) > budget

@@ -19,7 +19,7 @@ from fcnseg.cli.arguments import (
 from fcnseg.errors import UsageError
 
 #: Defaults, repeated from fcnseg.serve.limits (which imports PIL and numpy; the parser may not).
-DEFAULT_MAX_PIXELS = 1_400_000
+DEFAULT_MAX_PIXELS = 1_200_000
 DEFAULT_BODY_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 64
 #: Sizes `--graph-sizes` may name (each fixed-size graph holds its own memory).

@@ -28,12 +28,13 @@ DEFAULT_MAX_BYTES: int = 10 * 1024 * 1024
 DEFAULT_QUEUE: int = 4
 #: The per-request memory budget in "request pixels" (`InferenceSpec.request_pixels`: the
 #: largest forward pass at the model's input scale and the mode's largest scale or tile batch,
-#: plus a quarter of the image). 1.4 M keeps one request's peak RSS of the whole server under
-#: 1.5 GB with either shipped CamVid net (~0.75 GB of it is torch and the model before any
-#: request; benchmarks/RESULTS.md, serve memory). The lite0 net in its recommended inference
-#: (input scale 2, multi-scale 1.25) then takes up to ~215 000 image pixels (e.g. 480 x 360,
-#: not 640 x 480); the fast net (input scale 1.334, whole) up to ~700 000 (e.g. 960 x 720).
-DEFAULT_MAX_PIXELS: int = 1_400_000
+#: plus a quarter of the image). Measured, the whole server peaks at ~0.75 GB (torch, the model)
+#: plus ~0.5 kB per request pixel, so 1.2 M keeps one request under 1.5 GB peak RSS with either
+#: shipped CamVid net (benchmarks/RESULTS.md, serve memory). The lite0 net in its recommended
+#: inference (input scale 2, multi-scale 1.25) then takes up to ~184 000 image pixels (480 x 360
+#: is 1.12 M request pixels; 640 x 480 is refused); the fast net (input scale 1.334, whole) up
+#: to ~590 000 (600 x 960; 720 x 960 is refused). A 2000 x 2000 upload is refused by both.
+DEFAULT_MAX_PIXELS: int = 1_200_000
 #: A body must keep arriving: no gap longer than this many seconds, and after that long at
 #: least MIN_BODY_RATE bytes per second on average (a client stalled after 1 byte is dropped).
 DEFAULT_BODY_TIMEOUT_S: float = 10.0
