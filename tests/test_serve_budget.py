@@ -5,6 +5,8 @@ command-line values as one line, and no ONNX export while serving (--graph-sizes
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import require_module
@@ -236,16 +238,28 @@ def test_the_command_line_defaults_are_the_library_defaults():
     assert cli_serve.DEFAULT_MAX_CONNECTIONS == limits.DEFAULT_MAX_CONNECTIONS
 
 
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
 @pytest.mark.parametrize(
-    "mode, options, input_scale, served, refused",
+    "name, served, refused",
     [
-        ("multiscale", {"scales": [1.25]}, 2.0, (360, 480), (480, 640)),  # lite0, recommended
-        ("whole", {}, 1.334, (600, 960), (720, 960)),  # lite0_fast
+        ("camvid_fcn4s_lite0", (360, 480), (480, 640)),
+        ("camvid_fcn4s_lite0_fast", (600, 960), (720, 960)),
     ],
 )
-def test_default_budget_on_the_shipped_models_settings(mode, options, input_scale, served, refused):
-    """The sizes the docs promise for the default budget (the models' own settings)."""
-    spec = InferenceSpec.parse(mode, options)
+def test_default_budget_on_the_shipped_models(name, served, refused):
+    """The sizes docs/serve.md promises for the default budget, from the weights' own metadata
+    (input scale, recommended inference), read without building the model."""
+    from fcnseg.engine.checkpoint import load_weights
+    from fcnseg.engine.session import choose_spec
+
+    path = WEIGHTS / f"{name}.safetensors"
+    if not path.is_file():
+        pytest.skip(f"{path} absent")
+    _, metadata = load_weights(path)
+    spec = choose_spec(metadata, None, None)
+    input_scale = float(metadata.model_options.get("input_scale", 1.0))
     budget = ServeLimits().max_pixels
     assert spec.request_pixels(*served, input_scale) <= budget
     assert spec.request_pixels(*refused, input_scale) > budget
