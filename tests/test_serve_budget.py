@@ -224,7 +224,10 @@ def test_graph_sizes_with_the_torch_engine_say_they_do_nothing():
 
 def test_model_route_reports_the_budget():
     with client_for(Scaled(2.0)) as client:
-        assert client.get("/v1/model").json()["limits"]["max_pixels"] == 50_000
+        limits = client.get("/v1/model").json()["limits"]
+        assert limits["max_request_pixels"] == 50_000
+        width, height = limits["largest_4x3_image"]  # scale 2: 4.25 request pixels a pixel
+        assert 11_000 < limits["max_pixels"] == width * height <= 50_000 / 4.25
         health = client.get("/healthz").json()
     assert health["in_flight"] == 0 and health["running"] == 0 and health["capacity"] == 3
 

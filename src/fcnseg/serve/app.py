@@ -46,6 +46,7 @@ from fcnseg.serve.limits import (
     UploadError,
     check_size,
     decode_opened,
+    largest_fitting,
     open_upload,
 )
 from fcnseg.serve.pool import InferencePool, QueueFull, Segmentation, class_shares, mask_png
@@ -227,7 +228,7 @@ def _add_read_routes(app: FastAPI, pool: InferencePool, limits: ServeLimits, htm
     async def model_info() -> dict[str, Any]:
         return {
             **pool.describe(),
-            "limits": {"max_upload_bytes": limits.max_bytes, "max_pixels": limits.max_pixels},
+            "limits": _limits_json(pool, limits),
         }
 
     @app.get("/v1/samples")
@@ -249,6 +250,19 @@ def _add_read_routes(app: FastAPI, pool: InferencePool, limits: ServeLimits, htm
             media_type="image/png",
             headers={"Cache-Control": "public, max-age=86400"},
         )
+
+
+def _limits_json(pool: InferencePool, limits: ServeLimits) -> dict[str, Any]:
+    """The limits as a client needs them: the budget is in request pixels (model- and
+    mode-dependent), so the largest 4:3 image it admits is given in image pixels too; the page
+    shows `max_pixels` as "up to N megapixels"."""
+    width, height = largest_fitting(40_000, 30_000, pool.session.request_pixels, limits.max_pixels)
+    return {
+        "max_upload_bytes": limits.max_bytes,
+        "max_pixels": width * height,
+        "largest_4x3_image": [width, height],
+        "max_request_pixels": limits.max_pixels,
+    }
 
 
 def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -> None:
