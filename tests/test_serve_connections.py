@@ -268,7 +268,7 @@ def test_a_busy_server_stops_promptly(stop):
     try:
         wait_until(lambda: _health(port) is not None or server.poll() is not None, 120)
         assert server.poll() is None, server.communicate()[1].decode()[-2000:]
-        image = png_bytes(240, 320)
+        image = png_bytes(480, 640)  # within the default budget; seconds per forward
         client = upload_head(port, len(image), timeout=60)
         client.sendall(image)
         wait_until(lambda: (_health(port) or {}).get("running") == 1, 30)
