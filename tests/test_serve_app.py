@@ -202,7 +202,10 @@ def test_health_model_samples_and_page(client):
     assert model["name"] == "tiny" and model["classes"] == CLASSES
     assert model["palette"] == META["palette"] and model["normalization"] == "imagenet"
     assert model["inference"] == {"mode": "whole", "options": {}}
-    assert model["limits"] == {"max_upload_bytes": 200_000, "max_pixels": 50_000}
+    limits = model["limits"]
+    assert limits["max_upload_bytes"] == 200_000 and limits["max_request_pixels"] == 50_000
+    width, height = limits["largest_4x3_image"]  # whole, scale 1: 1.25 request pixels a pixel
+    assert limits["max_pixels"] == width * height and 39_000 < width * height <= 40_000
     samples = client.get("/v1/samples").json()
     assert len(samples) >= 3
     picture = client.get(samples[0]["url"])

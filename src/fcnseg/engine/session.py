@@ -118,6 +118,20 @@ class InferenceSession:
         return self.loaded.metadata
 
     @property
+    def input_scale(self) -> float:
+        """The model's own resize before its backbone (1.0 for nets without one)."""
+        scale = getattr(self.loaded.model, "input_scale", 1.0)
+        return float(scale) if isinstance(scale, int | float) and scale > 0 else 1.0
+
+    def check_forward_pixels(self, height: int, width: int, source: object) -> None:
+        """The spec's per-forward pixel cap, at this model's input scale (DataError above it)."""
+        self.spec.check_forward_pixels(height, width, source, self.input_scale)
+
+    def request_pixels(self, height: int, width: int) -> int:
+        """Pixels one `height` x `width` image's peak memory scales with (InferenceSpec)."""
+        return self.spec.request_pixels(height, width, self.input_scale)
+
+    @property
     def runnable(self) -> Any:
         """What runs the model: the module itself, or an onnxruntime graph."""
         return self.runtime.runnable

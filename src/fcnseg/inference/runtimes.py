@@ -113,7 +113,14 @@ class FixedSizeGraphs(InferenceOnly):
     one-time check as the dynamic one (at its own size); if its export or check fails, that
     size stays on the dynamic graph and the reason is logged once. Calls wait while a graph is
     being made (once per size; `serve`'s other threads too), which keeps the bookkeeping simple.
+
+    `freeze()` stops all exporting from then on: `serve` makes the graphs of the sizes it was
+    given at start-up and then freezes, so no request ever waits for (or pays memory for) an
+    export; a size without a graph is run by the dynamic graph, logged once per size.
     """
+
+    #: Sizes whose "no graph, frozen" line was logged (bounded: sizes come from uploads).
+    MAX_LOGGED_SIZES = 64
 
     def __init__(
         self,
@@ -133,8 +140,16 @@ class FixedSizeGraphs(InferenceOnly):
         #: size -> its graph, or None when it could not be made (that size stays dynamic).
         self.graphs: dict[tuple[int, int], Any | None] = {}
         self.calls: dict[tuple[int, int], int] = {}
+        self.frozen = False
+        self._logged: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
         wrap_like_model(self, model)
+
+    def freeze(self) -> None:
+        """Export nothing more: sizes without a graph now stay on the dynamic graph."""
+        with self._lock:
+            self.frozen = True
+            self.calls.clear()
 
     def graph_for(self, images: Tensor) -> Any:
         """The runnable for this batch: its size's fixed graph when there is (or now is) one."""
@@ -142,12 +157,23 @@ class FixedSizeGraphs(InferenceOnly):
             return self.dynamic
         size = (int(images.shape[-2]), int(images.shape[-1]))
         with self._lock:
+            if size not in self.graphs and self.frozen:
+                self._log_unprepared(size)
+                return self.dynamic
             if size not in self.graphs:
                 self.calls[size] = self.calls.get(size, 0) + 1
                 if self.calls[size] < self.after_calls or len(self.graphs) >= self.max_sizes:
                     return self.dynamic
                 self.graphs[size] = self._make(size)
             return self.graphs[size] or self.dynamic
+
+    def _log_unprepared(self, size: tuple[int, int]) -> None:
+        if self.log and size not in self._logged and len(self._logged) < self.MAX_LOGGED_SIZES:
+            self._logged.add(size)
+            self.log(
+                f"fcnseg: input {size[0]}x{size[1]} has no fixed-size graph (none is exported "
+                "while serving; see serve --graph-sizes): the dynamic ONNX graph runs it"
+            )
 
     def _make(self, size: tuple[int, int]) -> Any | None:
         options = ExportOptions(opset=self.opset, dynamic=False, size=size)

@@ -171,27 +171,58 @@ class InferenceSpec:
         """Whether a weights file may store this spec: only its mode's options."""
         return set(self.given) <= RECOMMENDABLE_OPTIONS[self.mode]
 
-    def forward_pixels(self, height: int, width: int) -> int:
-        """Pixels the largest single forward pass of an `height` x `width` image takes."""
+    def forward_pixels(self, height: int, width: int, input_scale: float = 1.0) -> int:
+        """Pixels the largest single forward pass of an `height` x `width` image takes.
+
+        `input_scale` is the model's own resize before its backbone (`SegmentationShell`'s
+        `input_scale`: the shipped CamVid nets run at 1.334x and 2x): a 480 x 360 image at 2x
+        is 691 200 pixels inside the net, and memory follows those, not the file's pixels.
+        """
         if self.mode == "sliding":
             tile = self.tile_size or 0
             sides = list(tile) if isinstance(tile, tuple) else [tile, tile]
-            return min(height, int(sides[0])) * min(width, int(sides[-1]))
+            height, width = min(height, int(sides[0])), min(width, int(sides[-1]))
+            return _scaled_area(height, width, input_scale)
         if self.mode == "multiscale":
             scale = max((float(s) for s in self.scales or (1.0,)), default=1.0)
-            return math.ceil(height * scale) * math.ceil(width * scale)
-        return height * width
+            return _scaled_area(height, width, scale * input_scale)
+        return _scaled_area(height, width, input_scale)
 
-    def check_forward_pixels(self, height: int, width: int, source: object) -> None:
+    def request_pixels(self, height: int, width: int, input_scale: float = 1.0) -> int:
+        """What one image's peak memory scales with, in pixels (`fcnseg serve`'s budget unit).
+
+        The largest forward pass (input scale and the mode's largest scale applied; a sliding
+        pass runs `tile_batch` tiles at once) plus a quarter of the image's own pixels for the
+        full-size buffers that outlive each pass (sliding's sums and weights, multi-scale's
+        mean scores, the labels). Flips run one after the other, so they cost time, not memory.
+        Measured on the shipped CamVid nets: ~450 bytes of peak RSS per forward pixel, ~100 per
+        full-size pixel (benchmarks/RESULTS.md, serve memory).
+        """
+        forward = self.forward_pixels(height, width, input_scale)
+        if self.mode == "sliding":
+            forward *= self.tile_batch or 1
+        return forward + math.ceil(height * width / 4)
+
+    def check_forward_pixels(
+        self, height: int, width: int, source: object, input_scale: float = 1.0
+    ) -> None:
         """DataError when one forward pass over `source` would exceed the pixel cap."""
         cap = max_forward_pixels()
-        needed = self.forward_pixels(height, width)
+        needed = self.forward_pixels(height, width, input_scale)
         if needed > cap:
+            scaled = "" if input_scale == 1.0 else f" at the model's input scale {input_scale:g}"
             raise DataError(
                 f"{source}: {width}x{height} image needs {needed / 1e6:.0f} Mpx in one forward "
-                f"pass ({self.mode}), above the {cap / 1e6:.0f} Mpx cap; use --mode sliding "
-                f"--tile-size 512, smaller --scales, or raise ${MAX_FORWARD_PIXELS_ENV}"
+                f"pass ({self.mode}{scaled}), above the {cap / 1e6:.0f} Mpx cap; use --mode "
+                f"sliding --tile-size 512, smaller --scales, or raise ${MAX_FORWARD_PIXELS_ENV}"
             )
+
+
+def _scaled_area(height: int, width: int, scale: float) -> int:
+    """Pixels of `height` x `width` resized by `scale` (each side rounded up)."""
+    if scale == 1.0:
+        return height * width
+    return math.ceil(height * scale) * math.ceil(width * scale)
 
 
 #: Every option an InferenceSpec holds: the keyword arguments of predict_logits.

@@ -8,12 +8,14 @@ FastAPI is imported only here, so the rest of fcnseg never needs the extra.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from fcnseg.errors import UsageError
 from fcnseg.serve.limits import ServeLimits, UploadError, decode_upload
-from fcnseg.serve.pool import InferencePool, available_cores
+from fcnseg.serve.pool import InferencePool, available_cores, prepare_graph_sizes
 
 __all__ = [
     "InferencePool",
@@ -22,8 +24,15 @@ __all__ = [
     "create_app",
     "decode_upload",
     "load_pool",
+    "prepare_graph_sizes",
     "run_server",
+    "server_config",
 ]
+
+#: Seconds a stop (Ctrl-C, SIGTERM) waits for requests in progress before cancelling them.
+SHUTDOWN_GRACE_S: int = 2
+#: Seconds an idle kept-alive connection stays open.
+KEEP_ALIVE_S: int = 5
 
 MISSING_EXTRA = "fcnseg serve needs FastAPI and uvicorn: pip install 'fcnseg[serve]'"
 
@@ -77,11 +86,42 @@ def load_pool(
     return InferencePool(session, workers=workers, queue=queue, threads=threads)
 
 
+def server_config(app: Any, limits: ServeLimits, host: str = "127.0.0.1", port: int = 8000) -> Any:
+    """uvicorn's settings for `app`: bounded connections, timeouts, a prompt stop.
+
+    `limit_concurrency` caps connections and requests in progress (uvicorn answers 503 beyond
+    it); the guarded h11 protocol closes a connection whose headers do not arrive within the
+    body timeout (fcnseg.serve.connection); a stop waits SHUTDOWN_GRACE_S for requests in
+    progress, then cancels them. uvicorn's own access log is off: each request is logged once,
+    with its request id and timing, by the app.
+    """
+    import uvicorn
+
+    from fcnseg.serve.connection import guarded_protocol
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(limits.body_timeout_s),
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+    )
+
+
 def run_server(
     pool: InferencePool, limits: ServeLimits, host: str = "127.0.0.1", port: int = 8000
 ) -> None:
-    """Serve until interrupted; one log line per request on stderr (uvicorn's own access log
-    is off, so each request is logged once, with its request id and timing)."""
+    """Serve until interrupted (Ctrl-C or SIGTERM); one log line per request on stderr.
+
+    A stop does not wait for a forward pass in progress (it cannot be interrupted and may take
+    minutes): once uvicorn has closed the connections, a worker still running is abandoned and
+    the process exits at once (`os._exit`, after flushing), with 130 after Ctrl-C.
+    """
     try:
         import uvicorn
     except ImportError as error:
@@ -93,10 +133,19 @@ def run_server(
     print(
         f"fcnseg serve: {describe['name']} ({len(pool.classes)} classes, {pool.mode} inference, "
         f"engine {pool.engine}, {pool.workers} worker(s) x {pool.threads} thread(s), "
-        f"queue {pool.queue}) on http://{host}:{port}/",
+        f"queue {pool.queue}, at most {limits.max_pixels:,} request pixels and "
+        f"{limits.max_bytes / 2**20:.1f} MB per image) on http://{host}:{port}/",
         flush=True,
     )
+    interrupted = False
     try:
-        uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
-    finally:
-        pool.close()
+        uvicorn.Server(server_config(app, limits, host, port)).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it caught once it has stopped
+        interrupted = True
+    running = pool.close()
+    if running:
+        print(f"fcnseg serve: stopped; {running} inference(s) in progress dropped", flush=True)
+        sys.stderr.flush()
+        os._exit(130 if interrupted else 0)
+    if interrupted:
+        raise KeyboardInterrupt

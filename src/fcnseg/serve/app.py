@@ -11,13 +11,23 @@ Routes:
 
 Every error a client can see is JSON {"error": message, "status": code}; no traceback leaves
 the process (the log keeps it, tagged with the request id the client also gets). One log line
-per request on the "fcnseg.serve" logger: method, path, status, bytes in, milliseconds.
+per request on the "fcnseg.serve" logger: method, path, status, bytes in, milliseconds; a client
+that leaves before its answer is one line too ("client gone"), not a traceback and not a 500.
+
+A segment request takes its slot in the pool before a byte of its body is read (so at most
+workers + queue bodies are buffered), reads its body under a timeout and a minimum rate, is
+checked against the pixel budget from the image header alone, and only then decoded and run on
+a worker thread; if its client disconnects meanwhile, the work is cancelled (or, when already
+running, its result dropped) and the slot freed at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import logging
+import threading
 import time
 import uuid
 from importlib import resources
@@ -26,14 +36,27 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fcnseg.serve.limits import MULTIPART_SLACK, ServeLimits, UploadError, check_size, decode_upload
+from fcnseg.serve.connection import ClientGone, read_body, wait_for_disconnect
+from fcnseg.serve.limits import (
+    MULTIPART_SLACK,
+    ServeLimits,
+    UploadError,
+    check_size,
+    decode_opened,
+    largest_fitting,
+    open_upload,
+)
 from fcnseg.serve.pool import InferencePool, QueueFull, Segmentation, class_shares, mask_png
 from fcnseg.serve.samples import SAMPLE_COUNT, sample_png
 
 log = logging.getLogger("fcnseg.serve")
 
+#: Sent with a refusal that may leave the body unread: the connection is closed after the
+#: answer instead of idling until the keep-alive timeout (or reading a body nobody wants).
+CLOSE: dict[str, str] = {"Connection": "close"}
 #: Multipart field names accepted for the image (the page sends "image").
 UPLOAD_FIELDS: tuple[str, ...] = ("image", "file")
 
@@ -47,32 +70,22 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes.
-
-    Why not `await request.body()`: that reads any size into memory before we could object.
-    A Content-Length over the limit is refused before a byte is read.
-    """
+async def _read_declared(request: Request, limits: ServeLimits) -> bytes:
+    """The body: a Content-Length over the limit is refused before a byte is read."""
+    limit = limits.max_bytes + MULTIPART_SLACK
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise UploadError(
             413,
             f"the upload is {int(declared) / 2**20:.1f} MB; the limit is {limit / 2**20:.1f} MB",
         )
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise UploadError(413, f"the upload is over the limit of {limit / 2**20:.1f} MB")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_body(request.receive, limit, limits)
 
 
 async def _upload_bytes(request: Request, limits: ServeLimits) -> bytes:
     """The image file of a multipart form (field "image" or "file"), or a raw image body."""
     content_type = request.headers.get("content-type", "")
-    body = await _read_body(request, limits.max_bytes + MULTIPART_SLACK)
+    body = await _read_declared(request, limits)
     if not content_type.startswith("multipart/form-data"):
         return body
 
@@ -110,33 +123,77 @@ def create_app(pool: InferencePool, limits: ServeLimits | None = None) -> FastAP
     return app
 
 
-def _add_logging_and_errors(app: FastAPI) -> None:
-    """One log line per request, and every error as JSON without a traceback."""
+class RequestLog:
+    """Pure ASGI middleware: a request id, one log line per request, JSON 500 for a crash.
 
-    @app.middleware("http")
-    async def one_line_per_request(request: Request, call_next):
-        """Tag, time and log every request; turn anything unhandled into a JSON 500."""
+    Why not `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs the route in a task
+    of its own, so a client that disconnects turns into an exception there, logged with a
+    traceback and a 500. Here a `ClientGone` is one "client gone" line, and an unexpected
+    error is logged with its traceback once and answered 500 only if nothing was sent yet. A
+    request cancelled by uvicorn's stop (after its grace period) is answered 503 if it can be,
+    logged in one line, and not re-raised: uvicorn would log the cancellation as a traceback.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         request_id = uuid.uuid4().hex[:12]
-        request.state.request_id = request_id
+        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
+        status: list[int] = []
+
+        async def tagged_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        outcome = ""
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, tagged_send)
+        except ClientGone as gone:
+            outcome = f"client gone after {gone.received} B"
+        except asyncio.CancelledError:  # uvicorn's stop after its grace period: not an error
+            outcome = "cancelled: the server is stopping"
+            if not status:
+                with contextlib.suppress(Exception):
+                    message = "the server is stopping; try again shortly"
+                    await _error(503, message, CLOSE)(scope, receive, tagged_send)
         except Exception:  # noqa: BLE001 - the last line of defence: no traceback to a client
             log.exception("request %s failed", request_id)
-            response = _error(500, f"internal error (request {request_id}); see the server log")
-        response.headers["X-Request-ID"] = request_id
-        client = request.client.host if request.client else "-"
-        log.info(
-            "%s %s %s %d in=%sB %.0fms id=%s",
-            client,
-            request.method,
-            request.url.path + (f"?{request.url.query}" if request.url.query else ""),
-            response.status_code,
-            request.headers.get("content-length", "0"),
-            1000 * (time.perf_counter() - started),
-            request_id,
-        )
-        return response
+            if not status:
+                await _error(500, f"internal error (request {request_id}); see the server log")(
+                    scope, receive, tagged_send
+                )
+        _log_line(scope, outcome or str(status[0] if status else "-"), started, request_id)
+
+
+def _log_line(scope: dict, outcome: str, started: float, request_id: str) -> None:
+    """client METHOD path?query outcome in=bytes ms id."""
+    headers = dict(scope.get("headers") or [])
+    client = scope.get("client")
+    query = scope.get("query_string", b"").decode("latin-1")
+    log.info(
+        "%s %s %s %s in=%sB %.0fms id=%s",
+        client[0] if client else "-",
+        scope.get("method", "-"),
+        scope.get("path", "") + (f"?{query}" if query else ""),
+        outcome,
+        headers.get(b"content-length", b"0").decode("latin-1"),
+        1000 * (time.perf_counter() - started),
+        request_id,
+    )
+
+
+def _add_logging_and_errors(app: FastAPI) -> None:
+    """One log line per request, and every error as JSON without a traceback."""
+    app.add_middleware(RequestLog)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -150,12 +207,6 @@ def _add_logging_and_errors(app: FastAPI) -> None:
             400, "malformed request: " + "; ".join(str(e.get("msg")) for e in error.errors())
         )
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        request_id = getattr(request.state, "request_id", "-")
-        log.error("request %s: %s: %s", request_id, type(error).__name__, error)
-        return _error(500, f"internal error (request {request_id}); see the server log")
-
 
 def _add_read_routes(app: FastAPI, pool: InferencePool, limits: ServeLimits, html: str) -> None:
     """The page, health, model description and sample scenes."""
@@ -166,13 +217,18 @@ def _add_read_routes(app: FastAPI, pool: InferencePool, limits: ServeLimits, htm
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "in_flight": pool.in_flight, "capacity": pool.capacity}
+        return {
+            "status": "ok",
+            "in_flight": pool.in_flight,
+            "running": pool.running,
+            "capacity": pool.capacity,
+        }
 
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:
         return {
             **pool.describe(),
-            "limits": {"max_upload_bytes": limits.max_bytes, "max_pixels": limits.max_pixels},
+            "limits": _limits_json(pool, limits),
         }
 
     @app.get("/v1/samples")
@@ -196,6 +252,19 @@ def _add_read_routes(app: FastAPI, pool: InferencePool, limits: ServeLimits, htm
         )
 
 
+def _limits_json(pool: InferencePool, limits: ServeLimits) -> dict[str, Any]:
+    """The limits as a client needs them: the budget is in request pixels (model- and
+    mode-dependent), so the largest 4:3 image it admits is given in image pixels too; the page
+    shows `max_pixels` as "up to N megapixels"."""
+    width, height = largest_fitting(40_000, 30_000, pool.session.request_pixels, limits.max_pixels)
+    return {
+        "max_upload_bytes": limits.max_bytes,
+        "max_pixels": width * height,
+        "largest_4x3_image": [width, height],
+        "max_request_pixels": limits.max_pixels,
+    }
+
+
 def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -> None:
     """POST /v1/segment: admission, upload limits, the work on a pool thread, the answer."""
 
@@ -203,25 +272,18 @@ def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -
     async def segment(request: Request, format: str = "json") -> Response:
         if format not in ("json", "png"):
             return _error(400, f"format must be 'json' or 'png', got {format!r}")
-        if pool.full():  # refuse before reading a byte of the body
-            return _busy(pool.retry_after())
+        try:
+            pool.acquire()  # before a byte of the body: a full server buffers nothing more
+        except QueueFull as error:
+            return _busy(error.retry_after)
         started = time.perf_counter()
         try:
             data = await _upload_bytes(request, limits)
             check_size(len(data), limits)
-            pool.acquire()
-        except UploadError as error:
-            return _error(error.status, error.message)
-        except QueueFull as error:
-            return _busy(error.retry_after)
-        try:
-            rgb, result, png = await pool.run(_work, pool, data, limits)
-        except UploadError as error:
-            return _error(error.status, error.message)
-        except Exception:  # noqa: BLE001 - logged with its traceback, never sent
-            request_id = getattr(request.state, "request_id", "-")
-            log.exception("request %s: inference failed", request_id)
-            return _error(500, f"internal error while segmenting (request {request_id})")
+            image = open_upload(data, limits, pool.session.request_pixels)
+            rgb, result, png = await _run_while_connected(request, pool, image, len(data))
+        except UploadError as error:  # the body may be unread: close rather than wait for it
+            return _error(error.status, error.message, headers=CLOSE)
         finally:
             pool.release()
         total_ms = 1000 * (time.perf_counter() - started)
@@ -234,6 +296,33 @@ def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -
             return Response(png, media_type="image/png", headers=timing)
         payload = _segment_json(pool, result, png, total_ms)
         return JSONResponse(payload, headers=timing)
+
+
+async def _run_while_connected(
+    request: Request, pool: InferencePool, image: Image.Image, received: int
+) -> tuple[Any, Segmentation, bytes]:
+    """The work on a pool thread, abandoned as soon as the client disconnects.
+
+    Work not yet started is cancelled (it never runs); work already running cannot be
+    interrupted mid-forward, so it is told to stop at its next step and its result dropped.
+    Either way the caller frees the slot at once and `ClientGone` is raised.
+    """
+    gone = threading.Event()
+    work = asyncio.ensure_future(pool.run(_work, pool, image, gone))
+    watch = asyncio.ensure_future(wait_for_disconnect(request.receive))
+    try:
+        done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled (server shutdown): the work must not outlive it
+        gone.set()
+        work.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if work not in done:
+        gone.set()
+        work.cancel()
+        raise ClientGone(received)
+    return work.result()
 
 
 def _segment_json(pool: InferencePool, result: Segmentation, png: bytes, total_ms: float) -> dict:
@@ -269,12 +358,19 @@ def _busy(retry_after: int) -> JSONResponse:
     return _error(
         503,
         f"the server is busy with other images; try again in {retry_after} s",
-        headers={"Retry-After": str(retry_after)},
+        headers={"Retry-After": str(retry_after), **CLOSE},
     )
 
 
-def _work(pool: InferencePool, data: bytes, limits: ServeLimits):
-    """Decode, segment and encode one upload on a worker thread (all CPU-bound work)."""
-    rgb = decode_upload(data, limits)
+def _work(pool: InferencePool, image: Image.Image, gone: threading.Event):
+    """Decode, segment and encode one upload on a worker thread (all CPU-bound work); each
+    step first checks that the client is still there."""
+    if gone.is_set():
+        raise ClientGone()
+    rgb = decode_opened(image)
+    if gone.is_set():
+        raise ClientGone()
     result = pool.segment(rgb)
+    if gone.is_set():
+        raise ClientGone()
     return rgb, result, mask_png(result.labels, pool.palette)

@@ -29,6 +29,7 @@ import torch
 from fcnseg.engine.render import palette_image
 from fcnseg.engine.session import InferenceSession
 from fcnseg.errors import UsageError
+from fcnseg.inference.runtimes import FixedSizeGraphs
 
 
 def available_cores() -> int:
@@ -82,6 +83,8 @@ class InferencePool:
         self.capacity = workers + queue
         self.threads = threads or max(1, available_cores() // workers)
         self.in_flight = 0
+        #: Work items now running on a worker thread (their forward cannot be interrupted).
+        self.running = 0
         self._service_s = 1.0  # running mean of one request's time, for Retry-After
         self._lock = threading.Lock()
         torch.set_num_threads(self.threads)
@@ -128,15 +131,22 @@ class InferencePool:
         """Run on the worker; the running mean of the service time (not the wait before it)
         is what Retry-After multiplies by the queue length."""
         started = time.perf_counter()
+        with self._lock:
+            self.running += 1
         try:
             return function(*args)
         finally:
             elapsed = time.perf_counter() - started
             with self._lock:
+                self.running -= 1
                 self._service_s = 0.8 * self._service_s + 0.2 * elapsed
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Drop the work not yet started; return how many items are still running (a forward
+        pass cannot be interrupted, so a prompt stop must not wait for them)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            return self.running
 
     # ----------------------------------------------------------------------- work (threads)
     def segment(self, rgb: np.ndarray) -> Segmentation:
@@ -196,3 +206,35 @@ def mask_png(labels: np.ndarray, palette: list[list[int]]) -> bytes:
     buffer = io.BytesIO()
     palette_image(labels, palette).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+def prepare_graph_sizes(
+    pool: InferencePool, sizes: list[tuple[int, int]], max_pixels: int
+) -> list[str]:
+    """Make the fixed-size ONNX graphs for uploads of these (height, width) sizes now, then
+    export nothing more while serving; returns one line per size for the start-up banner.
+
+    Why at start-up: exporting inside a request took 19 s and gigabytes at 2000 x 2000. Each
+    size is run once on a blank image with exporting allowed from the first call, so every
+    input the runtime sees for it (multi-scale sizes, tiles, flips) gets its graph; a size over
+    the pixel budget is refused, since no upload of it would be served.
+    """
+    for height, width in sizes:
+        needed = pool.session.request_pixels(height, width)
+        if needed > max_pixels:
+            raise UsageError(
+                f"--graph-sizes {height}x{width}: needs {needed:,} request pixels, over "
+                f"--max-pixels {max_pixels:,}; no upload of that size would be served"
+            )
+    runnable = pool.session.runnable
+    if not isinstance(runnable, FixedSizeGraphs):
+        return [f"--graph-sizes ignored: engine {pool.engine} has no fixed-size graphs"] * bool(
+            sizes
+        )
+    lines: list[str] = []
+    runnable.after_calls = 1
+    for height, width in sizes:
+        pool.segment(np.zeros((height, width, 3), dtype=np.uint8))
+        lines.append(f"fixed-size ONNX graphs ready for {height}x{width} uploads")
+    runnable.freeze()
+    return lines
