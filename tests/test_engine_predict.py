@@ -119,18 +119,18 @@ def _weights(path: Path) -> Path:
 
 def _child(weights: str, images: str, out: str, log: str) -> int:
     """One torchrun rank: `fcnseg predict`, logging every file this rank saves."""
-    from PIL import Image
+    from fcnseg.engine import predict_outputs
 
     torch.set_num_threads(1)
     rank = os.environ["RANK"]
-    original = Image.Image.save
+    original = predict_outputs.save_image
 
-    def logged_save(self, fp, *args, **kwargs):
+    def logged_save(image, target, *args, **kwargs):
         with open(log, "a") as stream:
-            stream.write(f"{rank} {fp}\n")
-        return original(self, fp, *args, **kwargs)
+            stream.write(f"{rank} {target}\n")
+        return original(image, target, *args, **kwargs)
 
-    Image.Image.save = logged_save
+    predict_outputs.save_image = logged_save
     code = main(["predict", "--weights", weights, images, "--out", out, "--device", "cpu"])
     # predict leaves the process group it joined (an open one can abort the exit).
     assert not torch.distributed.is_initialized(), "predict left the process group open"

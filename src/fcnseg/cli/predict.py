@@ -38,25 +38,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit 1 when some inputs failed (each is listed on stderr), else 0."""
+    """Exit 1 when some inputs failed (each is listed on stderr), else 0; 2 on a refusal (under
+    torchrun on every rank, printed once, by the rank that failed)."""
+    from fcnseg.engine.distributed import PeerFailed
     from fcnseg.engine.predict import run_prediction
 
-    result = run_prediction(
-        args.inputs,
-        args.out,
-        weights=args.weights,
-        checkpoint=args.checkpoint,
-        run=args.run,
-        device=args.device,
-        mode=args.mode,
-        options=inference_options(args),
-        overlay=not args.no_overlay,
-        progress=sys.stderr.isatty(),
-        engine=args.engine,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        background_writes=not args.foreground_writes,
-    )
+    try:
+        result = run_prediction(
+            args.inputs,
+            args.out,
+            weights=args.weights,
+            checkpoint=args.checkpoint,
+            run=args.run,
+            device=args.device,
+            mode=args.mode,
+            options=inference_options(args),
+            overlay=not args.no_overlay,
+            progress=sys.stderr.isatty(),
+            engine=args.engine,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            background_writes=not args.foreground_writes,
+        )
+    except PeerFailed:
+        return 2  # the failing rank printed the one line
     written, failed = result.counts()
     if result.rank != 0:
         return 1 if failed else 0  # under torchrun only rank 0 prints the summary
