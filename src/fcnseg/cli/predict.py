@@ -59,20 +59,33 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             num_workers=args.workers,
             background_writes=not args.foreground_writes,
+            on_error=_say_error,
+            announce=lambda report: _print_summary(report, args.out),
         )
     except PeerFailed:
-        return 2  # the failing rank printed the one line
+        return 2  # under torchrun: the failing rank printed the one line
+    return 1 if result.counts()[1] else 0
+
+
+def _say_error(error: BaseException) -> None:
+    """The one line `fcnseg.cli.main` prints for an error, printed by the torchrun rank that
+    failed while the others wait (they all exit 2 after it)."""
+    from fcnseg.cli import describe_os_error
+
+    text = describe_os_error(error) if isinstance(error, OSError) else str(error)
+    print(f"fcnseg predict: error: {' '.join(text.split())}", file=sys.stderr, flush=True)
+
+
+def _print_summary(result, out: str) -> None:
+    """What rank 0 prints: the mirroring rule when used, the counts, the runtime."""
     written, failed = result.counts()
-    if result.rank != 0:
-        return 1 if failed else 0  # under torchrun only rank 0 prints the summary
     if result.mirrored_from is not None:
         print(
-            f"inputs share file names: outputs mirror their folders under {args.out} "
+            f"inputs share file names: outputs mirror their folders under {out} "
             f"(relative to {result.mirrored_from})"
         )
-    summary = f"{len(result.files)} images -> {written} files in {args.out}"
+    summary = f"{len(result.files)} images -> {written} files in {out}"
     if failed:
         summary += f"; {failed} failed (listed on stderr)"
     print(summary)
-    print(result.runtime.summary())  # after the summary line, which scripts read first
-    return 1 if failed else 0
+    print(result.runtime.summary(), flush=True)  # after the summary line, which scripts read first

@@ -11,7 +11,7 @@ writes) `engine.predict_loader`'s.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,6 +245,8 @@ def run_prediction(
     batch_size: int = 1,
     num_workers: int | None = None,
     background_writes: bool = True,
+    on_error: Callable[[BaseException], None] | None = None,
+    announce: Callable[[PredictionRun], None] | None = None,
 ) -> PredictionRun:
     """`fcnseg predict` as a function: the inputs, the files written and the inputs that failed.
 
@@ -253,9 +255,11 @@ def run_prediction(
     recommend; `engine` is the runtime). A bad input is skipped and reported (predict_files,
     which takes the speed options); the caller decides the exit status. Under torchrun rank r
     predicts inputs i with i % world == r under the names of all inputs, so each is written
-    once; `report.counts()` sums the ranks; rank 0 prints them. A refusal on any rank is agreed
-    by all before any leaves (`_agree`): the lowest failing rank raises its error, the others
-    `distributed.PeerFailed`, so the launcher never sees a rank vanish mid-collective.
+    once; `report.counts()` sums the ranks. `announce(report)` runs on rank 0 only and
+    `on_error(error)` on the lowest failing rank only, both before the ranks part (`_agree`), so
+    torchrun, which stops every worker once one exits, cannot cut the summary or the error
+    line short; with `on_error`, every rank then raises `distributed.PeerFailed` (reported),
+    without it the failing rank raises its error and the others PeerFailed.
     """
     torch_device = resolve_device(device, engine)
     session_args = {
@@ -280,7 +284,7 @@ def run_prediction(
             )
         except (FcnsegError, OSError) as caught:
             error = caught
-        return _agree(report, error, torch_device)
+        return _agree(report, error, torch_device, on_error, announce)
 
 
 def _predict_this_rank(
@@ -313,26 +317,37 @@ def _predict_this_rank(
 
 
 def _agree(
-    report: PredictionRun | None, error: BaseException | None, device: torch.device
+    report: PredictionRun | None,
+    error: BaseException | None,
+    device: torch.device,
+    on_error: Callable[[BaseException], None] | None,
+    announce: Callable[[PredictionRun], None] | None,
 ) -> PredictionRun:
-    """The outcome every rank agrees on: the error of the lowest failing rank (raised there;
-    `PeerFailed` elsewhere), else the report with the counts summed over the ranks.
+    """The outcome every rank agrees on (see run_prediction): the lowest failing rank's error,
+    else the report with the counts summed over the ranks.
 
     Why agree first: a rank that raised and left while the others waited in a collective made
-    them fail with gloo's own traceback; now each rank learns of the failure in the same
-    collective and exits with the one line (printed once, by the rank that failed)."""
-    if distributed.world_size() == 1:
-        if error is not None:
-            raise error
-        assert report is not None
-        return report
+    them fail with gloo's own traceback, and one that left first had torchrun kill the others
+    before they printed; now every rank learns the outcome in one collective, the one line (or
+    the summary) is printed, and only then does any rank leave (a barrier)."""
+    world = distributed.world_size()
     failed = distributed.first_failed_rank(error is not None, device)
     if failed is not None:
-        if error is not None and failed == distributed.rank():
-            raise error
+        reporter = error is not None and failed == distributed.rank()
+        if world == 1 or on_error is None:
+            if reporter:
+                raise error  # type: ignore[misc]
+        else:
+            if reporter:
+                on_error(error)  # type: ignore[arg-type]
+            distributed.barrier()
         raise distributed.PeerFailed(f"rank {failed} failed and reported the error")
     assert report is not None
-    report.world_counts = _summed_over_ranks(report, device)
+    if world > 1:
+        report.world_counts = _summed_over_ranks(report, device)
+    if announce is not None and report.rank == 0:
+        announce(report)
+    distributed.barrier()
     return report
 
 
