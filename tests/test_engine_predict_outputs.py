@@ -200,6 +200,12 @@ def test_linked_folder_in_out_is_refused(weights, tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
+def test_out_that_is_a_broken_link_is_refused(weights, tmp_path):
+    (image,) = _files(tmp_path / "in", {"a.png": png_bytes()})
+    (tmp_path / "pred").symlink_to(tmp_path / "nowhere")
+    _refused(tmp_path, _predict(weights, str(image), "--out", "pred"), "broken symbolic link")
+
+
 def test_folder_where_an_output_goes_is_refused(weights, tmp_path):
     (image,) = _files(tmp_path / "in", {"a.png": png_bytes()})
     (tmp_path / "pred" / "a.png").mkdir(parents=True)

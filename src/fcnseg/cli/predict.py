@@ -70,10 +70,9 @@ def run(args: argparse.Namespace) -> int:
 def _say_error(error: BaseException) -> None:
     """The one line `fcnseg.cli.main` prints for an error, printed by the torchrun rank that
     failed while the others wait (they all exit 2 after it)."""
-    from fcnseg.cli import describe_os_error
+    from fcnseg.cli.messages import error_line
 
-    text = describe_os_error(error) if isinstance(error, OSError) else str(error)
-    print(f"fcnseg predict: error: {' '.join(text.split())}", file=sys.stderr, flush=True)
+    print(error_line("predict", error), file=sys.stderr, flush=True)
 
 
 def _print_summary(result, out: str) -> None:

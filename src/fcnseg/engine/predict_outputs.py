@@ -57,6 +57,10 @@ def check_out_folder(out_dir: Path, inputs: Iterable[str] = ()) -> None:
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out {out_dir}: exists and is not a folder; choose a folder name")
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise OutputError(
+            f"--out {out_dir}: is a broken symbolic link; remove it or fix its target"
+        )
     folders = {
         identity: item
         for item in inputs
