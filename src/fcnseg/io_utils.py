@@ -30,12 +30,17 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[Path], None], *, durable: bool = True
+) -> Path:
     """Run `write(tmp_path)`, then move the result onto `path` atomically; returns `path`.
 
     `write` receives a temporary path next to `path` and must write the whole file there; if it
-    raises, the temporary file is removed and `path` is left as it was. The data and the
-    directory entry are fsynced, so the new file survives a crash right after the rename.
+    raises, the temporary file is removed and `path` is left as it was. With `durable` the data
+    and the directory entry are fsynced, so the new file survives a crash right after the
+    rename; without, other processes still see the old file or the whole new one (predict's
+    masks, thousands a run, where an fsync each would dominate). The rename replaces the
+    directory entry `path`: a symbolic link there is replaced, its target never written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,15 +49,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        with open(tmp, "rb") as stream:
-            os.fsync(stream.fileno())
+        if durable:
+            with open(tmp, "rb") as stream:
+                os.fsync(stream.fileno())
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        if durable:
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
     finally:
         tmp.unlink(missing_ok=True)
     return path

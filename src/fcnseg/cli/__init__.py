@@ -13,7 +13,6 @@ override) into one line on stderr and exit status 2, before anything is written.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -31,6 +30,7 @@ from fcnseg.cli import (
     serve,
     train,
 )
+from fcnseg.cli.messages import describe_os_error, error_line
 from fcnseg.errors import FcnsegError
 from fcnseg.version import __version__
 
@@ -67,37 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-#: errno -> the usual fix, for `describe_os_error`.
-_OS_ERROR_FIXES: dict[int, str] = {
-    errno.ENOSPC: "free some space or choose another --out",
-    errno.EROFS: "the filesystem is read-only; choose another --out",
-    errno.EACCES: "check the permissions or choose another location",
-    errno.EPERM: "check the permissions or choose another location",
-    errno.ENOENT: "check the path",
-    errno.EISDIR: "name a file, not a folder",
-    errno.ENOTDIR: "a component of the path is a file, not a folder",
-    errno.EEXIST: "choose another name or remove it",
-}
-
-
-def describe_os_error(error: OSError) -> str:
-    """One line for a filesystem failure: what, which file, and the usual fix.
-
-    fcnseg raises FileNotFoundError with its own one-line message (no errno); that message is
-    kept as it is. An OSError from the system (errno set) becomes "file: reason; fix".
-    """
-    if error.errno is None and error.args:
-        return _one_line(error.args[0])
-    where = f"{error.filename}: " if error.filename else ""
-    reason = error.strerror or type(error).__name__
-    fix = _OS_ERROR_FIXES.get(error.errno or 0, "check the path and the disk")
-    return _one_line(f"{where}{reason}; {fix}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns 0 on success, 1 when some inputs failed, 2 on bad input.
 
@@ -110,10 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except FcnsegError as error:
-        print(f"fcnseg {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        print(error_line(args.command, error), file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as error:
-        print(f"fcnseg {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
+        print(error_line(args.command, error), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("fcnseg: interrupted", file=sys.stderr)

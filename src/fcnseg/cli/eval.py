@@ -24,12 +24,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--report", metavar="DIR", help="also write an HTML report (DIR/index.html + PNGs)"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="let --report write into a folder that is not empty (replacing its report files)",
+    )
     add_inference_options(parser)
     add_engine_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fcnseg.engine.run_eval import check_report_folder
     from fcnseg.report.eval_report import evaluate_with_report
+
+    check_report_folder(args.report, force=args.force)
 
     result, index = evaluate_with_report(
         args.report,

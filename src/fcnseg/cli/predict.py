@@ -38,36 +38,53 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit 1 when some inputs failed (each is listed on stderr), else 0."""
+    """Exit 1 when some inputs failed (each is listed on stderr), else 0; 2 on a refusal (under
+    torchrun on every rank, printed once, by the rank that failed)."""
+    from fcnseg.engine.distributed import PeerFailed
     from fcnseg.engine.predict import run_prediction
 
-    result = run_prediction(
-        args.inputs,
-        args.out,
-        weights=args.weights,
-        checkpoint=args.checkpoint,
-        run=args.run,
-        device=args.device,
-        mode=args.mode,
-        options=inference_options(args),
-        overlay=not args.no_overlay,
-        progress=sys.stderr.isatty(),
-        engine=args.engine,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        background_writes=not args.foreground_writes,
-    )
+    try:
+        result = run_prediction(
+            args.inputs,
+            args.out,
+            weights=args.weights,
+            checkpoint=args.checkpoint,
+            run=args.run,
+            device=args.device,
+            mode=args.mode,
+            options=inference_options(args),
+            overlay=not args.no_overlay,
+            progress=sys.stderr.isatty(),
+            engine=args.engine,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            background_writes=not args.foreground_writes,
+            on_error=_say_error,
+            announce=lambda report: _print_summary(report, args.out),
+        )
+    except PeerFailed:
+        return 2  # under torchrun: the failing rank printed the one line
+    return 1 if result.counts()[1] else 0
+
+
+def _say_error(error: BaseException) -> None:
+    """The one line `fcnseg.cli.main` prints for an error, printed by the torchrun rank that
+    failed while the others wait (they all exit 2 after it)."""
+    from fcnseg.cli.messages import error_line
+
+    print(error_line("predict", error), file=sys.stderr, flush=True)
+
+
+def _print_summary(result, out: str) -> None:
+    """What rank 0 prints: the mirroring rule when used, the counts, the runtime."""
     written, failed = result.counts()
-    if result.rank != 0:
-        return 1 if failed else 0  # under torchrun only rank 0 prints the summary
     if result.mirrored_from is not None:
         print(
-            f"inputs share file names: outputs mirror their folders under {args.out} "
+            f"inputs share file names: outputs mirror their folders under {out} "
             f"(relative to {result.mirrored_from})"
         )
-    summary = f"{len(result.files)} images -> {written} files in {args.out}"
+    summary = f"{len(result.files)} images -> {written} files in {out}"
     if failed:
         summary += f"; {failed} failed (listed on stderr)"
     print(summary)
-    print(result.runtime.summary())  # after the summary line, which scripts read first
-    return 1 if failed else 0
+    print(result.runtime.summary(), flush=True)  # after the summary line, which scripts read first

@@ -84,6 +84,28 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     )
 
 
+class PeerFailed(Exception):
+    """Another torchrun rank failed and reported its error; this rank exits with the same
+    status without repeating it (see `first_failed_rank`)."""
+
+
+def first_failed_rank(failed: bool, device: torch.device) -> int | None:
+    """The lowest rank whose `failed` is true, agreed by every rank (None: none failed).
+
+    Every rank must call it, failed or not: one collective where each learns whether to go on,
+    so no rank exits while another waits in a later collective (which would end it with gloo's
+    "connection closed" traceback instead of the one-line error).
+    """
+    if not is_distributed():
+        return 0 if failed else None
+    world = world_size()
+    tensor = torch.tensor([rank() if failed else world], dtype=torch.int64)
+    tensor = tensor.to(device if device.type == "cuda" else "cpu")
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    first = int(tensor.item())
+    return None if first >= world else first
+
+
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """Rank 0's decision (e.g. "time budget exceeded") for every rank, so all stop together."""
     if not is_distributed():

@@ -2,14 +2,16 @@
 
 What predict does per input lives here (failure reports, the batch retry that charges an error
 to the input that caused it, the output files); loading and running the model is the
-`InferenceSession`'s, finding inputs and naming outputs `engine.predict_inputs`', drawing them
-`engine.render`'s, and the speed machinery (decode workers, same-size batches, background
+`InferenceSession`'s, finding inputs and naming outputs `engine.predict_inputs`', checking and
+writing the output files `engine.predict_outputs`', drawing them `engine.render`'s, and the
+speed machinery (decode workers, same-size batches, background
 writes) `engine.predict_loader`'s.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcnseg.engine import distributed
+from fcnseg.engine import distributed, predict_outputs
 from fcnseg.engine.device import resolve_device
 from fcnseg.engine.predict_inputs import collect_inputs, output_names
 from fcnseg.engine.predict_loader import (
@@ -29,13 +31,13 @@ from fcnseg.engine.predict_loader import (
     same_size_groups,
     shard,
 )
+from fcnseg.engine.predict_outputs import check_out_folder, check_targets, output_targets
 from fcnseg.engine.render import overlay_image, palette_image
 from fcnseg.engine.session import InferenceSession
-from fcnseg.errors import FcnsegError, OutputError, UsageError
+from fcnseg.errors import FcnsegError, UsageError
 
 __all__ = [
     "PredictionRun",
-    "check_output_folder",
     "predict_files",
     "run_prediction",
 ]
@@ -72,12 +74,11 @@ class _Predictor:
         self,
         session: InferenceSession,
         out_dir: Path,
-        names: dict[Path, Path],
+        targets: dict[Path, tuple[Path, Path | None]],
         report: PredictionRun | None,
-        overlay: bool,
     ) -> None:
-        self.session, self.out_dir, self.names = session, out_dir, names
-        self.report, self.overlay = report, overlay
+        self.session, self.out_dir, self.targets = session, out_dir, targets
+        self.report = report
         self.palette = [list(colour) for colour in session.metadata.palette]
         self.written: list[Path] = []
 
@@ -126,20 +127,20 @@ class _Predictor:
         return done
 
     def write_job(self, path: Path, labels: np.ndarray, image: torch.Tensor):
-        """The job writing `path`'s PNG (and overlay); the files are counted as written now."""
-        name = self.names[path]
-        target = self.out_dir / name.with_name(name.name + ".png")
-        overlay_path = self.out_dir / name.with_name(name.name + "_overlay.jpg")
-        palette, overlay = self.palette, self.overlay
+        """The job writing `path`'s PNG (and overlay), each atomically and never through a link
+        (engine.predict_outputs); the files are counted as written now."""
+        target, overlay_path = self.targets[path]
+        palette, out_dir = self.palette, self.out_dir
 
         def job() -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            palette_image(labels, palette).save(target)
-            if overlay:
+            predict_outputs.ensure_folder(out_dir, target.parent)
+            predict_outputs.save_image(palette_image(labels, palette), target, "PNG")
+            if overlay_path is not None:
                 rgb = image.permute(1, 2, 0).numpy()
-                overlay_image(rgb, labels, palette).save(overlay_path, quality=90)
+                overlay = overlay_image(rgb, labels, palette)
+                predict_outputs.save_image(overlay, overlay_path, "JPEG", quality=90)
 
-        self.written += [target, overlay_path] if overlay else [target]
+        self.written += [target] if overlay_path is None else [target, overlay_path]
         return job
 
 
@@ -156,7 +157,8 @@ def predict_files(
     background_writes: bool = True,
     names: dict[Path, Path] | None = None,
 ) -> list[Path]:
-    """Write `<name>.png` (class ids, palette) and `<name>_overlay.jpg` per input under out_dir.
+    """Write `<name>.png` (class ids, palette) and `<name>_overlay.jpg` per input under out_dir,
+    every path checked before the first write (engine.predict_outputs; OutputError).
 
     Names follow `output_names` (flat stems, or mirrored folders when stems collide); `names`
     passes them in when `files` is one rank's shard, so the names stay those of all inputs. An
@@ -171,8 +173,9 @@ def predict_files(
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: must be 1 or more")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = _Predictor(session, out_dir, names or output_names(files)[0], report, overlay)
+    predictor = _Predictor(
+        session, out_dir, _checked_targets(files, out_dir, overlay, names), report
+    )
     workers = default_workers(len(files)) if num_workers is None else num_workers
     # Without a report an error is raised, as before: decode in-process so it is the original one.
     decoded = decoded_inputs(files, workers if report is not None else 0, report is None)
@@ -183,7 +186,23 @@ def predict_files(
         bar = tqdm(total=len(files), desc="predict", dynamic_ncols=True)
     writer = BackgroundWriter(foreground=not background_writes)
     try:
-        for group in same_size_groups(decoded, batch_size):
+        _predict_groups(predictor, same_size_groups(decoded, batch_size), writer, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    writer.close()
+    if report is not None:
+        report.written += predictor.written
+    return predictor.written
+
+
+def _predict_groups(
+    predictor: _Predictor, groups: Iterator[list[Decoded]], writer: BackgroundWriter, bar: Any
+) -> None:
+    """Labels per same-size group, each output handed to `writer`; on an error the writer
+    drains what is queued and the loop's own error is the one raised."""
+    try:
+        for group in groups:
             if bar is not None:
                 bar.update(len(group))
             ready = predictor.usable(group)
@@ -196,19 +215,18 @@ def predict_files(
         except BaseException:  # noqa: BLE001 - the loop's own error is the one to report
             pass
         raise
-    finally:
-        if bar is not None:
-            bar.close()
-    writer.close()
-    if report is not None:
-        report.written += predictor.written
-    return predictor.written
 
 
-def check_output_folder(out_dir: Path) -> None:
-    """OutputError when `out_dir` exists but is not a folder (checked before the model loads)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"--out {out_dir}: exists and is not a folder; choose a folder name")
+def _checked_targets(
+    files: list[Path], out_dir: Path, overlay: bool, names: dict[Path, Path] | None
+) -> dict[Path, tuple[Path, Path | None]]:
+    """Every output path of `files`, checked (engine.predict_outputs); --out created after."""
+    check_out_folder(out_dir)
+    names = names or output_names(files)[0]
+    targets = output_targets(out_dir, {path: names[path] for path in files}, overlay)
+    check_targets(out_dir, targets, files)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return targets
 
 
 def run_prediction(
@@ -227,48 +245,109 @@ def run_prediction(
     batch_size: int = 1,
     num_workers: int | None = None,
     background_writes: bool = True,
+    on_error: Callable[[BaseException], None] | None = None,
+    announce: Callable[[PredictionRun], None] | None = None,
 ) -> PredictionRun:
     """`fcnseg predict` as a function: the inputs, the files written and the inputs that failed.
 
-    Inputs (collect_inputs) are checked before the model loads (InferenceSession.load: `mode`/
-    `options` default to what the weights recommend; `engine` is the runtime). A bad input is
-    skipped and reported (predict_files, which takes the speed options); the caller decides the
-    exit status. Under torchrun rank r predicts inputs i with i % world == r under the names of
-    all inputs, so each is written once; `report.counts()` sums the ranks; rank 0 prints them.
+    Inputs (collect_inputs) and every output path (engine.predict_outputs) are checked before
+    the model loads (InferenceSession.load: `mode`/`options` default to what the weights
+    recommend; `engine` is the runtime). A bad input is skipped and reported (predict_files,
+    which takes the speed options); the caller decides the exit status. Under torchrun rank r
+    predicts inputs i with i % world == r under the names of all inputs, so each is written
+    once; `report.counts()` sums the ranks. `announce(report)` runs on rank 0 only and
+    `on_error(error)` on the lowest failing rank only, both before the ranks part (`_agree`), so
+    torchrun, which stops every worker once one exits, cannot cut the summary or the error
+    line short; with `on_error`, every rank then raises `distributed.PeerFailed` (reported),
+    without it the failing rank raises its error and the others PeerFailed.
     """
     torch_device = resolve_device(device, engine)
+    session_args = {
+        "weights": weights,
+        "checkpoint": checkpoint,
+        "run": run,
+        "device": str(torch_device),
+        "runtime": engine,
+        "mode": mode,
+        "options": options,
+    }
+    speed = {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "background_writes": background_writes,
+    }
     with distributed.process_group(torch_device.type):
-        out_dir = Path(out_dir)
-        check_output_folder(out_dir)
-        files = collect_inputs(inputs)
-        session = InferenceSession.load(
-            weights=weights,
-            checkpoint=checkpoint,
-            run=run,
-            device=str(torch_device),
-            runtime=engine,
-            mode=mode,
-            options=options,
-        )
-        names, mirrored_from = output_names(files)
-        rank, world = distributed.rank(), distributed.world_size()
-        report = PredictionRun(
-            files, mirrored_from=mirrored_from, runtime=session.runtime, rank=rank
-        )
-        predict_files(
-            session,
-            shard(files, rank, world),
-            out_dir,
-            overlay=overlay,
-            progress=progress and rank == 0,
-            report=report,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            background_writes=background_writes,
-            names=names,
-        )
-        if world > 1:
-            report.world_counts = _summed_over_ranks(report, torch_device)
+        report, error = None, None
+        try:
+            report = _predict_this_rank(
+                inputs, Path(out_dir), session_args, overlay, progress, speed
+            )
+        except (FcnsegError, OSError) as caught:
+            error = caught
+        return _agree(report, error, torch_device, on_error, announce)
+
+
+def _predict_this_rank(
+    inputs: list[str],
+    out_dir: Path,
+    session_args: dict[str, Any],
+    overlay: bool,
+    progress: bool,
+    speed: dict[str, Any],
+) -> PredictionRun:
+    """This process's share of run_prediction (all of it without torchrun)."""
+    files = collect_inputs(inputs)
+    names, mirrored_from = output_names(files)
+    check_out_folder(out_dir, inputs)
+    check_targets(out_dir, output_targets(out_dir, names, overlay), files)
+    session = InferenceSession.load(**session_args)
+    rank, world = distributed.rank(), distributed.world_size()
+    report = PredictionRun(files, mirrored_from=mirrored_from, runtime=session.runtime, rank=rank)
+    predict_files(
+        session,
+        shard(files, rank, world),
+        out_dir,
+        overlay=overlay,
+        progress=progress and rank == 0,
+        report=report,
+        names=names,
+        **speed,
+    )
+    return report
+
+
+def _agree(
+    report: PredictionRun | None,
+    error: BaseException | None,
+    device: torch.device,
+    on_error: Callable[[BaseException], None] | None,
+    announce: Callable[[PredictionRun], None] | None,
+) -> PredictionRun:
+    """The outcome every rank agrees on (see run_prediction): the lowest failing rank's error,
+    else the report with the counts summed over the ranks.
+
+    Why agree first: a rank that raised and left while the others waited in a collective made
+    them fail with gloo's own traceback, and one that left first had torchrun kill the others
+    before they printed; now every rank learns the outcome in one collective, the one line (or
+    the summary) is printed, and only then does any rank leave (a barrier)."""
+    world = distributed.world_size()
+    failed = distributed.first_failed_rank(error is not None, device)
+    if failed is not None:
+        reporter = error is not None and failed == distributed.rank()
+        if world == 1 or on_error is None:
+            if reporter:
+                raise error  # type: ignore[misc]
+        else:
+            if reporter:
+                on_error(error)  # type: ignore[arg-type]
+            distributed.barrier()
+        raise distributed.PeerFailed(f"rank {failed} failed and reported the error")
+    assert report is not None
+    if world > 1:
+        report.world_counts = _summed_over_ranks(report, device)
+    if announce is not None and report.rank == 0:
+        announce(report)
+    distributed.barrier()
     return report
 
 

@@ -2,7 +2,8 @@
 
 Inputs are files, folders and glob patterns (`**` included, directory symlinks not followed);
 each file is read once however many times it is named. Outputs keep the inputs' stems, and
-mirror their folders only when two inputs share a stem, so no result overwrites another.
+mirror their folders only when two inputs share a stem; names are unique case-insensitively
+(`output_names`), so no result overwrites another on any disk.
 """
 
 from __future__ import annotations
@@ -91,27 +92,60 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return list(unique.values())
 
 
+def _folded(name: Path) -> str:
+    """The key two output names collide under: case-folded, as on case-insensitive disks."""
+    return str(name).casefold()
+
+
+def _unique_in_order(keys: dict[Path, Path]) -> dict[Path, Path]:
+    """`keys` with every case-insensitive collision resolved: names that collide with no other
+    keep theirs; in a colliding group the first input (in input order) keeps the name and the
+    others get `_2`, `_3`, ... (the first free one, never one another input holds)."""
+    counts: dict[str, int] = {}
+    for key in keys.values():
+        counts[_folded(key)] = counts.get(_folded(key), 0) + 1
+    taken = {_folded(key) for key in keys.values() if counts[_folded(key)] == 1}
+    names: dict[Path, Path] = {}
+    for path, key in keys.items():
+        if counts[_folded(key)] == 1:
+            names[path] = key
+            continue
+        candidate, number = key, 1
+        while _folded(candidate) in taken:
+            number += 1
+            candidate = key.with_name(f"{key.name}_{number}")
+        taken.add(_folded(candidate))
+        names[path] = candidate
+    return names
+
+
 def output_names(files: list[Path]) -> tuple[dict[Path, Path], Path | None]:
     """Output path (relative to --out, without suffix) per input, and the mirrored root.
 
-    When every input's stem is unique the outputs are flat (`<stem>.png`, as always). When two
-    inputs share a stem (a/scene.png and b/scene.png) the outputs mirror the inputs' folders
-    relative to their common folder (`a/scene.png`, `b/scene.png`), and the common folder is
-    returned so the rule can be printed; inputs with the same stem in one folder (scene.png,
-    scene.jpg) keep their suffix in the name (`scene_png`, `scene_jpg`). Nothing is lost.
+    The naming rule (docs/architecture.md, "What predict writes"): names are compared
+    case-insensitively, since `scene.png` and `Scene.png` are one file on macOS and Windows.
+
+    1. Every input's stem when no two stems are equal (`<stem>.png`, as always).
+    2. Else the outputs mirror the inputs' folders relative to their common folder
+       (`a/scene.png`, `b/scene.png`), and the common folder is returned so the rule can be
+       printed.
+    3. Inputs whose name is still shared (scene.png, scene.jpg in one folder) take their
+       lower-cased suffix: `scene_png`, `scene_jpg`.
+    4. A name still shared after that (scene.png + scene.PNG, or scene.png + scene_png.png)
+       stays with the first input in input order; the others get `_2`, `_3`, ...
+
+    So no output name is another's, whatever the disk's case rules; nothing is lost.
     """
-    stems = [path.stem for path in files]
+    stems = [path.stem.casefold() for path in files]
     if len(set(stems)) == len(stems):
         return {path: Path(path.stem) for path in files}, None
     resolved = {path: path.resolve() for path in files}
     root = Path(os.path.commonpath([str(r.parent) for r in resolved.values()]))
     keys = {path: resolved[path].parent.relative_to(root) / path.stem for path in files}
-    counts: dict[Path, int] = {}
+    counts: dict[str, int] = {}
     for key in keys.values():
-        counts[key] = counts.get(key, 0) + 1
-    names: dict[Path, Path] = {}
+        counts[_folded(key)] = counts.get(_folded(key), 0) + 1
     for path, key in keys.items():
-        if counts[key] > 1:
-            key = key.with_name(f"{path.stem}_{path.suffix.lstrip('.').lower() or 'file'}")
-        names[path] = key
-    return names, root
+        if counts[_folded(key)] > 1:
+            keys[path] = key.with_name(f"{path.stem}_{path.suffix.lstrip('.').lower() or 'file'}")
+    return _unique_in_order(keys), root

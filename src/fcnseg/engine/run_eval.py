@@ -30,7 +30,7 @@ from fcnseg.engine.evaluate import (
 from fcnseg.engine.loading import LoadedModel, load_model
 from fcnseg.engine.session import InferenceSession, choose_spec
 from fcnseg.engine.setup import build_eval_dataset
-from fcnseg.errors import UsageError, WeightsError
+from fcnseg.errors import OutputError, UsageError, WeightsError
 from fcnseg.metrics import SegmentationScores
 from fcnseg.models.protocol import primary_head_name
 from fcnseg.paths import safe_name
@@ -127,6 +127,28 @@ def default_scores_path(run: str | Path | None, data_format: str, split: str) ->
     """
     name = f"eval-{safe_name(data_format, 'data')}-{safe_name(split, 'split')}.json"
     return Path(run or ".") / name
+
+
+def check_report_folder(report_dir: str | Path | None, force: bool = False) -> None:
+    """OutputError when `--report DIR` is a file, or a folder that holds anything and `force`
+    is not given; checked before the model loads, so nothing is scored for nothing.
+
+    Why: the report writes index.html and its PNGs under fixed names; a user's own index.html
+    in DIR was once replaced without a word. An empty or missing folder is fine; `--force`
+    allows replacing the report's own files (other files in DIR are left alone).
+    """
+    if report_dir is None:
+        return
+    folder = Path(report_dir)
+    if folder.is_symlink() and not folder.exists():
+        raise OutputError(f"--report {folder}: is a broken symbolic link; remove it")
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--report {folder}: exists and is not a folder; pass a folder")
+    if folder.is_dir() and not force and any(folder.iterdir()):
+        raise OutputError(
+            f"--report {folder}: folder is not empty (its index.html and PNGs would be "
+            "replaced); choose an empty or new folder, or pass --force"
+        )
 
 
 def _score(

@@ -15,9 +15,12 @@ exported once per weights file and export options, checked once against PyTorch,
 - **Check, once**: argmax agreement with PyTorch >= 99.9 % on random inputs at two sizes (neither
   a multiple of 32; dynamic H/W is what whole / sliding / multi-scale inference need), measured
   by `fcnseg.export.compare_graph`. The result goes to a JSON sidecar (`<same name>.json`)
-  written after the graph; a later run that finds a passed sidecar and its graph opens the graph
-  without exporting or checking. A failed check is recorded too, so `auto` falls back to
-  PyTorch at once next time.
+  written after the graph, with the SHA-256 of the weights file and of the graph's bytes; a
+  later run opens the graph without exporting or checking only when both hashes match again
+  (`cache_entries.CacheEntry.verify`, on every load). An entry that fails (a graph of other
+  weights copied in, with or without its sidecar; changed or random bytes; a graph onnxruntime
+  cannot open) is named in one line on stderr, removed and exported again. A failed check is
+  recorded without its graph, so `auto` falls back to PyTorch at once next time.
 - **Fixed-size graphs**: an input size that keeps coming back (the second call at a size, batch
   1, up to 4 sizes a process) gets its own graph exported at that size, cached and checked the
   same way (at its size), because onnxruntime folds the shape arithmetic of a fixed-size graph
@@ -45,10 +48,31 @@ from torch import Tensor, nn
 
 from fcnseg.errors import FcnsegError, UsageError
 from fcnseg.export import DEFAULT_EXAMPLE_SIZE, compare_graph
-from fcnseg.io_utils import atomic_write
+from fcnseg.inference.cache_entries import (
+    CacheEntry,
+    CacheUnusable,
+    file_sha256,
+    weights_digest,
+    write_record,
+)
+
+__all__ = [
+    "CacheEntry",
+    "CacheUnusable",
+    "ExportOptions",
+    "RuntimeUnusable",
+    "export_checked",
+    "file_sha256",
+    "find_cached",
+    "open_int8",
+    "runtime_check",
+    "weights_digest",
+    "write_record",
+]
 
 #: Bump when the cached files' meaning changes (export code, check rule): old entries go stale.
-CACHE_FORMAT_VERSION: int = 2
+#: 3: the sidecar proves its graph (weights and graph SHA-256, checked on every load).
+CACHE_FORMAT_VERSION: int = 3
 DEFAULT_OPSET: int = 17
 #: Random-input sizes of the one-time check: neither a multiple of 32, portrait and landscape.
 CHECK_SIZES: tuple[tuple[int, int], ...] = ((203, 257), (255, 189))
@@ -91,23 +115,6 @@ class ExportOptions:
         return hashlib.sha256(payload.encode()).hexdigest()[:8]
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def weights_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 of the file's bytes (memoised per process by path, size and mtime)."""
-    path = Path(path)
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[memo] = digest.hexdigest()
-    return _DIGESTS[memo]
-
-
 def user_cache_dir() -> Path:
     """The fallback cache: `$XDG_CACHE_HOME/fcnseg/onnx-cache` (default ~/.cache/...)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -132,44 +139,39 @@ def folder_writable(folder: Path) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class CacheEntry:
-    """One cached graph and its sidecar (the check's record)."""
-
-    onnx: Path
-    sidecar: Path
-
-    @classmethod
-    def in_folder(cls, folder: Path, name: str) -> CacheEntry:
-        return cls(folder / f"{name}.onnx", folder / f"{name}.json")
-
-    def record(self) -> dict[str, Any] | None:
-        """The sidecar's record when it belongs to an existing graph of the recorded size."""
-        try:
-            record = json.loads(self.sidecar.read_text())
-            if not isinstance(record, dict):
-                return None
-            if self.onnx.stat().st_size != record.get("onnx_bytes"):
-                return None  # graph replaced or truncated after the check: not trusted
-        except (OSError, ValueError):
-            return None
-        return record
-
-
 def cache_name(weights_path: str | os.PathLike[str], options: ExportOptions) -> str:
     """`<sha256 of the weights, 16 hex>-<options key>`: the cache file's stem."""
     return f"{weights_digest(weights_path)[:16]}-{options.key()}"
 
 
-def find_cached(weights_path: str | os.PathLike[str], options: ExportOptions) -> CacheEntry | None:
-    """The cached entry for these weights and options with a readable record, beside the weights
-    first, then in the user cache; None when neither has one."""
+def lookup(
+    weights_path: str | os.PathLike[str], options: ExportOptions, *, say: bool = True
+) -> tuple[CacheEntry | None, dict[str, Any] | None, str]:
+    """(entry, its verified record, "") for these weights and options, beside the weights first,
+    then in the user cache; (None, None, why) when neither holds one that proves its contents
+    (`CacheEntry.verify`). An entry that fails is removed, and named on stderr when `say`."""
     name = cache_name(weights_path, options)
+    digest = weights_digest(weights_path)
+    problems: list[str] = []
     for folder in (beside_cache_dir(weights_path), user_cache_dir()):
         entry = CacheEntry.in_folder(folder, name)
-        if entry.record() is not None:
-            return entry
-    return None
+        if not entry.exists():
+            continue
+        record, problem = entry.verify(digest, asdict(options))
+        if record is not None:
+            return entry, record, ""
+        if say:
+            entry.discard(problem)
+        else:
+            entry.remove()
+        problems.append(f"{entry.onnx} {problem}")
+    return None, None, "; ".join(problems)
+
+
+def find_cached(weights_path: str | os.PathLike[str], options: ExportOptions) -> CacheEntry | None:
+    """The cached entry for these weights and options that proves its contents, or None
+    (`lookup`; an entry that fails is named on stderr and removed)."""
+    return lookup(weights_path, options)[0]
 
 
 def writable_entry(weights_path: str | os.PathLike[str], options: ExportOptions) -> CacheEntry:
@@ -207,13 +209,6 @@ def cache_record(
         "seconds": round(time.perf_counter() - started, 2),
         "versions": _versions(),
     }
-
-
-def write_record(entry: CacheEntry, record: dict[str, Any]) -> None:
-    """Write the sidecar (atomically) with the graph's size, so a replaced graph is noticed."""
-    record = {**record, "onnx_bytes": entry.onnx.stat().st_size}
-    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-    atomic_write(entry.sidecar, lambda tmp: tmp.write_text(text))
 
 
 # ----------------------------------------------------------------------------------- check
@@ -283,12 +278,14 @@ def export_checked(
     if options.int8:
         raise UsageError("export_checked makes fp32 graphs; int8 ones come from fcnseg export")
     model = model.eval()
-    cached = find_cached(weights_path, options)
-    if cached is not None:
-        record = cached.record() or {}
+    cached, record, _ = lookup(weights_path, options)
+    if cached is not None and record is not None:
         if not (record.get("check") or {}).get("passed"):
             raise RuntimeUnusable(_failed_message(record, cached))
-        return _open(cached.onnx, model, threads), cached, record, "cache"
+        try:
+            return _open(cached.onnx, model, threads), cached, record, "cache"
+        except Exception as error:  # noqa: BLE001 - onnxruntime's own error types; re-export
+            cached.discard(f"cannot be opened by onnxruntime ({_one_line(error)})")
     entry = writable_entry(weights_path, options)
     if log:
         what = "" if options.size is None else f" at fixed size {options.size[0]}x{options.size[1]}"
@@ -304,13 +301,29 @@ def export_checked(
     )
     # A fixed-size graph is checked at its size, on two random inputs.
     check_sizes = CHECK_SIZES if options.size is None else (options.size, options.size)
-    runnable = _open(entry.onnx, model, threads)
+    runnable = _open_new(entry, model, threads)
     check = runtime_check(model, runnable, check_sizes)
     record = cache_record(weights_path, options, check, started, cache_format=CACHE_FORMAT_VERSION)
-    write_record(entry, record)
+    record = write_record(entry, record)  # a failed graph is removed, its record kept
     if not check["passed"]:
         raise RuntimeUnusable(_failed_message(record, entry))
     return runnable, entry, record, "exported"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _open_new(entry: CacheEntry, model: nn.Module, threads: int | None) -> Any:
+    """The graph just exported, opened; removed and RuntimeUnusable when onnxruntime cannot."""
+    try:
+        return _open(entry.onnx, model, threads)
+    except Exception as error:  # noqa: BLE001 - onnxruntime's own error types
+        entry.remove()
+        raise RuntimeUnusable(
+            f"{entry.onnx}: onnxruntime cannot open the graph just exported "
+            f"({_one_line(error)}); use --engine torch"
+        ) from None
 
 
 def _failed_message(record: dict[str, Any], entry: CacheEntry) -> str:
@@ -343,18 +356,28 @@ def open_int8(
 ) -> tuple[Any, CacheEntry, dict[str, Any]]:
     """The cached int8 graph of these weights (made by `fcnseg export --int8`), opened."""
     options = ExportOptions(opset=opset, int8=True)
-    entry = find_cached(weights_path, options)
-    if entry is None:
+    entry, record, problem = lookup(weights_path, options, say=False)
+    make = (
+        f"make it once with `fcnseg export --weights {weights_path} --to onnx --int8 "
+        "--calibrate TRAIN_ROOT --format FORMAT --out FILE.onnx`"
+    )
+    if entry is None or record is None:
+        why = f"the cached one {problem} and was removed" if problem else "none is cached"
         raise RuntimeUnusable(
-            f"no int8 graph cached for {weights_path} (key {cache_name(weights_path, options)}); "
-            f"make it once with `fcnseg export --weights {weights_path} --to onnx --int8 "
-            "--calibrate TRAIN_ROOT --format FORMAT --out FILE.onnx`"
+            f"no usable int8 graph for {weights_path} (key {cache_name(weights_path, options)}: "
+            f"{why}); {make}"
         )
-    record = entry.record() or {}
     if not (record.get("check") or {}).get("passed"):
         check = record.get("check") or {}
         raise RuntimeUnusable(
             f"{entry.onnx}: the int8 graph failed its check (argmax agreement "
             f"{100 * float(check.get('argmax_agreement', 0.0)):.2f}%); use --engine onnxruntime"
         )
-    return _open(entry.onnx, model, threads), entry, record
+    try:
+        return _open(entry.onnx, model, threads), entry, record
+    except Exception as error:  # noqa: BLE001 - onnxruntime's own error types
+        entry.remove()
+        raise RuntimeUnusable(
+            f"{entry.onnx}: onnxruntime cannot open the cached int8 graph ({_one_line(error)}); "
+            f"it was removed; {make}"
+        ) from None
