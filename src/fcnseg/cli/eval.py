@@ -34,13 +34,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnseg.engine.run_eval import check_report_folder
     from fcnseg.report.eval_report import evaluate_with_report
-
-    check_report_folder(args.report, force=args.force)
 
     result, index = evaluate_with_report(
         args.report,
+        force=args.force,
         weights=args.weights,
         checkpoint=args.checkpoint,
         run=args.run,

@@ -101,7 +101,7 @@ class _Predictor:
                 continue
             height, width = item.image.shape[-2], item.image.shape[-1]
             try:
-                self.session.spec.check_forward_pixels(height, width, item.path)
+                self.session.check_forward_pixels(height, width, item.path)
             except (FcnsegError, OSError) as error:
                 self.skip(item.path, error)
                 continue

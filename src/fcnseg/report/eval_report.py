@@ -19,15 +19,17 @@ if TYPE_CHECKING:  # the engine imports torch; the report package must not, just
 
 
 def evaluate_with_report(
-    report_dir: str | Path | None, **evaluation: Any
+    report_dir: str | Path | None, *, force: bool = False, **evaluation: Any
 ) -> tuple[EvalRun, Path | None]:
     """`run_evaluation(**evaluation)`, plus REPORT_DIR/index.html when `report_dir` is given.
 
-    Returns (the EvalRun, the report's index path or None). With a report, the scores JSON also
+    A non-empty `report_dir` is refused unless `force` (checked before the evaluation runs, so
+    a Python caller cannot replace a user's index.html by accident either). Returns (the EvalRun, the report's index path or None). With a report, the scores JSON also
     carries the confusion matrix and the per-image mean IU the report shows.
     """
-    from fcnseg.engine.run_eval import run_evaluation
+    from fcnseg.engine.run_eval import check_report_folder, run_evaluation
 
+    check_report_folder(report_dir, force=force)
     if report_dir is None:
         return run_evaluation(**evaluation), None
     collectors: list[EvalCollector] = []  # filled by the hook once the split is built
