@@ -4,7 +4,14 @@ Every loader goes through `read_image` / `read_mask`, so the same rules apply to
 
 - Images: EXIF orientation is applied (a phone photo shows up as the user saw it); RGBA and
   LA lose their alpha channel (composited on black, i.e. alpha dropped); grayscale, palette,
-  CMYK and YCbCr become 3-channel RGB; 16-bit images are scaled to 8 bits (value >> 8).
+  CMYK and YCbCr become 3-channel RGB for a 3-channel model (1-channel models get grayscale).
+- Any number of bands, any bit depth (`read_image`, rules in `image_values`): 8-bit data stays
+  uint8 0-255; other integer data (16-bit PNG, 16-bit TIFF) becomes float32 divided by the
+  largest value of its dtype (65535 for 16-bit), with no bit shifting, so 12-bit data in a
+  16-bit file keeps all its levels (values up to 4095/65535, which the per-channel statistics
+  stored with the weights then normalise); float data (float32 TIFF, .npy) is kept as it is.
+  Multi-band and tiled TIFFs are read with tifffile, NumPy `.npy` files with numpy (H x W or
+  H x W x C). Pillow reads 16-bit colour PNGs as 8 bits; fcnseg warns once and suggests TIFF.
 - Masks: 8-bit grayscale ("L") and palette ("P") PNGs hold class ids directly (a VOC palette
   PNG's pixel *index* is the class id, the colours are only for display); 16-bit masks are
   accepted as they are, provided their values are in range; colour (RGB) masks are mapped to
@@ -27,7 +34,16 @@ from torch import Tensor
 from fcnseg.data.datasets.base import DataError
 
 #: Image suffixes the folder-style loaders accept (lower case).
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".npy",
+)
 #: Environment variable that overrides the data directory (`../shared/data` from the repo root).
 DATA_DIR_ENV: str = "FCNSEG_DATA"
 #: Environment variable that overrides MAX_PIXELS (e.g. for gigapixel aerial tiles).
@@ -131,9 +147,15 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def read_image(path: str | Path) -> Tensor:
-    """Decode an image file to a uint8 RGB tensor 3 x H x W."""
-    array = to_rgb_array(_open(Path(path)))
+def read_image(path: str | Path, channels: int | None = 3) -> Tensor:
+    """Decode an image file to a C x H x W tensor with `channels` channels (None: the file's).
+
+    uint8 for 8-bit data, float32 on the [0, 1] scale otherwise (see `image_values`). A band
+    count that cannot become `channels` is a one-line DataError naming the file and the fix.
+    """
+    from fcnseg.data.bands import read_bands
+
+    array = read_bands(Path(path), channels)
     # The transpose makes ascontiguousarray copy, so the tensor owns writable memory.
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
