@@ -103,9 +103,7 @@ def _inverse(order: Sequence[int]) -> list[int]:
     return inverse
 
 
-def _problem(
-    mean: Sequence[Any], std: Sequence[Any], order: Sequence[Any] | None
-) -> str | None:
+def _problem(mean: Sequence[Any], std: Sequence[Any], order: Sequence[Any] | None) -> str | None:
     """What is wrong with these numbers (None when they are usable)."""
     if not 1 <= len(mean) <= MAX_NORMALIZATION_CHANNELS or len(std) != len(mean):
         return f"mean and std need one value per channel (1..{MAX_NORMALIZATION_CHANNELS})"

@@ -47,6 +47,7 @@ def export_trained(
         out,
         classes=loaded.metadata["classes"],
         normalization=loaded.metadata["normalization"],
+        normalization_stats=loaded.metadata.input_normalization().as_dict(),
     )
     return out
 
@@ -75,7 +76,7 @@ def export_int8(
     loaded = load_model(weights, checkpoint, run)
     images, source = quantize.calibration_images(
         calibrate,
-        loaded.metadata["normalization"],
+        loaded.metadata.input_normalization(),
         data_format=data_format,
         split=split,
         count=quantize.DEFAULT_CALIBRATION_IMAGES if count is None else count,
