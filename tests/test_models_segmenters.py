@@ -56,7 +56,7 @@ def test_options_are_the_shell_options_plus_the_heads_own():
     with pytest.raises(ModelOptionError, match="unknown key 'variant' for model 'fpnlite_"):
         check_model_options("fpnlite_resnet18", {"variant": "fcn8s"})
     parameters = inspect.signature(build_fcn).parameters
-    assert parameters["variant"].default == "fcn8s" and parameters["pretrained"].default is True
+    assert parameters["variant"].default == "fcn8s" and parameters["pretrained"].default is False
 
 
 def test_the_builder_names_the_model_in_its_errors():
