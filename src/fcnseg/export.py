@@ -81,8 +81,7 @@ def _metadata(
     stats: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """What a deployed file must carry so that predict needs nothing but the file; the
-    normalisation also as numbers ("normalization_stats": {mean, std} per channel, the
-    preset's when not given), which a runtime outside fcnseg can apply."""
+    normalisation also as numbers (default: the preset's), for runtimes outside fcnseg."""
     from fcnseg.version import __version__
 
     if normalization is None:
@@ -92,15 +91,13 @@ def _metadata(
                 f"{type(model).__name__} does not declare `normalization`; pass normalization="
             )
         normalization = str(model.normalization)
-    if stats is None:
-        from fcnseg.data.normalization import PRESETS
+    from fcnseg.data.normalization import stored_numbers
 
-        preset = PRESETS.get(normalization)
-        stats = preset.as_dict() if preset is not None else None
+    stats = stored_numbers(normalization) if stats is None else dict(stats)
     return {
         "fcnseg_version": __version__,
         "normalization": normalization,
-        "normalization_stats": json.dumps(dict(stats) if stats is not None else None),
+        "normalization_stats": json.dumps(stats),
         "classes": json.dumps(list(classes) if classes is not None else None),
         "heads": json.dumps(heads if heads != [DEFAULT_OUTPUT_NAME] else None),
         "model_name": type(model).__name__,

@@ -4,7 +4,8 @@ Why apart from `io.py`: Pillow knows 1, 3 and 4 channels of 8 bits (and 16-bit g
 multispectral and medical data come as 8-band 16-bit TIFFs, float32 rasters or `.npy` cubes.
 Those are read here (tifffile for TIFF, numpy for `.npy`; Pillow for everything else), turned
 into values by one rule (`image_values`) and matched to the channels a model takes
-(`match_channels`). The rules are stated in `fcnseg.data.io`'s module docstring.
+(`match_channels`). The rules are stated in `fcnseg.data.io`'s module docstring; `io` decodes
+what Pillow reads and calls this module for the rest (this module imports nothing of `io`).
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ from __future__ import annotations
 import functools
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from fcnseg.data.io import _open, check_pixel_count, to_rgb_array
 from fcnseg.errors import DataError
+
+#: The pixel-cap check of `fcnseg.data.io` (width, height, source), passed in by its caller.
+SizeCheck = Callable[[int, int, Path], None]
 
 TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 NUMPY_SUFFIXES: tuple[str, ...] = (".npy",)
-#: Pillow modes holding 16- or 32-bit integer greyscale (a 16-bit PNG opens as one of these).
-WIDE_GREY_MODES: tuple[str, ...] = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 #: PNG IHDR: bit depth is byte 24 and colour type byte 25 of the file.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_GREY_TYPES = (0, 4)
@@ -77,7 +78,7 @@ def _hwc(array: np.ndarray, source: str | Path) -> np.ndarray:
     return array
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _read_npy(path: Path, check_size: SizeCheck) -> np.ndarray:
     """A `.npy` image (H x W or H x W x C), its size checked against the cap before reading."""
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -87,7 +88,7 @@ def _read_npy(path: Path) -> np.ndarray:
             "numpy.save (no pickled objects)"
         ) from None
     array = _hwc(mapped, path)
-    check_pixel_count(array.shape[1], array.shape[0], path)
+    check_size(array.shape[1], array.shape[0], path)
     return np.array(array)
 
 
@@ -101,7 +102,7 @@ def _tiff_axes(axes: str, shape: tuple[int, ...], source: str | Path) -> tuple[i
     return shape[axes.index("Y")], shape[axes.index("X")]
 
 
-def _read_tiff(path: Path) -> np.ndarray | None:
+def _read_tiff(path: Path, check_size: SizeCheck) -> np.ndarray | None:
     """Every band of a (multi-band, tiled, any-depth) TIFF as H x W x C; None for palette
     TIFFs, whose pixel values are colour indices (Pillow decodes those)."""
     import tifffile
@@ -113,7 +114,7 @@ def _read_tiff(path: Path) -> np.ndarray | None:
                 return None
             axes, shape = series.axes, tuple(series.shape)
             height, width = _tiff_axes(axes, shape, path)
-            check_pixel_count(width, height, path)
+            check_size(width, height, path)
             array = series.asarray()
     except DataError:
         raise
@@ -147,41 +148,26 @@ def _png_is_wide_colour(path: Path) -> bool:
     return depth == 16 and colour_type not in _PNG_GREY_TYPES
 
 
-def _read_pil(path: Path, channels: int | None) -> np.ndarray:
-    """A Pillow-decoded image (EXIF applied, alpha dropped) as H x W x C values."""
-    image = _open(path)
-    if image.mode in WIDE_GREY_MODES:
-        wide = np.clip(np.asarray(image, dtype=np.int64), 0, np.iinfo(np.uint16).max)
-        return match_channels(image_values(wide.astype(np.uint16)[..., None], path), channels, path)
-    if image.mode == "F":
-        return match_channels(image_values(np.asarray(image)[..., None], path), channels, path)
+def warn_if_wide_colour_png(path: Path) -> None:
+    """Warn (once per file) when Pillow will narrow a 16-bit colour PNG to 8 bits."""
     if path.suffix.lower() == ".png" and _png_is_wide_colour(path):
         _warn_wide_colour_png(str(path))
-    if channels == 1 or (channels is None and image.mode in ("L", "1")):
-        if image.mode in ("LA", "RGBA", "PA"):
-            image = image.convert("RGB")
-        return np.asarray(image.convert("L"))[..., None]
-    return match_channels(to_rgb_array(image), channels, path)
 
 
-def read_bands(path: Path, channels: int | None) -> np.ndarray:
-    """H x W x C values of an image file (see the module docstring) with `channels` bands."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found; check the dataset root and list files")
+def read_array(path: Path, check_size: SizeCheck) -> np.ndarray | None:
+    """H x W x C raw array of a TIFF or `.npy` file; None for files Pillow decodes (and for
+    palette TIFFs, whose values are colour indices)."""
     suffix = path.suffix.lower()
-    raw: np.ndarray | None = None
     if suffix in NUMPY_SUFFIXES:
-        raw = _read_npy(path)
-    elif suffix in TIFF_SUFFIXES:
-        raw = _read_tiff(path)
-    if raw is None:
-        return _read_pil(path, channels)
-    return match_channels(image_values(raw, path), channels, path)
+        return _read_npy(path, check_size)
+    if suffix in TIFF_SUFFIXES:
+        return _read_tiff(path, check_size)
+    return None
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from a file's header, no pixel decoded: TIFF and .npy included."""
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of a TIFF or .npy file from its header (no pixel decoded); None for
+    other files (Pillow reads those)."""
     suffix = path.suffix.lower()
     if suffix in NUMPY_SUFFIXES:
         try:
@@ -202,5 +188,4 @@ def image_size(path: Path) -> tuple[int, int]:
         except Exception as error:  # noqa: BLE001 - tifffile raises many types
             raise DataError(f"{path}: not a readable TIFF ({type(error).__name__})") from None
         return width, height
-    with Image.open(path) as image:
-        return image.size
+    return None

@@ -191,11 +191,14 @@ def _header_size(path: Path) -> tuple[int, int] | None:
     does not read (.mat label files). DataError when the header is unreadable or over the cap."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return None
-    from fcnseg.data.bands import image_size  # TIFF (any bands) and .npy headers too
+    from fcnseg.data.bands import header_size  # TIFF (any bands) and .npy headers
 
     previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        size = image_size(path)
+        size = header_size(path)
+        if size is None:
+            with Image.open(path) as image:
+                size = image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(
             f"{path}: not a readable image ({type(error).__name__}); re-export or re-download "

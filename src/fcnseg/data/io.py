@@ -31,6 +31,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from fcnseg.data import bands
 from fcnseg.data.datasets.base import DataError
 
 #: Image suffixes the folder-style loaders accept (lower case).
@@ -132,7 +133,9 @@ def _open(path: Path) -> Image.Image:
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Convert any PIL mode to an H x W x 3 uint8 array (see the module docstring)."""
+    """Convert any PIL mode to an H x W x 3 uint8 array: the 8-bit RGB view of an upload
+    (`fcnseg serve`); 16-bit greyscale keeps its high byte here only. Training and prediction
+    decode through `read_image`, which keeps every level."""
     if image.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image, dtype=np.int64)
         values = np.clip(values >> _BITS_16_TO_8, 0, 255).astype(np.uint8)
@@ -147,17 +150,45 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def pil_values(image: Image.Image, channels: int | None, source: str | Path) -> np.ndarray:
+    """A decoded Pillow image as H x W x C values with `channels` bands (alpha dropped;
+    greyscale repeated for RGB; colour made greyscale, ITU-R 601 luma, for 1 channel)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, np.iinfo(np.uint16).max)
+        values = bands.image_values(wide.astype(np.uint16)[..., None], source)
+        return bands.match_channels(values, channels, source)
+    if image.mode == "F":
+        values = bands.image_values(np.asarray(image)[..., None], source)
+        return bands.match_channels(values, channels, source)
+    if channels == 1 or (channels is None and image.mode in ("L", "1")):
+        if image.mode in ("LA", "RGBA", "PA"):
+            image = image.convert("RGB")
+        return np.asarray(image.convert("L"))[..., None]
+    return bands.match_channels(to_rgb_array(image), channels, source)
+
+
+def read_values(path: str | Path, channels: int | None = 3) -> np.ndarray:
+    """H x W x C values of an image file (rules in the module docstring) with `channels`
+    bands (None: the file's own)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found; check the dataset root and list files")
+    raw = bands.read_array(path, check_pixel_count)
+    if raw is not None:
+        return bands.match_channels(bands.image_values(raw, path), channels, path)
+    bands.warn_if_wide_colour_png(path)
+    return pil_values(_open(path), channels, path)
+
+
 def read_image(path: str | Path, channels: int | None = 3) -> Tensor:
     """Decode an image file to a C x H x W tensor with `channels` channels (None: the file's).
 
-    uint8 for 8-bit data, float32 on the [0, 1] scale otherwise (see `image_values`). A band
-    count that cannot become `channels` is a one-line DataError naming the file and the fix.
+    uint8 for 8-bit data, float32 on the [0, 1] scale otherwise (see `bands.image_values`). A
+    band count that cannot become `channels` is a one-line DataError naming the file and fix.
     """
-    from fcnseg.data.bands import read_bands
-
-    array = read_bands(Path(path), channels)
-    # The transpose makes ascontiguousarray copy, so the tensor owns writable memory.
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    array = read_values(path, channels)
+    # One C-ordered copy, so the tensor owns writable memory (Pillow's arrays are read-only).
+    return torch.from_numpy(np.array(array.transpose(2, 0, 1), order="C"))
 
 
 def read_mask(

@@ -179,3 +179,9 @@ def resolve(spec: str | Normalization | Mapping[str, Any]) -> Normalization:
             "{mean: [...], std: [...]}"
         )
     return from_numbers(spec)
+
+
+def stored_numbers(name: str) -> dict[str, Any] | None:
+    """The JSON numbers of preset `name` (what files store); None for a name without any."""
+    preset = PRESETS.get(name)
+    return preset.as_dict() if preset is not None else None
