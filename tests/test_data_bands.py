@@ -206,6 +206,10 @@ def test_eight_band_dataset_trains_and_evaluates_from_a_recipe(tmp_path):
     scores = json.loads((result.run_dir / "eval-folder-val.json").read_text())
     assert evaluated.per_head[evaluated.primary].pixel_accuracy >= 0.0
     assert "mean_iu" in json.dumps(scores)
+    import fcnseg  # the Python way in takes the 8-band files as they are
+
+    labels = fcnseg.load(result.run_dir, device="cpu").predict(root / "images" / "s0.tif")
+    assert labels.shape == (32, 32) and labels.max() < 3
 
 
 def test_colour_jitter_is_refused_for_eight_bands(tmp_path):
