@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
@@ -18,8 +19,6 @@ from fcnseg.data.io import read_image
 from fcnseg.data.normalization import PRESETS
 from fcnseg.data.stats import channel_statistics
 from fcnseg.errors import DataError
-
-tifffile = pytest.importorskip("tifffile")
 
 BANDS = 8
 
@@ -247,3 +246,20 @@ def test_presets_are_their_numbers():
     expected = image.flip(0).float() - torch.tensor(CAFFE_MEAN_BGR).view(3, 1, 1)
     assert torch.allclose(caffe, expected, atol=1e-3)
     assert torch.allclose(PRESETS["caffe_bgr"].invert(caffe), image.float() / 255, atol=1e-5)
+
+
+def test_data_check_reports_an_eight_band_set_and_its_band_statistics(tmp_path, capsys):
+    from fcnseg.cli import main
+
+    root = tmp_path / "bands"
+    write_band_dataset(root, count=3)
+    argv = ["data", "check", "--root", str(root), "--format", "folder", "--splits", "all"]
+    assert main([*argv, "--channels", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "no problems found" in out and "band 7: mean" in out
+    dataset = build_dataset("folder", str(root), "all")
+    dataset.image_channels = BANDS
+    stats = channel_statistics(dataset)
+    assert f"band 3: mean {stats.mean[3]:.6f}  std {stats.std[3]:.6f}" in out
+    assert main(argv) == 1  # decoded as RGB, each 8-band image is a problem naming the fix
+    assert "model.in_channels=8" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""`fcnseg data check`: scan a dataset for problems (exit 1 when it has some)."""
+"""`fcnseg data check`: scan a dataset for problems (exit 1 when it has some); with
+`--channels N`, each band's mean and std (the normalisation an N-band model trains with)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--root", default=None, help="dataset directory (not for synthetic)")
     check.add_argument("--format", required=True)
     check.add_argument("--splits", nargs="+", default=None)
+    check.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help="decode images to this many bands (a model's in_channels) and print each band's "
+        "mean and std on the first split: the numbers training stores",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
     if args.root is not None and not Path(args.root).exists():
         raise FileNotFoundError(f"--root {args.root}: directory not found; fix the path")
     kwargs = {"splits": args.splits} if args.splits else {}
-    report = check_dataset(args.root, args.format, **kwargs)
+    report = check_dataset(args.root, args.format, channels=args.channels or 3, **kwargs)
     print(format_report(report))
-    return 0 if getattr(report, "ok", True) else 1
+    ok = getattr(report, "ok", True)
+    if args.channels and ok:
+        from fcnseg.data.stats import describe_channel_statistics
+
+        print(describe_channel_statistics(args.root, args.format, args.splits, args.channels))
+    return 0 if ok else 1

@@ -305,9 +305,11 @@ def check_dataset(
     root: str | Path | None,
     format: str,
     splits: str | list[str] | tuple[str, ...] | None = None,
+    channels: int = 3,
     **dataset_kwargs,
 ) -> CheckReport:
     """Scan `splits` (default: train and val) of the dataset at `root`; never raises DataError.
+    Images are decoded to `channels` bands (a model's `in_channels`; 8 for 8-band TIFFs).
 
     Problems that stop a split from being listed at all (missing root, list file) and problems
     of single files (corrupt, wrong size, unknown labels) all end up in `report.problems`.
@@ -323,6 +325,7 @@ def check_dataset(
             report.problems.append(f"[{split}] {error}")
             continue
         report.splits[split] = len(dataset)
+        dataset.image_channels = channels
         problems, per_head = scan_heads(dataset)
         report.problems += [f"[{split}] {p}" for p in problems]
         primary = primary_head_name(per_head)

@@ -52,3 +52,23 @@ def channel_statistics(dataset: Any, limit: int = STATISTICS_IMAGES) -> Normaliz
     return Normalization(
         tuple(float(v) for v in mean), tuple(float(v) for v in std), name=PER_CHANNEL
     )
+
+
+def describe_channel_statistics(
+    root: str | None, data_format: str, splits: list[str] | None, channels: int
+) -> str:
+    """`fcnseg data check --channels N`: per-band mean and std of the first split, one line per
+    band, as training computes them (same images, same decoding)."""
+    from fcnseg.data.datasets.registry import build_dataset
+
+    split = (splits or ["train"])[0]
+    dataset = build_dataset(data_format, root, split)
+    dataset.image_channels = channels
+    stats = channel_statistics(dataset)
+    used = min(len(dataset), STATISTICS_IMAGES)
+    lines = [f"per-channel statistics of {split} ({used} images, values on the 0-1 scale):"]
+    lines += [
+        f"  band {index}: mean {mean:.6f}  std {std:.6f}"
+        for index, (mean, std) in enumerate(zip(stats.mean, stats.std, strict=True))
+    ]
+    return "\n".join(lines)
