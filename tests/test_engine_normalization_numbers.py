@@ -133,3 +133,27 @@ def test_model_init_reports_copied_reinitialised_and_skipped(tmp_path, capsys):
     assert f"copied {len(report.copied)} tensors" in first
     assert f"re-initialised {len(report.shape_mismatch)}" in first and "skipped 1" in first
     assert "extra.weight" in text and report.shape_mismatch[0].split(" ")[0] in text
+
+
+def test_training_setup_prints_the_init_report(tmp_path, capsys):
+    from fcnseg.config import load_config
+    from fcnseg.engine.checkpoint import save_weights
+    from fcnseg.engine.setup import prepare_training
+    from fcnseg.models import build_model
+
+    source = build_model("fcn32s_resnet18", 7)
+    save_weights(tmp_path / "w.safetensors", source, meta(model="fcn32s_resnet18"))
+    config = load_config(
+        None,
+        [
+            "model.name=fcn8s_resnet18",
+            "model.pretrained=false",
+            f"model.init={tmp_path / 'w.safetensors'}",
+            "data.options={num_images: 2, size: [32, 32]}",
+            "data.val_split=null",
+        ],
+    )
+    prepare_training(config, torch.device("cpu"))
+    out = capsys.readouterr().out
+    assert f"model.init {tmp_path / 'w.safetensors'}: copied " in out
+    assert "other shape (re-initialised): " in out and "absent from the file" in out

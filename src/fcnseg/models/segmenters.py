@@ -85,14 +85,16 @@ def build_segmenter(
         model_name=name,
         in_channels=in_channels,
     )
-    backbone.normalization = input_normalization(backbone.normalization, in_channels, normalization)
+    backbone.normalization = reported_normalization(
+        backbone.normalization, in_channels, normalization
+    )
     decoder = row.head(backbone.channels, backbone.strides, num_classes, **options)
     model = row.model(backbone, decoder, input_scale=input_scale)
     model.in_channels = in_channels
     return model
 
 
-def input_normalization(preset: str, in_channels: int, asked: str | None) -> str:
+def reported_normalization(preset: str, in_channels: int, asked: str | None) -> str:
     """The normalisation a model reports: `asked`, else `preset` for RGB, else "per_channel".
 
     Why "per_channel" for other band counts: an RGB preset has three numbers, and an 8-band
