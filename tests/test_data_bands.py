@@ -263,3 +263,20 @@ def test_data_check_reports_an_eight_band_set_and_its_band_statistics(tmp_path, 
     assert f"band 3: mean {stats.mean[3]:.6f}  std {stats.std[3]:.6f}" in out
     assert main(argv) == 1  # decoded as RGB, each 8-band image is a problem naming the fix
     assert "model.in_channels=8" in capsys.readouterr().out
+
+
+def test_npy_masks_pair_with_npy_images(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cube = np.random.default_rng(5).random((6, 5, 2)).astype(np.float32)
+    labels = np.arange(30, dtype=np.int32).reshape(6, 5) % 2
+    np.save(tmp_path / "images" / "a.npy", cube)
+    np.save(tmp_path / "masks" / "a.npy", labels)
+    (tmp_path / "classes.yaml").write_text("names: [x, y]\n")
+    dataset = build_dataset("folder", str(tmp_path), "all")
+    dataset.image_channels = 2
+    image, mask = dataset.load(0)
+    assert image.shape == (2, 6, 5) and torch.equal(mask, torch.from_numpy(labels).long())
+    np.save(tmp_path / "masks" / "a.npy", labels.astype(np.float32))
+    with pytest.raises(DataError, match="integer class ids"):
+        dataset.load(0)

@@ -15,7 +15,8 @@ Every loader goes through `read_image` / `read_mask`, so the same rules apply to
 - Masks: 8-bit grayscale ("L") and palette ("P") PNGs hold class ids directly (a VOC palette
   PNG's pixel *index* is the class id, the colours are only for display); 16-bit masks are
   accepted as they are, provided their values are in range; colour (RGB) masks are mapped to
-  ids through a palette when the caller gives one, otherwise they are an error.
+  ids through a palette when the caller gives one, otherwise they are an error; `.npy` masks
+  are H x W integer arrays of class ids.
 - A file that cannot be decoded (corrupt, truncated, not an image) raises a one-line
   `DataError` naming the file and the fix, never a PIL traceback.
 """
@@ -205,6 +206,8 @@ def read_mask(
         ignore_index: label given to unlabelled (black) pixels of a colour mask.
     """
     path = Path(path)
+    if path.suffix.lower() == ".npy":
+        return read_npy_mask(path)
     image = _open(path)
     if image.mode in ("L", "P", "1") or image.mode in _SIXTEEN_BIT_MODES:
         return torch.from_numpy(np.asarray(image, dtype=np.int64).copy())
@@ -221,6 +224,14 @@ def read_mask(
         f"{path}: unsupported mask mode {image.mode!r}; save masks as 8-bit grayscale or palette "
         "PNGs holding class ids"
     )
+
+
+def read_npy_mask(path: Path) -> Tensor:
+    """A `.npy` label map (H x W integers), beside `.npy` images."""
+    array = bands.read_array(path, check_pixel_count)
+    if array is None or array.shape[2] != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f"{path}: a .npy mask must be an H x W array of integer class ids")
+    return torch.from_numpy(array[..., 0].astype(np.int64))
 
 
 def colour_mask_to_ids(
