@@ -127,6 +127,7 @@ def test_the_registry_is_a_leaf():
 #: errors.py is the leaf under the leaves: any of them may raise the project's error types.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("fcnseg", "fcnseg.cli"),
+    ("fcnseg.api",),
     ("fcnseg.serve", "fcnseg.report"),
     ("fcnseg.engine",),
     ("fcnseg.inference",),

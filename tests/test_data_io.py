@@ -40,10 +40,14 @@ def test_grayscale_becomes_three_equal_channels(tmp_path):
     assert all(torch.equal(image[c], torch.from_numpy(gray)) for c in range(3))
 
 
-def test_sixteen_bit_image_scaled_to_eight_bits(tmp_path):
-    values = np.array([[0, 256, 65535]], dtype=np.uint16)
+def test_sixteen_bit_image_kept_at_full_depth(tmp_path):
+    # No bit shift (the old rule, value >> 8, made 256 and 300 equal): divided by 65535.
+    values = np.array([[0, 256, 300, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "d.png")
-    assert read_image(tmp_path / "d.png")[0].tolist() == [[0, 1, 255]]
+    image = read_image(tmp_path / "d.png")
+    assert image.dtype == torch.float32 and image.shape == (3, 1, 4)
+    expected = torch.tensor(values / 65535.0, dtype=torch.float32)
+    assert torch.equal(image[0], expected) and torch.equal(image[2], expected)
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -49,14 +49,14 @@ def test_fcn_rows_keep_their_names_and_paper_stages():
 
 def test_options_are_the_shell_options_plus_the_heads_own():
     shell = {"encoder", "pretrained", "encoder_weights", "output_stride", "timm_name"}
-    shell.add("input_scale")
+    shell |= {"input_scale", "in_channels", "normalization"}
     assert accepted_options("fcn8s_resnet18") == shell | {"variant", "head_channels", "upsample"}
     assert accepted_options("fpnlite_resnet18") == shell | {"pyramid_channels"}
     assert [p.name for p in head_options(HEADS["fpnlite"].head)] == ["pyramid_channels"]
     with pytest.raises(ModelOptionError, match="unknown key 'variant' for model 'fpnlite_"):
         check_model_options("fpnlite_resnet18", {"variant": "fcn8s"})
     parameters = inspect.signature(build_fcn).parameters
-    assert parameters["variant"].default == "fcn8s" and parameters["pretrained"].default is True
+    assert parameters["variant"].default == "fcn8s" and parameters["pretrained"].default is False
 
 
 def test_the_builder_names_the_model_in_its_errors():

@@ -25,10 +25,10 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -74,9 +74,14 @@ def _output_names(output: ModelOutput) -> list[str]:
 
 
 def _metadata(
-    model: nn.Module, classes: Sequence[str] | None, normalization: str | None, heads: list[str]
+    model: nn.Module,
+    classes: Sequence[str] | None,
+    normalization: str | None,
+    heads: list[str],
+    stats: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """What a deployed file must carry so that predict needs nothing but the file."""
+    """What a deployed file must carry so that predict needs nothing but the file; the
+    normalisation also as numbers (default: the preset's), for runtimes outside fcnseg."""
     from fcnseg.version import __version__
 
     if normalization is None:
@@ -86,9 +91,13 @@ def _metadata(
                 f"{type(model).__name__} does not declare `normalization`; pass normalization="
             )
         normalization = str(model.normalization)
+    from fcnseg.data.normalization import stored_numbers
+
+    stats = stored_numbers(normalization) if stats is None else dict(stats)
     return {
         "fcnseg_version": __version__,
         "normalization": normalization,
+        "normalization_stats": json.dumps(stats),
         "classes": json.dumps(list(classes) if classes is not None else None),
         "heads": json.dumps(heads if heads != [DEFAULT_OUTPUT_NAME] else None),
         "model_name": type(model).__name__,
@@ -250,6 +259,7 @@ def export_onnx(
     *,
     classes: Sequence[str] | None = None,
     normalization: str | None = None,
+    normalization_stats: Mapping[str, Any] | None = None,
     example_size: tuple[int, int] = DEFAULT_EXAMPLE_SIZE,
     check_sizes: Sequence[tuple[int, int]] | None = None,
 ) -> Path:
@@ -260,7 +270,8 @@ def export_onnx(
             then runs at DEFAULT_CHECK_SIZES. With dynamic=False the graph is fixed to
             `example_size` and checked there only.
         classes, normalization: stored in metadata_props (default: the model's attributes
-            `classes` and `normalization`), so a deployed .onnx is self-describing.
+            `classes` and `normalization`), so a deployed .onnx is self-describing;
+            `normalization_stats` ({mean, std} per channel) default the preset's numbers.
         check_sizes: overrides the verification sizes; an empty list skips verification.
 
     The model is put in eval mode on the CPU in float32 (export and check run there). Returns
@@ -281,7 +292,9 @@ def export_onnx(
     def write_checked(temp: Path) -> None:
         # The check runs on the temporary file, so a failing export never reaches `path`.
         _trace_onnx(model, example, temp, heads, dynamic_axes, opset)
-        _add_metadata_props(temp, _metadata(model, classes, normalization, heads))
+        _add_metadata_props(
+            temp, _metadata(model, classes, normalization, heads, normalization_stats)
+        )
         if sizes:
             verify_export(model, OnnxRuntimeModel(temp), sizes)
 
@@ -298,6 +311,7 @@ def export_torchscript(
     method: Literal["auto", "script", "trace"] = "auto",
     classes: Sequence[str] | None = None,
     normalization: str | None = None,
+    normalization_stats: Mapping[str, Any] | None = None,
     example_size: tuple[int, int] = DEFAULT_EXAMPLE_SIZE,
     check_sizes: Sequence[tuple[int, int]] = DEFAULT_CHECK_SIZES,
 ) -> Path:
@@ -311,7 +325,7 @@ def export_torchscript(
     path = Path(path)
     model, example, heads = _prepare(model, example_size)
     methods = ["script", "trace"] if method == "auto" else [method]
-    metadata = json.dumps(_metadata(model, classes, normalization, heads))
+    metadata = json.dumps(_metadata(model, classes, normalization, heads, normalization_stats))
     failures: list[str] = []
     for how in methods:
         try:

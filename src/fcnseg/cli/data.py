@@ -1,4 +1,5 @@
-"""`fcnseg data check`: scan a dataset for problems (exit 1 when it has some);
+"""`fcnseg data check`: scan a dataset for problems (exit 1 when it has some; with
+`--channels N`, each band's mean and std: the normalisation an N-band model trains with);
 `fcnseg data convert`: write any format as the `folder` layout (index masks + classes.yaml)."""
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check = commands.add_parser("check", help="scan a dataset for problems")
     _add_dataset_arguments(check)
     check.add_argument("--splits", nargs="+", default=None)
+    check.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help="decode images to this many bands (a model's in_channels) and print each band's "
+        "mean and std on the first split: the numbers training stores",
+    )
     convert = commands.add_parser(
         "convert", help="write a dataset as images/ + index masks/ + classes.yaml (folder format)"
     )
@@ -91,6 +99,13 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.data.check import check_dataset, format_report
 
     kwargs = {"splits": args.splits} if args.splits else {}
-    report = check_dataset(args.root, args.format, **kwargs, **keywords)
+    report = check_dataset(
+        args.root, args.format, channels=args.channels or 3, **kwargs, **keywords
+    )
     print(format_report(report))
-    return 0 if getattr(report, "ok", True) else 1
+    ok = getattr(report, "ok", True)
+    if args.channels and ok:
+        from fcnseg.data.stats import describe_channel_statistics
+
+        print(describe_channel_statistics(args.root, args.format, args.splits, args.channels))
+    return 0 if ok else 1

@@ -43,6 +43,9 @@ class ModelConfig:
     #: Initialise from these weights (.safetensors or .pt): every tensor with the same name and
     #: shape is copied (fine-tuning; the paper's FCN-16s-from-FCN-32s stage-wise training).
     init: str | None = None
+    #: Image channels (bands) the model takes; null: the model's own (3). Another count adapts
+    #: the encoder's first layer (docs: "Any number of bands") and normalises per channel.
+    in_channels: int | None = None
 
 
 @dataclass

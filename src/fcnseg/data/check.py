@@ -197,10 +197,14 @@ def _header(path: Path) -> tuple[tuple[int, int], int] | None:
     unreadable or over the cap."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return None
+    from fcnseg.data.bands import header_size  # TIFF (any bands) and .npy headers
+
     previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        with Image.open(path) as image:
-            size, orientation = image.size, orientation_of(image)
+        size, orientation = header_size(path), 1  # TIFF / .npy: no EXIF orientation
+        if size is None:
+            with Image.open(path) as image:
+                size, orientation = image.size, orientation_of(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(
             f"{path}: not a readable image ({type(error).__name__}); re-export or re-download "
@@ -325,9 +329,11 @@ def check_dataset(
     root: str | Path | None,
     format: str,
     splits: str | list[str] | tuple[str, ...] | None = None,
+    channels: int = 3,
     **dataset_kwargs,
 ) -> CheckReport:
     """Scan `splits` (default: train and val) of the dataset at `root`; never raises DataError.
+    Images are decoded to `channels` bands (a model's `in_channels`; 8 for 8-band TIFFs).
 
     Problems that stop a split from being listed at all (missing root, list file) and problems
     of single files (corrupt, wrong size, unknown labels) all end up in `report.problems`.
@@ -343,6 +349,7 @@ def check_dataset(
             report.problems.append(f"[{split}] {error}")
             continue
         report.splits[split] = len(dataset)
+        dataset.image_channels = channels
         problems, per_head = scan_heads(dataset)
         report.problems += [f"[{split}] {p}" for p in problems]
         primary = primary_head_name(per_head)

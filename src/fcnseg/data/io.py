@@ -4,11 +4,19 @@ Every loader goes through `read_image` / `read_mask`, so the same rules apply to
 
 - Images: EXIF orientation is applied (a phone photo shows up as the user saw it); RGBA and
   LA lose their alpha channel (composited on black, i.e. alpha dropped); grayscale, palette,
-  CMYK and YCbCr become 3-channel RGB; 16-bit images are scaled to 8 bits (value >> 8).
+  CMYK and YCbCr become 3-channel RGB for a 3-channel model (1-channel models get grayscale).
+- Any number of bands, any bit depth (`read_image`, rules in `image_values`): 8-bit data stays
+  uint8 0-255; other integer data (16-bit PNG, 16-bit TIFF) becomes float32 divided by the
+  largest value of its dtype (65535 for 16-bit), with no bit shifting, so 12-bit data in a
+  16-bit file keeps all its levels (values up to 4095/65535, which the per-channel statistics
+  stored with the weights then normalise); float data (float32 TIFF, .npy) is kept as it is.
+  Multi-band and tiled TIFFs are read with tifffile, NumPy `.npy` files with numpy (H x W or
+  H x W x C). Pillow reads 16-bit colour PNGs as 8 bits; fcnseg warns once and suggests TIFF.
 - Masks: 8-bit grayscale ("L") and palette ("P") PNGs hold class ids directly (a VOC palette
   PNG's pixel *index* is the class id, the colours are only for display); 16-bit masks are
   accepted as they are, provided their values are in range; colour (RGB) masks are mapped to
-  ids through a palette when the caller gives one, otherwise they are an error.
+  ids through a palette when the caller gives one, otherwise they are an error; `.npy` masks
+  are H x W integer arrays of class ids.
 - A file that cannot be decoded (corrupt, truncated, not an image) raises a one-line
   `DataError` naming the file and the fix, never a PIL traceback.
 - EXIF orientation: masks get theirs applied too, each file by its own tag; a pair whose tags
@@ -26,10 +34,20 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from fcnseg.data import bands
 from fcnseg.data.datasets.base import DataError
 
 #: Image suffixes the folder-style loaders accept (lower case).
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".npy",
+)
 #: Environment variable that overrides the data directory (`../shared/data` from the repo root).
 DATA_DIR_ENV: str = "FCNSEG_DATA"
 #: Environment variable that overrides MAX_PIXELS (e.g. for gigapixel aerial tiles).
@@ -118,7 +136,9 @@ def _open(path: Path) -> Image.Image:
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Convert any PIL mode to an H x W x 3 uint8 array (see the module docstring)."""
+    """Convert any PIL mode to an H x W x 3 uint8 array: the 8-bit RGB view of an upload
+    (`fcnseg serve`); 16-bit greyscale keeps its high byte here only. Training and prediction
+    decode through `read_image`, which keeps every level."""
     if image.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image, dtype=np.int64)
         values = np.clip(values >> _BITS_16_TO_8, 0, 255).astype(np.uint8)
@@ -133,11 +153,45 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def read_image(path: str | Path) -> Tensor:
-    """Decode an image file to a uint8 RGB tensor 3 x H x W."""
-    array = to_rgb_array(_open(Path(path)))
-    # The transpose makes ascontiguousarray copy, so the tensor owns writable memory.
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+def pil_values(image: Image.Image, channels: int | None, source: str | Path) -> np.ndarray:
+    """A decoded Pillow image as H x W x C values with `channels` bands (alpha dropped;
+    greyscale repeated for RGB; colour made greyscale, ITU-R 601 luma, for 1 channel)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, np.iinfo(np.uint16).max)
+        values = bands.image_values(wide.astype(np.uint16)[..., None], source)
+        return bands.match_channels(values, channels, source)
+    if image.mode == "F":
+        values = bands.image_values(np.asarray(image)[..., None], source)
+        return bands.match_channels(values, channels, source)
+    if channels == 1 or (channels is None and image.mode in ("L", "1")):
+        if image.mode in ("LA", "RGBA", "PA"):
+            image = image.convert("RGB")
+        return np.asarray(image.convert("L"))[..., None]
+    return bands.match_channels(to_rgb_array(image), channels, source)
+
+
+def read_values(path: str | Path, channels: int | None = 3) -> np.ndarray:
+    """H x W x C values of an image file (rules in the module docstring) with `channels`
+    bands (None: the file's own)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found; check the dataset root and list files")
+    raw = bands.read_array(path, check_pixel_count)
+    if raw is not None:
+        return bands.match_channels(bands.image_values(raw, path), channels, path)
+    bands.warn_if_wide_colour_png(path)
+    return pil_values(_open(path), channels, path)
+
+
+def read_image(path: str | Path, channels: int | None = 3) -> Tensor:
+    """Decode an image file to a C x H x W tensor with `channels` channels (None: the file's).
+
+    uint8 for 8-bit data, float32 on the [0, 1] scale otherwise (see `bands.image_values`). A
+    band count that cannot become `channels` is a one-line DataError naming the file and fix.
+    """
+    array = read_values(path, channels)
+    # One C-ordered copy, so the tensor owns writable memory (Pillow's arrays are read-only).
+    return torch.from_numpy(np.array(array.transpose(2, 0, 1), order="C"))
 
 
 def read_mask(
@@ -154,6 +208,8 @@ def read_mask(
         ignore_index: label given to unlabelled (black) pixels of a colour mask.
     """
     path = Path(path)
+    if path.suffix.lower() == ".npy":
+        return read_npy_mask(path)
     image = _open(path)
     if image.mode in ("L", "P", "1") or image.mode in _SIXTEEN_BIT_MODES:
         return torch.from_numpy(np.asarray(image, dtype=np.int64).copy())
@@ -170,6 +226,14 @@ def read_mask(
         f"{path}: unsupported mask mode {image.mode!r}; save masks as 8-bit grayscale or palette "
         "PNGs holding class ids"
     )
+
+
+def read_npy_mask(path: Path) -> Tensor:
+    """A `.npy` label map (H x W integers), beside `.npy` images."""
+    array = bands.read_array(path, check_pixel_count)
+    if array is None or array.shape[2] != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f"{path}: a .npy mask must be an H x W array of integer class ids")
+    return torch.from_numpy(array[..., 0].astype(np.int64))
 
 
 def colour_mask_to_ids(

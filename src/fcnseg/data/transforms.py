@@ -11,6 +11,8 @@ Normalisation presets (the `normalization` attribute of every fcnseg model names
 - "imagenet": RGB in [0, 1], minus the ImageNet mean, divided by its std (torchvision/timm).
 - "tf_lite": RGB in [0, 1], minus 0.5, divided by 0.5 (TensorFlow EfficientNet-Lite weights).
 - "caffe_bgr": BGR in [0, 255] minus the Caffe VGG mean pixel (the original FCN release).
+Each preset is an alias of per-channel numbers; other inputs (1 or N bands) are normalised by
+numbers measured on their training data (fcnseg.data.normalization states the rule).
 """
 
 from __future__ import annotations
@@ -21,59 +23,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fcnseg.constants import (
-    CAFFE_MEAN_BGR,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TF_LITE_MEAN,
-    TF_LITE_STD,
-    VOC_IGNORE_INDEX,
-)
+from fcnseg.constants import VOC_IGNORE_INDEX
+from fcnseg.data import normalization as numbers
+from fcnseg.data.normalization import Normalization, as_float01
 
-PRESETS: tuple[str, ...] = ("imagenet", "tf_lite", "caffe_bgr")
+PRESETS: tuple[str, ...] = tuple(numbers.PRESETS)
 _UINT8_MAX = 255.0
+#: What `normalize` accepts: a preset name, numbers, or their JSON form {mean, std}.
+NormalizationSpec = str | Normalization | dict
 
 
-def _check_preset(preset: str) -> None:
-    if preset not in PRESETS:
-        raise ValueError(f"normalization preset {preset!r} is unknown; use one of {PRESETS}")
+def _check_preset(preset: NormalizationSpec) -> Normalization:
+    return numbers.resolve(preset)
 
 
 def _as_float01(image: Tensor) -> Tensor:
     """uint8 0-255 -> float 0-1; a float image is taken to be 0-1 already."""
-    if image.dtype == torch.uint8:
-        return image.float() / _UINT8_MAX
-    return image.float()
+    return as_float01(image)
 
 
-def _channel_view(values: Sequence[float], like: Tensor) -> Tensor:
-    shape = (3,) + (1,) * 2
-    return torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
+def normalize(image: Tensor, preset: NormalizationSpec) -> Tensor:
+    """Normalise an image (uint8 0-255 or float 0-1; CxHxW or NxCxHxW) for a model: a preset
+    name or per-channel numbers (fcnseg.data.normalization states the rule)."""
+    return numbers.resolve(preset).apply(image)
 
 
-def normalize(image: Tensor, preset: str) -> Tensor:
-    """Normalise an RGB image (uint8 0-255 or float 0-1; 3xHxW or Nx3xHxW) for a model."""
-    _check_preset(preset)
-    x = _as_float01(image)
-    if preset == "imagenet":
-        return (x - _channel_view(IMAGENET_MEAN, x)) / _channel_view(IMAGENET_STD, x)
-    if preset == "tf_lite":
-        return (x - _channel_view(TF_LITE_MEAN, x)) / _channel_view(TF_LITE_STD, x)
-    bgr = x.flip(-3) * _UINT8_MAX
-    return bgr - _channel_view(CAFFE_MEAN_BGR, bgr)
-
-
-def denormalize(image: Tensor, preset: str, as_uint8: bool = False) -> Tensor:
-    """Invert `normalize`: RGB in [0, 1] (or uint8 0-255 with `as_uint8`), for overlays."""
-    _check_preset(preset)
-    x = image.float()
-    if preset == "imagenet":
-        rgb = x * _channel_view(IMAGENET_STD, x) + _channel_view(IMAGENET_MEAN, x)
-    elif preset == "tf_lite":
-        rgb = x * _channel_view(TF_LITE_STD, x) + _channel_view(TF_LITE_MEAN, x)
-    else:
-        rgb = ((x + _channel_view(CAFFE_MEAN_BGR, x)) / _UINT8_MAX).flip(-3)
-    rgb = rgb.clamp(0.0, 1.0)
+def denormalize(image: Tensor, preset: NormalizationSpec, as_uint8: bool = False) -> Tensor:
+    """Invert `normalize`: values in [0, 1] (or uint8 0-255 with `as_uint8`), for overlays."""
+    rgb = numbers.resolve(preset).invert(image).clamp(0.0, 1.0)
     if as_uint8:
         return (rgb * _UINT8_MAX).round().to(torch.uint8)
     return rgb
@@ -226,6 +203,10 @@ class ColorJitter:
         return 1.0 + self.strength * (2.0 * torch.rand(()).item() - 1.0)
 
     def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        if image.shape[-3] != 3:
+            raise ValueError(
+                f"ColorJitter needs RGB images, got {image.shape[-3]} channels; set data.jitter=0"
+            )
         x = _as_float01(image)
         x = x * self._factor()
         gray = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
@@ -251,19 +232,19 @@ class ToFloat:
 class Normalize:
     """Apply `normalize(image, preset)`; the mask passes through as int64."""
 
-    def __init__(self, preset: str) -> None:
-        _check_preset(preset)
+    def __init__(self, preset: NormalizationSpec) -> None:
+        self.numbers = _check_preset(preset)
         self.preset = preset
 
     def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        return normalize(image, self.preset), mask.long()
+        return self.numbers.apply(image), mask.long()
 
     def __repr__(self) -> str:
-        return f"Normalize({self.preset!r})"
+        return f"Normalize({self.numbers.name!r})"
 
 
 def train_transform(
-    preset: str,
+    preset: NormalizationSpec,
     crop_size: tuple[int, int] | None = None,
     scale_range: tuple[float, float] | None = (0.5, 2.0),
     hflip: bool = True,
@@ -305,7 +286,7 @@ def train_transform(
     return Compose(steps)
 
 
-def eval_transform(preset: str, size: tuple[int, int] | None = None) -> Compose:
+def eval_transform(preset: NormalizationSpec, size: tuple[int, int] | None = None) -> Compose:
     """Evaluation pipeline: optional resize to `size` (nearest for the mask), then normalise."""
     steps: list = []
     if size is not None:

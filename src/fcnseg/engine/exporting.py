@@ -47,6 +47,7 @@ def export_trained(
         out,
         classes=loaded.metadata["classes"],
         normalization=loaded.metadata["normalization"],
+        normalization_stats=input_numbers(loaded.metadata).as_dict(),
     )
     return out
 
@@ -75,7 +76,7 @@ def export_int8(
     loaded = load_model(weights, checkpoint, run)
     images, source = quantize.calibration_images(
         calibrate,
-        loaded.metadata["normalization"],
+        input_numbers(loaded.metadata),
         data_format=data_format,
         split=split,
         count=quantize.DEFAULT_CALIBRATION_IMAGES if count is None else count,
@@ -83,3 +84,13 @@ def export_int8(
     return quantize.quantize_int8(
         loaded.model, loaded.source, images, calibration_source=source, out=out, log=log
     )
+
+
+def input_numbers(metadata: Any) -> Any:
+    """The normalisation numbers of a model's metadata: a `WeightsMetadata`'s stored ones (or
+    its preset's); a plain mapping names a preset."""
+    from fcnseg.data.normalization import resolve
+
+    if hasattr(metadata, "input_normalization"):
+        return metadata.input_normalization()
+    return resolve(metadata["normalization"])

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from fcnseg.data.normalization import PRESETS, Normalization, from_numbers
 from fcnseg.errors import WeightsError
 from fcnseg.inference.spec import (
     MAX_FORWARD_PIXELS,
@@ -88,6 +89,15 @@ class WeightsMetadata(Mapping[str, Any]):
     #: The training recipe stored with the weights, when there is one.
     recipe: Mapping[str, Any] | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: The normalisation as numbers ("normalization_stats"); None in files written before
+    #: they were stored, whose preset name stands for them (see `input_normalization`).
+    normalization_stats: Normalization | None = None
+
+    def input_normalization(self) -> Normalization:
+        """The numbers inputs are normalised with: stored ones, else the preset's."""
+        if self.normalization_stats is not None:
+            return self.normalization_stats
+        return PRESETS[self.normalization]
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON object as read from the file (a copy): what a writer stores back."""
@@ -196,7 +206,8 @@ def validate_weights_metadata(meta: Any, source: object) -> WeightsMetadata:
 
     Required: model (string), num_classes (1..10000), classes (that many strings), palette (that
     many [r, g, b] with 0..255), normalization (a known preset). Optional, checked when present:
-    model_options (a mapping of plain JSON values), ignore_index (int), data_format (string),
+    model_options (a mapping of plain JSON values), normalization_stats ({mean, std} per
+    channel; required for "per_channel"), ignore_index (int), data_format (string),
     inference ({mode, options} within InferenceSpec's bounds), config (mapping).
     """
     from fcnseg.models.protocol import NORMALIZATIONS
@@ -219,6 +230,7 @@ def validate_weights_metadata(meta: Any, source: object) -> WeightsMetadata:
             f"{short(meta.get('normalization'))} is not one of {', '.join(NORMALIZATIONS)}",
         )
     options = _model_options(meta, fail)
+    stats = _normalization_stats(meta, fail)
     ignore_index = meta.get("ignore_index")
     if "ignore_index" in meta and not (is_int(ignore_index) and -1 <= ignore_index <= 65535):
         fail("ignore_index", f"expected a whole number in -1..65535, got {short(ignore_index)}")
@@ -238,4 +250,18 @@ def validate_weights_metadata(meta: Any, source: object) -> WeightsMetadata:
         inference=_inference(meta, fail, source),
         recipe=recipe,
         raw=MappingProxyType(dict(meta)),
+        normalization_stats=stats,
     )
+
+
+def _normalization_stats(meta: dict[str, Any], fail: Fail) -> Normalization | None:
+    """The stored numbers ({mean, std, channel_order?}); required for "per_channel" inputs."""
+    stored = meta.get("normalization_stats")
+    if stored is None:
+        if meta["normalization"] not in PRESETS:
+            fail("normalization_stats", f"{meta['normalization']!r} inputs need stored numbers")
+        return None
+    try:
+        return from_numbers(stored, meta["normalization"])
+    except ValueError as error:
+        fail("normalization_stats", str(error))

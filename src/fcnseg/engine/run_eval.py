@@ -112,8 +112,9 @@ def eval_split(
         root,
         split,
         options,
-        normalization=loaded.metadata.normalization,
+        normalization=loaded.metadata.input_normalization(),
         size=size,
+        channels=int(loaded.model.in_channels),
     )
     return dataset, data_format, split
 

@@ -137,11 +137,10 @@ class InferenceSession:
         return self.runtime.runnable
 
     def normalize(self, images: Sequence[Tensor] | Tensor) -> Tensor:
-        """uint8 C x H x W images (one size) as the normalised float batch the model takes."""
-        from fcnseg.data.transforms import normalize
-
-        preset = self.metadata.normalization
-        batch = torch.stack([normalize(image, preset) for image in images])
+        """C x H x W images (one size; uint8 0-255 or float 0-1) as the normalised float batch
+        the model takes, by the numbers stored with the weights (or their preset's)."""
+        numbers = self.metadata.input_normalization()
+        batch = torch.stack([numbers.apply(image) for image in images])
         return batch.to(self.device)
 
     def head_logits(self, batch: Tensor) -> Tensor | dict[str, Tensor]:

@@ -21,8 +21,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fcnseg.config import Config, eval_options
+from fcnseg.data.normalization import Normalization
 from fcnseg.data.roots import resolve_data_root
 from fcnseg.engine.checkpoint import load_checkpoint, load_weights, unwrap, weights_metadata
+from fcnseg.engine.init_report import InitReport
 from fcnseg.engine.optim import build_optimizer
 from fcnseg.errors import RecipeError
 from fcnseg.losses import DistillationLoss, PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
@@ -70,9 +72,10 @@ def prepare_training(
         model = build_training_model(config, num_classes)
     else:
         check_model_contract(model, "the model passed to train()")
-    attach_transforms(config, model.normalization, train_set, val_set)
+    numbers = input_numbers(config, unwrap(model), train_set, val_set)
+    attach_transforms(config, numbers, train_set, val_set)
     if config.model.init and initialise:
-        initialise_from(model, config.model.init)
+        print(initialise_from(model, config.model.init).summary(), flush=True)
     model.to(device)
     criterion = build_criterion(config, train_set, num_classes).to(device)
     distillation = build_distillation(config, model, num_classes, device)
@@ -83,7 +86,7 @@ def prepare_training(
         val_set=val_set,
         criterion=criterion,
         optimizer=optimizer,
-        metadata=model_metadata(config, model, train_set),
+        metadata=model_metadata(config, model, train_set, numbers),
         distillation=distillation,
     )
 
@@ -122,8 +125,9 @@ def build_eval_dataset(
     split: str,
     options: Mapping[str, Any],
     *,
-    normalization: str | None = None,
+    normalization: str | Normalization | None = None,
     size: Sequence[int] | None = None,
+    channels: int = 3,
 ) -> Dataset:
     """An evaluation split: validation during training, `fcnseg eval`, the demo's inputs.
 
@@ -131,7 +135,7 @@ def build_eval_dataset(
     options with its `val_options` on top (config.eval_options). With `normalization` the
     evaluation transform (optional resize to `size`, then normalise) is attached; without,
     the dataset has none yet (training attaches it once the model is known) and returns raw
-    uint8 images from `load`.
+    uint8 images from `load`. `channels`: the bands the model takes (read_image's).
     """
     from fcnseg.data.datasets.registry import build_dataset
     from fcnseg.data.transforms import eval_transform
@@ -139,10 +143,36 @@ def build_eval_dataset(
     transform = None
     if normalization is not None:
         transform = eval_transform(normalization, tuple(size) if size else None)  # type: ignore[arg-type]
-    return build_dataset(data_format, root, split, transform=transform, **options)
+    dataset = build_dataset(data_format, root, split, transform=transform, **options)
+    if hasattr(dataset, "image_channels"):
+        dataset.image_channels = channels  # the model's bands (see SegmentationDataset)
+    return dataset
 
 
-def attach_transforms(config: Config, normalization: str, train_set: Any, val_set: Any) -> None:
+def input_numbers(config: Config, model: nn.Module, train_set: Any, val_set: Any) -> Normalization:
+    """The normalisation numbers of training: the model's preset, or per-channel statistics of
+    the training set for "per_channel" (1- or N-band) models; datasets are told the model's
+    channel count first. Colour jitter on other than RGB is a one-line recipe error."""
+    from fcnseg.data.normalization import PRESETS
+    from fcnseg.data.stats import channel_statistics
+
+    channels = int(model.in_channels)
+    if config.data.jitter > 0 and channels != 3:
+        raise RecipeError(
+            f"data.jitter={config.data.jitter}: colour jitter needs RGB images but the model "
+            f"takes {channels} channel(s); set data.jitter=0"
+        )
+    for dataset in (train_set, val_set):
+        if dataset is not None and hasattr(dataset, "image_channels"):
+            dataset.image_channels = channels
+    if model.normalization in PRESETS:
+        return PRESETS[model.normalization]
+    return channel_statistics(train_set)
+
+
+def attach_transforms(
+    config: Config, normalization: str | Normalization, train_set: Any, val_set: Any
+) -> None:
     """Give datasets built without a transform the recipe's train/eval pipelines."""
     from fcnseg.data.transforms import eval_transform, train_transform
 
@@ -201,19 +231,32 @@ def build_distillation(
 
 
 # -------------------------------------------------------------------------------- model
+def recipe_model_options(config: Config) -> dict[str, Any]:
+    """`model.options` with `model.in_channels` folded in (stored with the weights, so loading
+    rebuilds the same stem)."""
+    options = dict(config.model.options)
+    channels = config.model.in_channels
+    if channels is not None:
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise RecipeError(f"model.in_channels: a whole number >= 1, got {channels!r}")
+        options["in_channels"] = channels
+    return options
+
+
 def build_training_model(config: Config, num_classes: int) -> nn.Module:
     """The registry model the recipe names, with its encoder's pretrained weights if asked."""
     return build_model(
         config.model.name,
         num_classes,
         pretrained=config.model.pretrained,
-        **config.model.options,
+        **recipe_model_options(config),
     )
 
 
-def initialise_from(model: nn.Module, source: str) -> None:
+def initialise_from(model: nn.Module, source: str) -> InitReport:
     """Copy every same-named, same-shaped tensor from weights/checkpoint `source` (fine-tuning,
-    or the paper's stage-wise init of FCN-16s from FCN-32s)."""
+    or the paper's stage-wise init of FCN-16s from FCN-32s); the report says what was copied,
+    what kept its fresh initialisation and what in the file was skipped."""
     path = Path(source)
     if not path.is_file():
         # Runs before the run directory is made, so a later stage (FCN-16s from FCN-32s,
@@ -227,23 +270,32 @@ def initialise_from(model: nn.Module, source: str) -> None:
     else:
         tensors = load_checkpoint(path)["model"]
     own = model.state_dict()
-    matched = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
-    if not matched:
+    report = InitReport.compare(str(source), own, tensors)
+    if not report.copied:
         raise RecipeError(f"model.init {source}: no tensor matches this model; check model.name")
-    model.load_state_dict(matched, strict=False)
+    model.load_state_dict({key: tensors[key] for key in report.copied}, strict=False)
+    return report
 
 
-def model_metadata(config: Config, model: nn.Module, dataset: Any) -> dict[str, Any]:
-    """What the run's weights file needs to be used on its own (see checkpoint.weights_metadata)."""
+def model_metadata(
+    config: Config, model: nn.Module, dataset: Any, numbers: Normalization | None = None
+) -> dict[str, Any]:
+    """What the run's weights file needs to be used on its own (see checkpoint.weights_metadata):
+    the normalisation by name and as numbers (`numbers`, default the model's preset's)."""
+    from fcnseg.data.normalization import resolve
+
+    name = unwrap(model).normalization
+    numbers = numbers if numbers is not None else resolve(name)
     return weights_metadata(
         config.model.name,
-        config.model.options,
+        recipe_model_options(config),
         num_classes=dataset.num_classes,
         classes=dataset.classes,
         palette=dataset.palette,
-        normalization=unwrap(model).normalization,
+        normalization=name,
         ignore_index=dataset.ignore_index,
         data_format=config.data.format,
+        normalization_stats=numbers.as_dict(),
     )
 
 

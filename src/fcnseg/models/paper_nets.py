@@ -39,6 +39,7 @@ from fcnseg.models.paper_fcn import (
 from fcnseg.models.protocol import UpsampleMode, fcn_variant
 from fcnseg.models.registry import register_model
 from fcnseg.models.surgery import load_classifier_weights
+from fcnseg.models.weights import adapt_input_channels
 
 
 def _fc_head(
@@ -101,6 +102,17 @@ def _finish(
     return model
 
 
+def _with_channels(model: PaperFCN, in_channels: int) -> PaperFCN:
+    """`model` taking `in_channels` image channels: conv1 adapted after its weights are loaded
+    (models.weights.adapted_first_layer_weight) and, for other than 3, "per_channel" inputs
+    (an RGB preset has no numbers for the other bands)."""
+    if in_channels != 3:
+        adapt_input_channels(model.encoder, in_channels)
+        model.normalization = "per_channel"
+    model.in_channels = in_channels
+    return model
+
+
 def _check_variant(variant: str) -> tuple[str, ...]:
     return VARIANT_SKIPS[fcn_variant(variant, PAPER_VARIANTS)]
 
@@ -116,6 +128,7 @@ def fcn_vgg16(
     pretrained: bool | str = False,
     normalization: str = "imagenet",
     width_divisor: int = 1,
+    in_channels: int = 3,
 ) -> PaperFCN:
     """VGG16 FCN-32s/16s/8s (paper Table 2/3) as in the authors' Caffe release.
 
@@ -130,6 +143,7 @@ def fcn_vgg16(
         normalization: input preset the weights expect: "imagenet" for torchvision weights,
             "caffe_bgr" for weights converted from the Caffe release.
         width_divisor: divide every width (tests: same geometry, little compute).
+        in_channels: image channels; conv1 is adapted (models.weights states the rule).
     """
     skips = _check_variant(variant)
     encoder = vgg16_encoder(padded=padded, width_divisor=width_divisor)
@@ -145,7 +159,7 @@ def fcn_vgg16(
         fc_sources={"fc6": "classifier.0", "fc7": "classifier.3"},
         normalization=normalization,
     )
-    return _finish(model, encoder_weights, pretrained, VGG16_WEIGHTS)
+    return _with_channels(_finish(model, encoder_weights, pretrained, VGG16_WEIGHTS), in_channels)
 
 
 def fcn32s_alexnet(
@@ -156,6 +170,7 @@ def fcn32s_alexnet(
     pretrained: bool | str = False,
     normalization: str = "imagenet",
     width_divisor: int = 1,
+    in_channels: int = 3,
 ) -> PaperFCN:
     """AlexNet FCN-32s (paper Table 1) on torchvision's AlexNet, fc6 as a 6x6 convolution."""
     encoder, fc6_kernel = alexnet_encoder(width_divisor=width_divisor)
@@ -169,7 +184,7 @@ def fcn32s_alexnet(
         fc_sources={"fc6": "classifier.1", "fc7": "classifier.4"},
         normalization=normalization,
     )
-    return _finish(model, encoder_weights, pretrained, ALEXNET_WEIGHTS)
+    return _with_channels(_finish(model, encoder_weights, pretrained, ALEXNET_WEIGHTS), in_channels)
 
 
 def fcn32s_caffenet(
@@ -179,6 +194,7 @@ def fcn32s_caffenet(
     pretrained: bool | str = False,
     normalization: str = "caffe_bgr",
     width_divisor: int = 1,
+    in_channels: int = 3,
 ) -> PaperFCN:
     """AlexNet FCN-32s exactly as the release's voc-fcn-alexnet (CaffeNet layout, 6x6 fc6).
 
@@ -199,9 +215,10 @@ def fcn32s_caffenet(
         warnings.warn("no CaffeNet ImageNet weights; the encoder starts random", stacklevel=2)
     encoder = caffenet_encoder(width_divisor=width_divisor)
     head, width = _fc_head(encoder.channels[DEEPEST], CAFFENET_FC6_KERNEL, False, width_divisor)
-    return PaperFCN(
+    model = PaperFCN(
         encoder, head, width, num_classes, upsample=upsample, normalization=normalization
     )
+    return _with_channels(model, in_channels)
 
 
 def fcn32s_googlenet(
@@ -213,6 +230,7 @@ def fcn32s_googlenet(
     pretrained: bool | str = False,
     normalization: str = "tf_lite",
     width_divisor: int = 1,
+    in_channels: int = 3,
 ) -> PaperFCN:
     """GoogLeNet FCN-32s (paper Table 1): score the last inception output, no average pooling.
 
@@ -229,7 +247,8 @@ def fcn32s_googlenet(
         upsample=upsample,
         normalization=normalization,
     )
-    return _finish(model, encoder_weights, pretrained, GOOGLENET_WEIGHTS)
+    model = _finish(model, encoder_weights, pretrained, GOOGLENET_WEIGHTS)
+    return _with_channels(model, in_channels)
 
 
 def _torchvision_weights_cached(enum_name: str):

@@ -30,11 +30,13 @@ _SUPPLIED_BY_SHELL: tuple[str, ...] = ("channels", "strides", "num_classes")
 def _shell_options(
     *,
     encoder: str,
-    pretrained: Pretrained = True,
+    pretrained: Pretrained = False,
     encoder_weights: str | Path | None = None,
     output_stride: int = 32,
     timm_name: str | None = None,
     input_scale: float = 1.0,
+    in_channels: int = 3,
+    normalization: str | None = None,
 ) -> None:
     """The model options every segmenter accepts besides its head's (a signature template)."""
 
@@ -54,14 +56,21 @@ def build_segmenter(
     *,
     head: str,
     encoder: str,
-    pretrained: Pretrained = True,
+    pretrained: Pretrained = False,
     encoder_weights: str | Path | None = None,
     output_stride: int = 32,
     timm_name: str | None = None,
     input_scale: float = 1.0,
+    in_channels: int = 3,
+    normalization: str | None = None,
     **options: Any,
 ) -> SegmentationShell:
-    """Head `head` (a key of HEADS) with `options` on backbone `encoder`, in the shell."""
+    """Head `head` (a key of HEADS) with `options` on backbone `encoder`, in the shell.
+
+    `in_channels`: image channels (the stem is adapted, see models.weights). `normalization`:
+    the input normalisation the model reports; default the encoder weights' preset for 3
+    channels, else "per_channel" (numbers measured on the training data).
+    """
     row = HEADS[head]
     name = f"{row.prefix_of(options)}_{encoder}"
     unexpected = set(options) - {parameter.name for parameter in head_options(row.head)}
@@ -74,9 +83,35 @@ def build_segmenter(
         output_stride=output_stride,
         timm_name=timm_name,
         model_name=name,
+        in_channels=in_channels,
+    )
+    backbone.normalization = reported_normalization(
+        backbone.normalization, in_channels, normalization
     )
     decoder = row.head(backbone.channels, backbone.strides, num_classes, **options)
-    return row.model(backbone, decoder, input_scale=input_scale)
+    model = row.model(backbone, decoder, input_scale=input_scale)
+    model.in_channels = in_channels
+    return model
+
+
+def reported_normalization(preset: str, in_channels: int, asked: str | None) -> str:
+    """The normalisation a model reports: `asked`, else `preset` for RGB, else "per_channel".
+
+    Why "per_channel" for other band counts: an RGB preset has three numbers, and an 8-band
+    image has no ImageNet statistics; the training setup measures the bands instead.
+    """
+    from fcnseg.models.protocol import NORMALIZATIONS
+
+    if asked is not None and asked not in NORMALIZATIONS:
+        raise ModelOptionError(f"normalization={asked!r} is not one of {', '.join(NORMALIZATIONS)}")
+    if asked is not None and asked != "per_channel" and in_channels != 3:
+        raise ModelOptionError(
+            f"normalization={asked!r} has 3 channels but in_channels={in_channels}; use "
+            "normalization=per_channel (the default for non-RGB inputs)"
+        )
+    if asked is not None:
+        return asked
+    return preset if in_channels == 3 else "per_channel"
 
 
 def segmenter_builder(head: str) -> Callable[..., SegmentationShell]:

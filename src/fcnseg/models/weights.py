@@ -21,7 +21,9 @@ from torch import Tensor
 from fcnseg.errors import ModelOptionError, WeightsError
 
 #: What builders accept for `pretrained`: True (require weights), False (random init) or "auto"
-#: (use the weights if installed, else warn and fall back to random init).
+#: (use the weights if installed, else warn and fall back to random init). Every builder defaults
+#: to False: a model is random unless weights are asked for (torchvision's rule; recipes ask
+#: through `model.pretrained`, which defaults to true for training).
 Pretrained = bool | Literal["auto"]
 
 
@@ -197,3 +199,61 @@ def map_state_dict_in_order(
             )
         mapped[target_key] = value
     return mapped
+
+
+#: Channels of the RGB images every ImageNet first layer was trained on.
+RGB_CHANNELS = 3
+
+
+def adapted_first_layer_weight(weight: Tensor, in_channels: int) -> Tensor:
+    """An RGB first layer's C_out x 3 x k x k weight remade for `in_channels` input channels.
+
+    The rule timm (`adapt_input_conv`) and segmentation_models_pytorch apply to ImageNet stems:
+    - 1 channel: the sum of the R, G and B filters, so a grey image x responds as the colour
+      image (x, x, x) did and the pretrained features keep their scale;
+    - N != 3 channels: the R, G, B filters repeated cyclically (channel i gets filter i mod 3)
+      and scaled by 3 / N, so the layer's response to N equal inputs is that of the RGB original.
+    3 channels return the weight unchanged.
+    """
+    if weight.shape[1] != RGB_CHANNELS:
+        raise ModelOptionError(
+            f"the first layer has {weight.shape[1]} input channels, not 3; cannot adapt it"
+        )
+    if in_channels < 1:
+        raise ModelOptionError(f"in_channels must be at least 1, got {in_channels}")
+    if in_channels == RGB_CHANNELS:
+        return weight
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    cyclic = [channel % RGB_CHANNELS for channel in range(in_channels)]
+    return weight[:, cyclic] * (RGB_CHANNELS / in_channels)
+
+
+def first_conv(module: torch.nn.Module) -> tuple[str, torch.nn.Conv2d]:
+    """Name and module of the first Conv2d in registration order: every encoder's stem.
+
+    timm's Conv2dSame and other Conv2d subclasses count, which is why `adapt_input_channels`
+    edits the layer in place rather than replacing it.
+    """
+    for name, child in module.named_modules():
+        if isinstance(child, torch.nn.Conv2d):
+            return name, child
+    raise ModelOptionError(f"{type(module).__name__}: no Conv2d stem to adapt to in_channels")
+
+
+def adapt_input_channels(module: torch.nn.Module, in_channels: int) -> torch.nn.Module:
+    """Make the stem of `module` take `in_channels` channels (rule: adapted_first_layer_weight).
+
+    Applied after the encoder's weights are loaded, so ImageNet filters are adapted and random
+    ones are merely reshaped by the same rule. Sets `module.in_channels`. Returns `module`.
+    """
+    name, conv = first_conv(module)
+    if conv.groups != 1:
+        raise ModelOptionError(f"first conv {name!r} is grouped; cannot change its input channels")
+    weight = adapted_first_layer_weight(conv.weight.detach(), in_channels)
+    conv.weight = torch.nn.Parameter(
+        weight.contiguous().clone(), requires_grad=conv.weight.requires_grad
+    )
+    conv.in_channels = in_channels
+    module.in_channels = in_channels
+    return module

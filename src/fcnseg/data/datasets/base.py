@@ -42,6 +42,10 @@ class SegmentationDataset(Dataset[tuple[Tensor, Tensor]]):
 
     class_info: ClassInfo
     root: Path
+    #: Channels `load` decodes images to (3: RGB); a 1- or N-band model's training and
+    #: evaluation set it to the model's `in_channels` (formats that read through
+    #: `io.read_image(path, self.image_channels)` honour it).
+    image_channels: int = 3
 
     def __init__(self, transform: JointTransform | None = None) -> None:
         self.transform = transform

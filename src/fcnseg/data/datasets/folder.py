@@ -183,7 +183,7 @@ class FolderDataset(SegmentationDataset):
 
     def load(self, index: int) -> tuple[Tensor, Tensor]:
         image_path, mask_path = self.samples[index]
-        image = read_image(image_path)
+        image = read_image(image_path, self.image_channels)
         palette = self.palette if self.colour_masks else None
         mask = read_mask(mask_path, palette=palette, ignore_index=self.ignore_index)
         check_pair(image, mask, self.num_classes, self.ignore_index, image_path, mask_path)

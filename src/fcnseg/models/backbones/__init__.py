@@ -18,7 +18,7 @@ from typing import Any
 
 from fcnseg.errors import ModelOptionError
 from fcnseg.models.backbones.base import Backbone, stride_key
-from fcnseg.models.weights import Pretrained, offline_weights_available
+from fcnseg.models.weights import Pretrained, adapt_input_channels, offline_weights_available
 
 #: Output strides an encoder can be run at (atrous stages replace striding below 32).
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -93,13 +93,19 @@ BACKBONES: dict[str, BackboneEntry] = {
 def build_backbone(
     encoder: str,
     *,
-    pretrained: Pretrained = True,
+    pretrained: Pretrained = False,
     encoder_weights: str | Path | None = None,
     output_stride: int = 32,
     timm_name: str | None = None,
     model_name: str = "",
+    in_channels: int = 3,
 ) -> Backbone:
-    """The backbone named `encoder` (a key of BACKBONES), with weights per the policy."""
+    """The backbone named `encoder` (a key of BACKBONES), with weights per the policy.
+
+    Random unless weights are asked for (`pretrained=True`/"auto" or `encoder_weights`), as in
+    torchvision. `in_channels` other than 3 adapts the stem after the weights are loaded
+    (fcnseg.models.weights.adapted_first_layer_weight states the rule).
+    """
     if encoder not in BACKBONES:
         raise ModelOptionError(f"unknown encoder {encoder!r}; choose one of {', '.join(BACKBONES)}")
     if output_stride not in OUTPUT_STRIDES:
@@ -111,9 +117,12 @@ def build_backbone(
         architecture = timm_name
     entry = BACKBONES[encoder]
     builder = getattr(entry.builders(), entry.builder)
-    return builder(
+    backbone = builder(
         architecture, pretrained, encoder_weights, output_stride, model_name=model_name or encoder
     )
+    if in_channels != backbone.in_channels:
+        adapt_input_channels(backbone, in_channels)
+    return backbone
 
 
 __all__ = [

@@ -25,11 +25,13 @@ class Backbone(nn.Module):
             the stages ("s16", "s32") so that heads can address them uniformly.
         normalization: the input preset the pretrained weights expect ("imagenet", "tf_lite",
             ...; fcnseg.data.transforms.normalize), which the model built on it reports.
+        in_channels: channels of the input image (3; `adapt_input_channels` changes it).
     """
 
     channels: dict[str, int]
     strides: dict[str, int]
     normalization: str
+    in_channels: int = 3
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -131,7 +131,7 @@ class TimmBackbone(Backbone):
 
 def build_efficientnet_lite(
     encoder: str,
-    pretrained: Pretrained = True,
+    pretrained: Pretrained = False,
     encoder_weights: str | Path | None = None,
     output_stride: int = 32,
     model_name: str = "",

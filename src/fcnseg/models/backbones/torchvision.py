@@ -195,7 +195,7 @@ def _block_out_channels(block: nn.Module) -> int:
 
 def build_torchvision_backbone(
     encoder: str,
-    pretrained: Pretrained = True,
+    pretrained: Pretrained = False,
     encoder_weights: str | Path | None = None,
     output_stride: int = 32,
     model_name: str = "",
