@@ -11,6 +11,7 @@ from fcnseg.cli.arguments import (
     add_model_source,
     inference_options,
 )
+from fcnseg.cli.predict_raster import add_raster_options, run_raster, wants_raster
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,12 +36,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_inference_options(parser)
     add_engine_option(parser)
+    add_raster_options(parser)  # --tiled, --probs: rasters larger than memory
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit 1 when some inputs failed (each is listed on stderr), else 0."""
     from fcnseg.engine.predict import run_prediction
 
+    if wants_raster(args):
+        return run_raster(args)
     result = run_prediction(
         args.inputs,
         args.out,
