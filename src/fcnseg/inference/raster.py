@@ -9,8 +9,9 @@ added in the same order (`sliding.add_weighted_tile`, `sliding.add_window`), so 
 bit-identical to the in-memory sliding mode's (tile_batch 1; batching changes only which tiles
 share a forward call).
 
-Memory: the band's sums (C x tile_h x W float32), its weights (tile_h x W) and the input rows of
-one tile row (tile_h x W x S uint8): O(tile_h x W), whatever the image's height.
+Memory: the band's sums (C x tile_h x W float32), its weights (tile_h x W), the input rows of
+one tile row (tile_h x W x S uint8) and one block of RELEASE_ROWS finished rows (C x 64 x W
+float32): O(tile_h x W), whatever the image's height.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from fcnseg.inference.sliding import (
     tile_strides,
 )
 
+#: Rows of blended logits handed over at a time: bounds the quotient's C x rows x W floats.
+RELEASE_ROWS = 64
 #: rows [top, bottom) of the image -> (bottom - top) x W x S uint8.
 ReadRows = Callable[[int, int], np.ndarray]
 #: an h x w x S uint8 crop -> the normalised 1 x S x h x w float batch the model takes.
@@ -101,12 +104,16 @@ class _Band:
         for x in xs:
             add_window(self.weight, self.window, y - self.top, x)
 
-    def release(self, rows: int) -> Tensor:
-        """The final blended logits (1 x C x rows' x W) of the band's first `rows` rows (cut at
-        the image's bottom and right edges), then the band moves down by `rows`."""
+    def release(self, rows: int) -> Iterator[tuple[int, Tensor]]:
+        """(top, final blended logits 1 x C x r x W) of the band's first `rows` rows (cut at
+        the image's bottom and right edges) in blocks of at most RELEASE_ROWS rows, so the
+        quotient is never a whole band; then the band moves down by `rows`."""
         assert self.sums is not None
         keep = min(rows, self.grid.height - self.top)
-        done = (self.sums[:, :, :keep] / self.weight[:keep])[..., : self.grid.width]
+        for first in range(0, keep, RELEASE_ROWS):
+            last = min(first + RELEASE_ROWS, keep)
+            quotient = self.sums[:, :, first:last] / self.weight[first:last]
+            yield self.top + first, quotient[..., : self.grid.width]
         tile_h = self.grid.tile[0]
         # Move rows [rows, tile_h) to the top in chunks no taller than the shift, so that no
         # chunk's source overlaps its destination.
@@ -117,7 +124,6 @@ class _Band:
         self.sums[:, :, max(0, tile_h - rows) :] = 0
         self.weight[max(0, tile_h - rows) :] = 0
         self.top += rows
-        return done
 
 
 def _tile_inputs(rows: np.ndarray, grid: TileGrid, xs: list[int], prepare: Prepare) -> Tensor:
@@ -159,7 +165,4 @@ def stream_blended_logits(
             with torch.no_grad():
                 band.add(forward(_tile_inputs(rows, grid, xs, prepare)), y, xs)
         next_y = grid.starts_y[index + 1] if index + 1 < len(grid.starts_y) else grid.padded[0]
-        top = band.top
-        done = band.release(next_y - y)
-        if done.shape[2]:
-            yield top, done
+        yield from band.release(next_y - y)
