@@ -8,6 +8,8 @@ here leaves `cli/predict.py` with a two-line hook.
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
 from fcnseg.cli.arguments import inference_options
 
@@ -41,6 +43,7 @@ def run_raster(args: argparse.Namespace) -> int:
     """Predict every input raster; print one line per raster and the peak memory."""
     from fcnseg.engine.predict_raster import peak_rss_bytes, run_raster_prediction
 
+    bar = _progress_bar() if sys.stderr.isatty() else None
     result = run_raster_prediction(
         args.inputs,
         args.out,
@@ -52,6 +55,7 @@ def run_raster(args: argparse.Namespace) -> int:
         mode=args.mode,
         options=inference_options(args),
         probs=args.probs,
+        progress=bar,
     )
     for item in result.results:
         outputs = ", ".join(str(path) for path in item.written)
@@ -63,3 +67,23 @@ def run_raster(args: argparse.Namespace) -> int:
     print(result.runtime.summary())
     print(f"peak RSS {peak_rss_bytes() / 2**20:.0f} MiB")
     return 0
+
+
+def _progress_bar() -> Callable[[int, int], None]:
+    """A tqdm bar of rows done, restarted for each raster."""
+    from tqdm import tqdm
+
+    state: dict[str, object] = {}
+
+    def update(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None or bar.total != total or done < bar.n:  # type: ignore[attr-defined]
+            if bar is not None:
+                bar.close()  # type: ignore[attr-defined]
+            bar = state["bar"] = tqdm(total=total, desc="rows", dynamic_ncols=True)
+        bar.update(done - bar.n)  # type: ignore[attr-defined]
+        if done >= total:
+            bar.close()  # type: ignore[attr-defined]
+            state.pop("bar")
+
+    return update

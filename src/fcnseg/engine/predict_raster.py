@@ -187,14 +187,15 @@ def _write_outputs(
     height, width = reader.height, reader.width
     labels_sink = TiledTiffSink(targets[0], height, width, dtype, **page)
     probs_sink = None
-    if targets[1] is not None:
-        probs_dtype = np.uint8 if probs == "uint8" else np.float16
-        classes = session.metadata.num_classes
-        probs_sink = TiledTiffSink(
-            targets[1], height, width, probs_dtype, classes, planarconfig="contig"
-        )
     sinks = (labels_sink, probs_sink)
     try:
+        if targets[1] is not None:
+            probs_dtype = np.uint8 if probs == "uint8" else np.float16
+            classes = session.metadata.num_classes
+            probs_sink = TiledTiffSink(
+                targets[1], height, width, probs_dtype, classes, planarconfig="contig"
+            )
+            sinks = (labels_sink, probs_sink)
         _stream(session, reader, options, sinks, probs, progress)
     except BaseException:
         for sink in sinks:
@@ -241,7 +242,7 @@ def predict_raster(
 
 
 def _check_channels(session: InferenceSession, reader: TiffRowReader) -> None:
-    channels = int(getattr(session.runnable, "in_channels", 3))
+    channels = int(getattr(session.loaded.model, "in_channels", 3))
     if reader.samples != channels:
         raise DataError(
             f"{reader.path}: {reader.samples} samples per pixel; the model takes {channels}"
