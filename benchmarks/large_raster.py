@@ -178,7 +178,7 @@ def run_child(kind: str, image: Path, out: Path, args: argparse.Namespace) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--side", type=int, default=30000)
     parser.add_argument("--baseline-side", type=int, default=2048)
     parser.add_argument("--stride", type=int, default=480, help="tile stride (tile 512)")
