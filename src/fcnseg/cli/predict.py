@@ -11,6 +11,7 @@ from fcnseg.cli.arguments import (
     add_model_source,
     inference_options,
 )
+from fcnseg.cli.predict_raster import add_raster_options, run_raster, wants_raster
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_inference_options(parser)
     add_engine_option(parser)
+    add_raster_options(parser)  # --tiled, --probs: rasters larger than memory
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.engine.distributed import PeerFailed
     from fcnseg.engine.predict import run_prediction
 
+    if wants_raster(args):
+        return run_raster(args)
     try:
         result = run_prediction(
             args.inputs,

@@ -105,7 +105,7 @@ def _iter_tiles(
         yield positions[first : first + tile_batch]
 
 
-def _tile_strides(
+def tile_strides(
     tile: tuple[int, int], tile_stride: int | tuple[int, int] | None, overlap: float
 ) -> tuple[int, int]:
     """Step between tiles: `tile_stride`, or tile * (1 - overlap) (at least 1 pixel)."""
@@ -114,6 +114,23 @@ def _tile_strides(
     if not 0.0 <= overlap < 1.0:
         raise UsageError(f"overlap must be in [0, 1), got {overlap}")
     return tuple(max(1, math.floor(side * (1.0 - overlap))) for side in tile)  # type: ignore[return-value]
+
+
+def add_weighted_tile(sums: Tensor, logits: Tensor, window: Tensor, y: int, x: int) -> None:
+    """Add one tile's window-weighted logits (N x C x tile) to `sums` (N x C x H x W) at (y, x).
+
+    Why shared (with `add_window`): the in-memory sliding mode and the streamed raster path
+    (`fcnseg.inference.raster`) must add the same float32 terms in the same order, so that
+    their blended logits are bit-identical.
+    """
+    tile_h, tile_w = window.shape
+    sums[:, :, y : y + tile_h, x : x + tile_w] += logits.float() * window
+
+
+def add_window(weight: Tensor, window: Tensor, y: int, x: int) -> None:
+    """Add one tile's blending window to the weight plane (H x W) at (y, x)."""
+    tile_h, tile_w = window.shape
+    weight[y : y + tile_h, x : x + tile_w] += window
 
 
 class _BlendedSums:
@@ -142,10 +159,10 @@ class _BlendedSums:
                     self.batch, logits.shape[1], *self.size, device=self.window.device
                 )
             for index, (y, x) in enumerate(group):
-                chunk = logits[index * self.batch : (index + 1) * self.batch].float()
-                self.sums[key][:, :, y : y + tile_h, x : x + tile_w] += chunk * self.window
+                chunk = logits[index * self.batch : (index + 1) * self.batch]
+                add_weighted_tile(self.sums[key], chunk, self.window, y, x)
         for y, x in group:
-            self.weight[y : y + tile_h, x : x + tile_w] += self.window
+            add_window(self.weight, self.window, y, x)
 
     def means(self, height: int, width: int) -> dict[str, Tensor]:
         """Blended logits of each head, cropped to the unpadded `height` x `width`."""
@@ -185,7 +202,7 @@ def sliding_window_logits(
     if tile_batch < 1:
         raise UsageError(f"tile_batch must be >= 1, got {tile_batch}")
     tile_h, tile_w = _pair(tile_size, "tile_size")
-    stride_h, stride_w = _tile_strides((tile_h, tile_w), tile_stride, overlap)
+    stride_h, stride_w = tile_strides((tile_h, tile_w), tile_stride, overlap)
 
     batch, _, height, width = images.shape
     pad_bottom, pad_right = max(0, tile_h - height), max(0, tile_w - width)
