@@ -4,7 +4,8 @@ For each model and each weight range (full int8, and the 7-bit range fcnseg uses
 `fcnseg.inference.quantize.INT8_REDUCE_RANGE`), the graph is calibrated as `fcnseg export --int8`
 does (32 training images spread over the split), then compared with PyTorch on the 8 calibration
 images the export checks and on val images it never saw, and timed against the fp32 graph
-(batch 1, 360x480, median of --rounds calls per image after one warm-up).
+(batch 1, 360x480, 4 val images, median over --rounds rounds that time fp32, 8-bit and 7-bit
+in turn, after one warm-up call each).
 
     PYTHONPATH=src .venv/bin/python benchmarks/int8_agreement.py --data ../shared/data/camvid
 
@@ -32,16 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("camvid_fcn4s_lite0", "camvid_fcn4s_lite0_fast")
 
 
-def median_ms(runnable, images: list[torch.Tensor], rounds: int) -> float:
-    times = []
+def interleaved_ms(runnables: dict[str, object], images: list[torch.Tensor], rounds: int) -> dict:
+    """Median ms per image of each runnable; each round times all of them in turn, so a change
+    of load on the shared machine touches every engine alike."""
+    times: dict[str, list[float]] = {name: [] for name in runnables}
     with torch.no_grad():
-        runnable(images[0])
+        for runnable in runnables.values():
+            runnable(images[0])  # warm-up
         for _ in range(rounds):
-            for image in images:
-                start = time.perf_counter()
-                runnable(image)
-                times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+            for name, runnable in runnables.items():
+                for image in images:
+                    start = time.perf_counter()
+                    runnable(image)
+                    times[name].append(1000 * (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def measure(name: str, data: Path, scratch: Path, val_count: int, rounds: int) -> list[dict]:
@@ -54,33 +59,34 @@ def measure(name: str, data: Path, scratch: Path, val_count: int, rounds: int) -
         data, norm, data_format="camvid", split="val", count=val_count
     )
     fp32, fp32_entry, _, _ = export_checked(model, weights, ExportOptions(), log=None)
-    fp32_ms = median_ms(fp32, val[:4], rounds)
+    runnables: dict[str, object] = {"fp32": fp32}
     rows = []
     for reduce_range in (False, True):
-        graph = scratch / f"{name}-{'7bit' if reduce_range else '8bit'}.onnx"
+        label = "7-bit" if reduce_range else "8-bit"
+        graph = scratch / f"{name}-{label}.onnx"
         started = time.perf_counter()
         quantize.write_int8_graph(
             fp32_entry.onnx, graph, calib, "camvid train", reduce_range=reduce_range
         )
         seconds = time.perf_counter() - started
-        int8 = OnnxRuntimeModel(graph)
+        int8 = runnables[label] = OnnxRuntimeModel(graph)
         on_calib = quantize.argmax_agreement(model, int8, quantize.spread(calib, 8))
         on_val = quantize.argmax_agreement(model, int8, val)
-        int8_ms = median_ms(int8, val[:4], rounds)
         rows.append(
             {
                 "model": name,
-                "weights": "7-bit" if reduce_range else "8-bit",
+                "weights": label,
                 "quantise_s": round(seconds, 1),
                 "calib_agreement": on_calib["argmax_agreement"],
                 "calib_worst": on_calib["worst_image_agreement"],
                 "val_agreement": on_val["argmax_agreement"],
                 "val_worst": on_val["worst_image_agreement"],
-                "fp32_ms": fp32_ms,
-                "int8_ms": int8_ms,
             }
         )
-        print(json.dumps(rows[-1]), flush=True)
+    speed = interleaved_ms(runnables, val[:4], rounds)
+    for row in rows:
+        row.update(fp32_ms=speed["fp32"], int8_ms=speed[row["weights"]])
+        print(json.dumps(row), flush=True)
     return rows
 
 
