@@ -167,3 +167,37 @@ def test_eval_report_opens_with_images_and_scores(browser, tmp_path):
         text = page.inner_text(f'[data-score="{key}"] .value')
         assert text == f"{100 * payload[key]:.1f}" == shown[key]
     page.close()
+
+
+def test_page_fits_a_phone_and_draws_a_sample_in_the_overlay_colours(browser, server):
+    """At 390 x 844 (a phone) nothing is wider than the screen, before and after a result; a
+    sample scene's overlay pixels are the distinguishable overlay colours (engine/render.py),
+    while the class-index PNG keeps the dataset palette."""
+    from fcnseg.constants import CAMVID_PALETTE
+    from fcnseg.engine.render import overlay_palette
+
+    url, _ = server
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(url)
+    page.wait_for_selector("#legend li")
+    page.wait_for_selector("#samples button")
+    width = "Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+    assert page.evaluate(width) <= 390
+    page.click("#samples button >> nth=0")
+    page.wait_for_function("document.body.dataset.state === 'done'", timeout=60_000)
+    assert page.evaluate(width) <= 390
+    drawn = page.evaluate(
+        """(() => { const c = document.getElementById('overlay');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const seen = new Set(); for (let i = 0; i < d.length; i += 4 * 97) seen.add(`${d[i]},${d[i+1]},${d[i+2]}`);
+        return [...seen]; })()"""
+    )
+    overlay = {f"{r},{g},{b}" for r, g, b in overlay_palette(CAMVID_PALETTE[:11])}
+    dataset_only = {f"{r},{g},{b}" for r, g, b in CAMVID_PALETTE[:11]} - overlay
+    assert set(drawn) <= overlay and len(drawn) >= 4
+    assert not set(drawn) & dataset_only
+    swatch = page.locator("#legend li[data-class='Car'] .swatch").evaluate(
+        "s => getComputedStyle(s).backgroundColor"
+    )
+    assert swatch == "rgb({}, {}, {})".format(*overlay_palette(CAMVID_PALETTE[:11])[8])
+    page.close()

@@ -46,3 +46,36 @@ def test_demo_inputs_are_test_scenes_as_png(tmp_path):
     files = sorted(path.name for path in folder.iterdir())
     assert files == ["scene_0.png", "scene_1.png"]
     assert Image.open(folder / "scene_1.png").size == (48, 32)
+
+
+def test_a_demo_stopped_by_its_budget_says_so_and_the_printed_resume_finishes_it(tmp_path):
+    from fcnseg.engine.train import train_from_recipe
+
+    lines: list[str] = []
+    # A budget of a few milliseconds: training stops after its first step.
+    overrides = [
+        *TINY_DEMO,
+        "data.options={num_images: 16, size: [32, 32]}",  # 4 steps an epoch
+        "train.batch_size=4",
+        "train.epochs=3",
+        "train.max_minutes=0.00001",
+    ]
+    result = run_demo(tmp_path / "demo", overrides, echo=lines.append)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["stopped"] == "time_budget" and summary["steps"] == 1
+    message = lines[1]
+    assert message.startswith("training stopped: time budget train.max_minutes=1e-05 reached")
+    assert "after 0 of 3 epochs (1 steps)" in message
+    command = message.split("To train the other 3 epochs: ")[1]
+    assert command == f".venv/bin/fcnseg train --resume {result.run_dir} train.max_minutes=null"
+    # The command as printed (its arguments, through the same function `fcnseg train` calls).
+    arguments = command.split()[3:]
+    resumed = train_from_recipe(None, arguments[1:], resume=arguments[0])
+    assert resumed.stopped == "completed" and resumed.steps == 3 * 4
+    assert resumed.epochs_done == 3
+
+
+def test_a_demo_within_its_budget_prints_no_budget_line(tmp_path):
+    lines: list[str] = []
+    run_demo(tmp_path / "demo", TINY_DEMO, echo=lines.append)
+    assert not any(line.startswith("training stopped") for line in lines)

@@ -23,7 +23,7 @@ from fcnseg.inference import quantize
 from fcnseg.inference.quantize import (
     _evenly,
     _Reader,
-    _real_agreement,
+    argmax_agreement,
     calibration_images,
     quantize_int8,
 )
@@ -88,20 +88,20 @@ def test_reader_yields_each_image_once_then_rewinds():
     assert reader.get_next()["input"][0, 0, 0, 0] == 0.0
 
 
-def test_real_agreement_is_pixel_weighted_and_gated():
+def test_agreement_is_pixel_weighted_gated_and_names_the_worst_image():
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 4, 1)
     images = [torch.randn(1, 3, 8, 8), torch.randn(1, 3, 4, 4)]
-    same = _real_agreement(model, model, images)
+    same = argmax_agreement(model, model, images)
     assert same["argmax_agreement"] == 1.0 and same["passed"]
-    assert same["inputs"] == "2 calibration images"
-    flipped = _real_agreement(model, lambda x: -model(x), images)
+    assert same["inputs"] == "2 calibration images" and same["worst_image_agreement"] == 1.0
+    flipped = argmax_agreement(model, lambda x: -model(x), images)
     assert flipped["argmax_agreement"] < quantize.INT8_MIN_AGREEMENT and not flipped["passed"]
 
     def heads(x):
         return {"semantic": model(x), "geometric": -model(x)}
 
-    assert _real_agreement(heads, heads, images)["argmax_agreement"] == 1.0  # first head
+    assert argmax_agreement(heads, heads, images)["argmax_agreement"] == 1.0  # first head
 
 
 def test_no_calibration_images_is_refused_before_any_export(tmp_path):
@@ -180,9 +180,17 @@ def test_a_disagreeing_int8_graph_is_refused_and_not_written(tiny_source, tmp_pa
     _write_images(images, 2)
     monkeypatch.setattr(quantize, "INT8_MIN_AGREEMENT", 1.01)  # no graph can reach it
     out = tmp_path / "refused.onnx"
-    with pytest.raises(ExportError, match="use the fp32 engine"):
+    with pytest.raises(ExportError, match="not cached.*use --engine onnxruntime"):
         export_int8(out, images, weights=tiny_source, log=None)
     assert not out.exists()
+    # Nothing of the refused graph stays in the cache: only the fp32 graph and its sidecar, so
+    # `--engine onnxruntime-int8` cannot pick it up later.
+    cache = tiny_source.parent / "tiny.safetensors.onnx-cache"
+    fp32_key = quantize.ExportOptions(opset=17).key()
+    assert sorted(p.name.split("-")[1] for p in cache.iterdir()) == [
+        f"{fp32_key}.json",
+        f"{fp32_key}.onnx",
+    ]
 
 
 def test_export_int8_reports_a_bad_model_source_before_reading_images(tmp_path):

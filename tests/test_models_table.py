@@ -26,3 +26,50 @@ def test_model_table_counts_parameters_and_flops():
 def test_model_table_lists_the_second_head_on_its_backbone():
     (row,) = model_table(["fpnlite_resnet18"], flops=False)
     assert row.family == "fpnlite-resnet18" and 11e6 < row.parameters < 12e6
+
+
+# --- the table shipped in the package (what `fcnseg models` prints) -----------------------------
+#: Rebuilt with FLOPs: one of each kind of builder (paper VGG / AlexNet / GoogLeNet, timm and
+#: torchvision encoders, the second head, fusion, multi-head); the rest is rebuilt without FLOPs.
+FLOPS_SAMPLE = [
+    "fcn32s_vgg16", "fcn32s_alexnet", "fcn32s_googlenet", "fcn8s_efficientnet_lite0",
+    "fcn4s_efficientnet_lite0", "fpnlite_mobilenet_v2", "late_fusion", "multihead",
+]  # fmt: skip
+
+
+def test_shipped_table_lists_every_registered_model_and_only_those():
+    from fcnseg.models import list_models
+    from fcnseg.models.table import shipped_costs
+
+    assert sorted(shipped_costs()) == sorted(list_models())
+
+
+@pytest.mark.slow
+def test_shipped_table_equals_a_rebuild():
+    from fcnseg.models import list_models
+    from fcnseg.models.table import shipped_costs, table_payload
+
+    shipped = shipped_costs()
+    sample = [name for name in FLOPS_SAMPLE if name in shipped]
+    assert sample == FLOPS_SAMPLE, "FLOPS_SAMPLE names models the registry no longer has"
+    rebuilt = {row["name"]: row for row in table_payload(model_table(sample))["models"]}
+    for name in sample:
+        assert rebuilt[name] == shipped[name], f"{name}: run python -m fcnseg.models.table"
+    for row in model_table(list_models(), flops=False):
+        assert shipped[row.name]["parameters"] == row.parameters, row.name
+        assert shipped[row.name]["description"] == row.description, row.name
+
+
+def test_listing_reads_the_shipped_table_without_building(monkeypatch):
+    from fcnseg.models import table
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("fcnseg models built a model")
+
+    monkeypatch.setattr(table, "build_model", no_build)
+    rows = table.listed_model_table()
+    shipped = table.shipped_costs()
+    assert {row.name for row in rows} == set(shipped)
+    lite = next(row for row in rows if row.name == "fcn8s_efficientnet_lite0")
+    assert lite.gflops == shipped[lite.name]["gflops"] > 0
+    assert table.listed_model_table(["fcn8s_efficientnet_lite0"], flops=False)[0].gflops is None

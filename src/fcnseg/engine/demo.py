@@ -46,9 +46,12 @@ def run_demo(
 
     say = echo or (lambda line: None)
     config = load_config(DEMO_CONFIG, list(overrides))
-    run_dir = train(config, out=out).run_dir
+    trained = train(config, out=out)
+    run_dir = trained.run_dir
     assert run_dir is not None
     say(f"run directory: {run_dir}")
+    if trained.stopped == "time_budget":
+        say(budget_message(run_dir, trained, config.train))
     device = config.train.device
     progress = sys.stderr.isatty()
     scores = run_evaluation(
@@ -63,6 +66,29 @@ def run_demo(
     )
     say(f"{len(predictions.files)} images -> {len(predictions.written)} files in {predictions_dir}")
     return DemoResult(run_dir, scores, predictions, predictions_dir)
+
+
+def budget_message(run_dir: Path, trained: Any, train_config: Any) -> str:
+    """Why the demo's training stopped early and the exact command that finishes it.
+
+    Why an override and not a plain `--resume`: the budget (`train.max_minutes`) covers the
+    whole run, resumes included (engine/loop.py), so that a run killed and resumed behaves as one
+    that was not; a plain `--resume` of a run stopped by it would stop again after one step.
+    `train.max_minutes=null` lifts the budget for the resumed part, the epochs still bound it.
+    """
+    import json
+
+    epochs, done = train_config.epochs, trained.epochs_done
+    summary = json.loads((run_dir / "summary.json").read_text())
+    per_epoch = float(summary.get("elapsed_s", 0.0)) / done if done else 0.0
+    estimate = f", about {max(1, round(per_epoch * (epochs - done) / 60))} more minutes"
+    estimate = estimate if per_epoch else ""
+    return (
+        f"training stopped: time budget train.max_minutes={train_config.max_minutes:g} reached "
+        f"after {done} of {epochs} epochs ({trained.steps} steps); the scores below are of this "
+        f"shorter run. To train the other {epochs - done} epochs{estimate}: "
+        f".venv/bin/fcnseg train --resume {run_dir} train.max_minutes=null"
+    )
 
 
 def write_demo_inputs(config: Any, folder: Path, count: int = DEMO_INPUTS) -> Path:

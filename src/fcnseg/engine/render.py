@@ -1,12 +1,67 @@
-"""The images `fcnseg predict` and `serve` write: class-id PNGs with the palette, and overlays."""
+"""The images `fcnseg predict` and `serve` write: class-id PNGs with the palette, and overlays.
+
+Two palettes, two jobs. The class-id PNGs keep the dataset's palette (a CamVid or VOC tool reads
+them as it reads the dataset's own labels). The overlays are for eyes, and a dataset palette is
+not made for that: CamVid's Road, Pavement and Car are three purples. Overlays therefore use
+Kenneth L. Kelly's "Twenty-two colors of maximum contrast" (Color Engineering 3(6), 1965; the
+ISCC-NBS centroid colours, white and black left out), in Kelly's order, where each colour is
+chosen to differ most from those before it. CamVid's classes get the colour that suggests them
+(sky light blue, tree green, ...); every other class takes the next unused colour in order. The
+page (serve/page.html) carries the same two tables; tests/test_engine_render.py checks they match.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 #: Opacity of the class colours in the overlay images.
 OVERLAY_ALPHA: float = 0.5
+
+Colour = tuple[int, int, int]
+
+#: Kelly's 20 colours (white and black left out), in his order of maximum contrast.
+KELLY_COLOURS: tuple[Colour, ...] = (
+    (243, 195, 0), (135, 86, 146), (243, 132, 0), (161, 202, 241), (190, 0, 50),
+    (194, 178, 128), (132, 132, 130), (0, 136, 86), (230, 143, 172), (0, 103, 165),
+    (249, 147, 121), (96, 78, 151), (246, 166, 0), (179, 68, 108), (220, 211, 0),
+    (136, 45, 23), (141, 182, 0), (101, 69, 34), (226, 88, 34), (43, 61, 38),
+)  # fmt: skip
+#: CamVid's label colour (the dataset palette) -> its overlay colour. Chosen among Kelly's
+#: colours for the largest smallest CIE76 distance between any two classes (32) and between
+#: Road, Pavement and Car (59; 37 in the dataset palette), the colours suggesting the class.
+CAMVID_OVERLAY: dict[Colour, Colour] = {
+    (128, 128, 128): (161, 202, 241),  # Sky: light blue
+    (128, 0, 0): (132, 132, 130),  # Building: grey
+    (192, 192, 128): (243, 195, 0),  # Pole: yellow
+    (128, 64, 128): (135, 86, 146),  # Road: purple
+    (60, 40, 222): (194, 178, 128),  # Pavement: buff
+    (128, 128, 0): (0, 136, 86),  # Tree: green
+    (192, 128, 128): (249, 147, 121),  # SignSymbol: yellowish pink
+    (64, 64, 128): (136, 45, 23),  # Fence: reddish brown
+    (64, 0, 128): (243, 132, 0),  # Car: orange
+    (64, 64, 0): (0, 103, 165),  # Pedestrian: blue
+    (0, 128, 192): (141, 182, 0),  # Bicyclist: yellow green
+    (0, 0, 0): (0, 0, 0),  # void / background stays black
+}
+
+
+def overlay_palette(palette: Sequence[Sequence[int]]) -> list[Colour]:
+    """The overlay colour of each class, given the dataset palette (see the module docstring).
+
+    A dataset colour in CAMVID_OVERLAY takes its colour there; the others take Kelly's colours
+    in order, skipping those already used, and repeat them only past the 20th class.
+    """
+    dataset = [(int(c[0]), int(c[1]), int(c[2])) for c in palette]
+    colours: list[Colour | None] = [CAMVID_OVERLAY.get(colour) for colour in dataset]
+    free = [colour for colour in KELLY_COLOURS if colour not in colours]
+    free = free or list(KELLY_COLOURS)
+    for index, colour in enumerate(colours):
+        if colour is None:
+            colours[index] = free.pop(0) if free else KELLY_COLOURS[index % len(KELLY_COLOURS)]
+    return [colour for colour in colours if colour is not None]
 
 
 def palette_image(
@@ -22,8 +77,9 @@ def palette_image(
 def overlay_image(
     rgb: np.ndarray, labels: np.ndarray, palette, alpha: float = OVERLAY_ALPHA
 ) -> Image.Image:
-    """The input and, beside it, the input blended with the class colours (for eyeballing)."""
-    table = np.asarray(palette, dtype=np.float32)
+    """The input and, beside it, the input blended with the overlay colours of the classes
+    (`overlay_palette` of the dataset palette `palette`), for eyeballing."""
+    table = np.asarray(overlay_palette(palette), dtype=np.float32)
     colours = table[np.clip(labels, 0, len(table) - 1)]
     blended = (1 - alpha) * rgb.astype(np.float32) + alpha * colours
     side_by_side = np.concatenate([rgb.astype(np.float32), blended], axis=1)

@@ -47,7 +47,17 @@ DEFAULT_CALIBRATION_IMAGES: int = 32
 #: Images (of the calibration set) the int8 graph is compared with PyTorch on.
 AGREEMENT_IMAGES: int = 8
 #: Below this argmax agreement with fp32 PyTorch on real images the int8 graph is refused.
-INT8_MIN_AGREEMENT: float = 0.95
+#: Measured (benchmarks/int8_agreement.py, benchmarks/RESULTS.md): both shipped CamVid models,
+#: 8-bit or 7-bit weights, agree on 97.1-97.5 % of the pixels of 8 spread calibration images and
+#: 97.1-97.3 % of 16 val images (worst single image 95.2 %); the saturated graph of issue 22 agreed
+#: on 83.7 %. 93 % leaves 4 points under the lowest measurement and stays far above a broken graph.
+INT8_MIN_AGREEMENT: float = 0.93
+#: Weights quantised to 7 bits (-64..63). onnxruntime multiplies uint8 activations by int8 weights
+#: with VPMADDUBSW on x86 CPUs without VNNI, which adds two products into a saturating int16:
+#: 255 * 127 * 2 overflows it, 255 * 64 * 2 = 32640 does not. Full-range weights are exact only
+#: on VNNI CPUs, so a graph made on one machine could lose pixels on another.
+INT8_REDUCE_RANGE: bool = True
+QUANTIZATION = "static QDQ, per-channel int8 weights (7-bit range), uint8 activations, MinMax"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -124,20 +134,31 @@ class _Reader:
         self._iter = iter(self.images)
 
 
-def _real_agreement(model: nn.Module, runnable: Any, images: list[torch.Tensor]) -> dict[str, Any]:
-    """Pixel-weighted argmax agreement of int8 with fp32 PyTorch on real images."""
+def spread(images: list[torch.Tensor], count: int) -> list[torch.Tensor]:
+    """`count` of `images` spread over the list (calibration images are themselves spread over
+    the split, so the first few would all come from its first sequence)."""
+    return [images[i] for i in _evenly(count, len(images))]
+
+
+def argmax_agreement(model: nn.Module, runnable: Any, images: list[torch.Tensor]) -> dict[str, Any]:
+    """Pixel-weighted argmax agreement of `runnable` with fp32 PyTorch on real images, and the
+    worst single image (one image gone wrong hides in a pooled figure)."""
     same = total = 0
+    worst = 1.0
     with torch.no_grad():
         for image in images:
             ref, cand = model(image), runnable(image)
             if isinstance(ref, dict):
                 ref, cand = next(iter(ref.values())), next(iter(cand.values()))
-            same += int((ref.argmax(1) == cand.argmax(1)).sum())
-            total += ref.argmax(1).numel()
+            matches = int((ref.argmax(1) == cand.argmax(1)).sum())
+            pixels = ref.argmax(1).numel()
+            same, total = same + matches, total + pixels
+            worst = min(worst, matches / max(1, pixels))
     agreement = same / max(1, total)
     return {
         "passed": agreement >= INT8_MIN_AGREEMENT,
         "argmax_agreement": agreement,
+        "worst_image_agreement": worst,
         "threshold": INT8_MIN_AGREEMENT,
         "inputs": f"{len(images)} calibration images",
     }
@@ -158,12 +179,11 @@ def quantize_int8(
 
     The fp32 graph comes from the cache (exported and checked once, see graph_cache.py). Raises
     RuntimeUnusable / ExportError when the fp32 graph fails its check, and ExportError when the
-    int8 graph agrees with PyTorch on fewer than INT8_MIN_AGREEMENT of the pixels.
+    int8 graph agrees with PyTorch on fewer than INT8_MIN_AGREEMENT of the pixels. The graph is
+    made and checked in a scratch folder and enters the cache only when it passed: a refused
+    graph is never left where `--engine onnxruntime-int8` would find it.
     """
     import onnxruntime
-
-    from fcnseg.export import ExportError
-    from fcnseg.exported import OnnxRuntimeModel
 
     if not images:
         raise DataError("int8 calibration needs at least one image")
@@ -176,35 +196,55 @@ def quantize_int8(
     if log:
         log(f"fcnseg: calibrating int8 on {len(images)} images ({calibration_source})")
     started = time.perf_counter()
-    _write_int8_graph(fp32_entry.onnx, entry.onnx, images, calibration_source)
-    runnable = OnnxRuntimeModel(entry.onnx)
-    check = _real_agreement(model, runnable, images[:AGREEMENT_IMAGES])
-    check["random_inputs"] = runtime_check(model, runnable)["argmax_agreement"]
+    check = _make_checked_graph(model, fp32_entry.onnx, entry.onnx, images, calibration_source)
     record = cache_record(
         weights_path,
         options,
         check,
         started,
-        quantization="static QDQ, per-channel int8 weights, uint8 activations, MinMax",
+        quantization=QUANTIZATION,
         calibration={"source": calibration_source, "images": len(images)},
     )
     write_record(entry, record)
-    if not check["passed"]:
-        raise ExportError(
-            f"{entry.onnx}: int8 graph agrees with PyTorch on only "
-            f"{100 * check['argmax_agreement']:.2f}% of calibration pixels "
-            f"(< {100 * INT8_MIN_AGREEMENT:.0f}%); use the fp32 engine"
-        )
     if out is not None:
         atomic_write(Path(out), lambda tmp: shutil.copyfile(entry.onnx, tmp))
     return entry, record
 
 
-def _write_int8_graph(
-    fp32: Path, target: Path, images: list[torch.Tensor], calibration_source: str
+def _make_checked_graph(
+    model: nn.Module, fp32: Path, target: Path, images: list[torch.Tensor], source: str
+) -> dict[str, Any]:
+    """Quantise into a scratch folder beside `target`, check, and only then move the graph to
+    `target`; returns the check. A refused graph is deleted with the scratch folder."""
+    from fcnseg.export import ExportError
+    from fcnseg.exported import OnnxRuntimeModel
+
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as scratch:
+        candidate = Path(scratch) / "int8.onnx"
+        write_int8_graph(fp32, candidate, images, source)
+        runnable = OnnxRuntimeModel(candidate)
+        check = argmax_agreement(model, runnable, spread(images, AGREEMENT_IMAGES))
+        if not check["passed"]:
+            raise ExportError(
+                f"int8 graph agrees with PyTorch on only {100 * check['argmax_agreement']:.2f}% "
+                f"of calibration pixels (< {100 * INT8_MIN_AGREEMENT:.0f}%; not cached); use "
+                "--engine onnxruntime"
+            )
+        check["random_inputs"] = runtime_check(model, runnable)["argmax_agreement"]
+        atomic_write(target, lambda tmp: shutil.copyfile(candidate, tmp))
+    return check
+
+
+def write_int8_graph(
+    fp32: Path,
+    target: Path,
+    images: list[torch.Tensor],
+    calibration_source: str,
+    *,
+    reduce_range: bool = INT8_REDUCE_RANGE,
 ) -> None:
     """Calibrate and quantise the fp32 graph at `fp32` into `target` (written atomically, so a
-    failed quantisation never leaves a half graph in the cache)."""
+    failed quantisation never leaves a half graph). `reduce_range`: see INT8_REDUCE_RANGE."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from fcnseg.export import INPUT_NAME
@@ -224,6 +264,7 @@ def _write_int8_graph(
             _Reader(INPUT_NAME, images),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             # MinMax adds ReduceMin/ReduceMax per tensor to the graph, so calibration keeps two

@@ -2,12 +2,20 @@
 
 Kept apart from the registry and the factory because it is a report about models (it builds
 each one on the meta device and counts FLOPs), not something building a model needs.
+
+Why a shipped table: building all the models to list them took about 2 minutes on a loaded
+2-core CPU, so `fcnseg models` reads their costs from `model_table.json` (written by
+`python -m fcnseg.models.table`, checked against a rebuild by tests/test_models_table.py) and
+builds only a name the table lacks.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from fcnseg.models.factory import build_model, list_models, model_info
@@ -16,6 +24,10 @@ from fcnseg.models.factory import build_model, list_models, model_info
 TABLE_FLOPS_SIZE: int = 512
 #: Classes of the models built for the table (PASCAL VOC's 21, the paper's main benchmark).
 TABLE_NUM_CLASSES: int = 21
+#: The precomputed costs of every registered model, shipped in the package.
+SHIPPED_TABLE: Path = Path(__file__).with_name("model_table.json")
+#: Decimals of GFLOPs kept in the shipped table (the listing prints one).
+GFLOPS_DECIMALS: int = 3
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,51 @@ def model_table(
     return rows
 
 
+def shipped_costs(path: Path = SHIPPED_TABLE) -> dict[str, dict[str, Any]]:
+    """name -> {"family", "description", "parameters", "gflops"} from the shipped table."""
+    payload = json.loads(path.read_text())
+    return {row["name"]: row for row in payload["models"]}
+
+
+def listed_model_table(names: list[str] | None = None, flops: bool = True) -> list[ModelRow]:
+    """`fcnseg models`: the registry's names and weights status, costs from the shipped table
+    (a name missing from it, e.g. one registered since, is built on the meta device)."""
+    costs = shipped_costs()
+    rows = []
+    for name in names if names is not None else list_models():
+        if name not in costs:
+            rows.extend(model_table([name], flops=flops))
+            continue
+        info = model_info(name)
+        rows.append(
+            ModelRow(
+                name=name,
+                family=info.family,
+                description=info.description,
+                parameters=int(costs[name]["parameters"]),
+                gflops=costs[name]["gflops"] if flops else None,
+                weights_offline=bool(info.weights_available()),
+            )
+        )
+    return rows
+
+
+def table_payload(rows: list[ModelRow]) -> dict[str, Any]:
+    """The shipped table's JSON: costs of `rows` (not the machine-dependent weights status)."""
+    models = []
+    for row in rows:
+        entry = asdict(row)
+        del entry["weights_offline"]
+        entry["gflops"] = round(row.gflops, GFLOPS_DECIMALS) if row.gflops is not None else None
+        models.append(entry)
+    return {
+        "flops_input": [TABLE_FLOPS_SIZE, TABLE_FLOPS_SIZE],
+        "num_classes": TABLE_NUM_CLASSES,
+        "regenerate": "python -m fcnseg.models.table",
+        "models": models,
+    }
+
+
 def format_model_table(rows: list[ModelRow]) -> str:
     """Plain-text table of `rows`: name, trainable Mparams, GFLOPs, offline weights, description."""
     header = f"{'model':<30} {'params(M)':>9} {'GFLOPs':>8} {'weights':>7}  description"
@@ -100,3 +157,14 @@ def format_model_table(rows: list[ModelRow]) -> str:
             f"{row.description}"
         )
     return "\n".join(lines)
+
+
+def write_shipped_table(path: Path = SHIPPED_TABLE) -> Path:
+    """Rebuild every registered model on the meta device and write the table (a minute or two)."""
+    payload = table_payload(model_table())
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    sys.stdout.write(f"wrote {write_shipped_table()}\n")
