@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from fcnseg.config import Config, eval_options
 from fcnseg.data.roots import resolve_data_root
-from fcnseg.engine.checkpoint import load_checkpoint, load_weights, unwrap, weights_metadata
+from fcnseg.engine.checkpoint import unwrap, weights_metadata
 from fcnseg.engine.optim import build_optimizer
 from fcnseg.errors import RecipeError
 from fcnseg.losses import DistillationLoss, PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
@@ -72,7 +72,7 @@ def prepare_training(
         check_model_contract(model, "the model passed to train()")
     attach_transforms(config, model.normalization, train_set, val_set)
     if config.model.init and initialise:
-        initialise_from(model, config.model.init)
+        initialise_from(model, config.model.init, config=config, classes=train_set.classes)
     model.to(device)
     criterion = build_criterion(config, train_set, num_classes).to(device)
     distillation = build_distillation(config, model, num_classes, device)
@@ -211,9 +211,19 @@ def build_training_model(config: Config, num_classes: int) -> nn.Module:
     )
 
 
-def initialise_from(model: nn.Module, source: str) -> None:
+def initialise_from(
+    model: nn.Module,
+    source: str,
+    *,
+    config: Config | None = None,
+    classes: Sequence[str] | None = None,
+) -> None:
     """Copy every same-named, same-shaped tensor from weights/checkpoint `source` (fine-tuning,
-    or the paper's stage-wise init of FCN-16s from FCN-32s)."""
+    or the paper's stage-wise init of FCN-16s from FCN-32s); class-score layers are
+    re-initialised when `classes` differ from the file's, and the mapping is printed
+    (engine/transfer.py)."""
+    from fcnseg.engine.transfer import initialise_with_mapping
+
     path = Path(source)
     if not path.is_file():
         # Runs before the run directory is made, so a later stage (FCN-16s from FCN-32s,
@@ -222,15 +232,7 @@ def initialise_from(model: nn.Module, source: str) -> None:
             f"model.init {source}: file not found; train the earlier stage first or "
             "pass model.init=PATH to its model.safetensors"
         )
-    if path.suffix == ".safetensors":
-        tensors, _ = load_weights(path)
-    else:
-        tensors = load_checkpoint(path)["model"]
-    own = model.state_dict()
-    matched = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise RecipeError(f"model.init {source}: no tensor matches this model; check model.name")
-    model.load_state_dict(matched, strict=False)
+    initialise_with_mapping(model, source, classes=classes, config=config)
 
 
 def model_metadata(config: Config, model: nn.Module, dataset: Any) -> dict[str, Any]:
