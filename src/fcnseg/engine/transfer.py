@@ -23,8 +23,9 @@ from torch import Tensor, nn
 from fcnseg.config import Config
 from fcnseg.errors import RecipeError
 
-#: Model keys a weights file's metadata can supply (`model.pretrained` then defaults to False:
-#: every encoder tensor is overwritten, so ImageNet weights would be read for nothing).
+#: Model keys a weights file's metadata can supply (`model.pretrained` defaults to False for
+#: the file's own model: every encoder tensor is overwritten, so ImageNet weights would be read
+#: for nothing, and encoders without offline ImageNet weights would refuse to build).
 ADOPTED_MODEL_KEYS: frozenset[str] = frozenset({"name", "options", "pretrained"})
 
 
@@ -116,8 +117,8 @@ def adopt_init_model(config: Config) -> Config:
         model.name = meta.model
     if model.name == meta.model:
         model.options = {**dict(meta.model_options), **model.options}
-    if "pretrained" in unset:
-        model.pretrained = False
+        if "pretrained" in unset:
+            model.pretrained = False  # the file holds the whole encoder
     adopted = dataclasses.replace(config, model=model)
     adopted.origin = dataclasses.replace(config.origin, unset_model_keys=frozenset())
     return adopted
