@@ -167,7 +167,10 @@ def test_training_setup_builds_the_weights_model_and_prints_the_mapping(tmp_path
     body = [k for k in source if k.rsplit(".", 1)[0] not in TINY_SCORE_LAYERS]
     assert all(torch.equal(setup.model.state_dict()[k], source[k]) for k in body)
     printed = capsys.readouterr().out
-    assert "head.score_fr.score" in printed and "backbone.layers" in printed
+    copied_line = next(line for line in printed.splitlines() if "copied" in line)
+    # The copied 3x3 blocks are named apart from the re-initialised scorers beside them.
+    assert "backbone.layers (10)" in copied_line and "head.score_fr.block (6)" in copied_line
+    assert "head.score_fr.score" not in copied_line
 
 
 def test_an_option_that_changes_trained_tensors_is_refused_in_one_line(tmp_path):

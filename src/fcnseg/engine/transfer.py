@@ -153,19 +153,25 @@ def check_body_transferred(mapping: InitMapping, source: str, differences: Seque
         )
 
 
-def module_groups(keys: Sequence[str], depth: int = 2) -> str:
-    """`keys` counted by their first `depth` name components: "backbone.blocks (120), ..."."""
+def module_groups(keys: Sequence[str], split: Sequence[str] = ()) -> str:
+    """`keys` counted by module: "backbone.body (288), head.score_fr.block (6), ...".
+
+    Grouped by their first two name components, or three where that group also holds a layer
+    of `split` (so a copied 3x3 block and its re-initialised scorer are not named alike).
+    """
     counts: dict[str, int] = {}
     for key in keys:
-        group = ".".join(key.split(".")[:depth])
+        parts = key.split(".")
+        group = ".".join(parts[:2])
+        if any(layer.startswith(f"{group}.") for layer in split):
+            group = ".".join(parts[:3])
         counts[group] = counts.get(group, 0) + 1
     return ", ".join(f"{group} ({count})" for group, count in counts.items()) or "none"
 
 
-def layer_names(keys: Sequence[str]) -> str:
-    """Tensor names without their parameter suffix, once each: "head.score_fr.score, ..."."""
-    layers = dict.fromkeys(key.rsplit(".", 1)[0] for key in keys)
-    return ", ".join(layers) or "none"
+def layer_names(keys: Sequence[str]) -> list[str]:
+    """Tensor names without their parameter suffix, once each: ["head.score_fr.score", ...]."""
+    return list(dict.fromkeys(key.rsplit(".", 1)[0] for key in keys))
 
 
 def describe_mapping(
@@ -177,12 +183,14 @@ def describe_mapping(
     skipped = [
         f"{key} ({why})" for key, why in mapping.skipped.items() if key in mapping.body_skipped
     ]
+    reinitialised = layer_names(mapping.reinitialised)
     lines = [
         f"model.init {source} ({counts}):",
-        f"  copied {len(mapping.copied)} tensors bit-exactly: {module_groups(mapping.copied)}",
-        f"  re-initialised (class-score layers): {layer_names(mapping.reinitialised)}",
+        f"  copied {len(mapping.copied)} tensors bit-exactly: "
+        f"{module_groups(mapping.copied, reinitialised)}",
+        f"  re-initialised (class-score layers): {', '.join(reinitialised) or 'none'}",
         f"  skipped (not class-scored): {', '.join(skipped) or 'none'}",
-        f"  kept as built (not in the file): {layer_names(mapping.kept)}",
+        f"  kept as built (not in the file): {', '.join(layer_names(mapping.kept)) or 'none'}",
     ]
     lines += [f"  note: {note}" for note in notes]
     return "\n".join(lines)
