@@ -97,6 +97,17 @@ def test_heads_declare_their_class_score_layers():
     }
     fpn = build_model("fpnlite_resnet18", 3, pretrained=False)
     assert class_score_layers(fpn) == ("head.score",)
+    with torch.device("meta"):  # the paper's VGG16 FCN-8s, built without memory
+        paper = build_model("fcn8s_vgg16", 3, pretrained=False)
+    assert set(class_score_layers(paper)) == {
+        "score_fr",
+        "score_pool4",
+        "score_pool3",
+        "upscore2",
+        "upscore_pool4",
+        "upscore8",
+    }
+    assert all(layer not in class_score_layers(paper) for layer in paper.trunk_module_names)
 
 
 @pytest.mark.parametrize("new_classes", [["a", "b", "c"], ["x", "y", "z", "w", "v"]])
