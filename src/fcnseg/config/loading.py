@@ -180,7 +180,12 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
         raise RecipeError("config: 'train' and 'model' must be mappings of keys")
     config = _build(Config, merged, "")
     unset = {item.name for item in dataclasses.fields(config.train)} - set(train_raw)
-    config.origin = RecipeOrigin(unset_train_keys=frozenset(unset))
+    unset_model = {item.name for item in dataclasses.fields(config.model)} - set(
+        merged.get("model") or {}
+    )
+    config.origin = RecipeOrigin(
+        unset_train_keys=frozenset(unset), unset_model_keys=frozenset(unset_model)
+    )
     validate(config)
     return config
 

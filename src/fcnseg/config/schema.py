@@ -41,7 +41,9 @@ class ModelConfig:
     #: Extra keyword arguments for the model builder (e.g. `output_stride: 16`).
     options: dict[str, Any] = field(default_factory=dict)
     #: Initialise from these weights (.safetensors or .pt): every tensor with the same name and
-    #: shape is copied (fine-tuning; the paper's FCN-16s-from-FCN-32s stage-wise training).
+    #: shape is copied (fine-tuning; the paper's FCN-16s-from-FCN-32s stage-wise training),
+    #: except the class-score layers when the classes differ (re-initialised; the mapping is
+    #: printed). A weights file also supplies model.name / model.options the recipe leaves unset.
     init: str | None = None
     #: Image channels (bands) the model takes; null: the model's own (3). Another count adapts
     #: the encoder's first layer (docs: "Any number of bands") and normalises per channel.
@@ -157,6 +159,9 @@ class RecipeOrigin:
     path: str | None = None
     #: `train` keys the recipe did not set; `train.preset` fills those it has values for.
     unset_train_keys: frozenset[str] = frozenset()
+    #: `model` keys the recipe did not set; a `model.init` weights file fills name and options
+    #: from its own metadata (engine/transfer.adopt_init_model).
+    unset_model_keys: frozenset[str] = frozenset()
 
 
 @dataclass

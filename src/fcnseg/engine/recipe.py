@@ -32,8 +32,11 @@ def resolve_recipe(config: Config) -> Config:
     Returns a new config (the given one is left as it was) whose preset has nothing left to
     fill, so resolving it again changes nothing.
     """
+    from fcnseg.engine.transfer import adopt_init_model
+
     try:
-        resolved = apply_preset(config)
+        # First: the preset and the option checks must see the model the weights describe.
+        resolved = apply_preset(adopt_init_model(config))
         check_free_form_options(resolved)
     except FcnsegError as error:
         if config.origin.path is not None:

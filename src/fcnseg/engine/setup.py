@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,13 +23,15 @@ from torch.utils.data import Dataset
 from fcnseg.config import Config, eval_options
 from fcnseg.data.normalization import Normalization
 from fcnseg.data.roots import resolve_data_root
-from fcnseg.engine.checkpoint import load_checkpoint, load_weights, unwrap, weights_metadata
-from fcnseg.engine.init_report import InitReport
+from fcnseg.engine.checkpoint import unwrap, weights_metadata
 from fcnseg.engine.optim import build_optimizer
 from fcnseg.errors import RecipeError
 from fcnseg.losses import DistillationLoss, PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
 from fcnseg.models import build_model, check_model_contract
 from fcnseg.models.protocol import primary_head_name
+
+if TYPE_CHECKING:
+    from fcnseg.engine.transfer import InitMapping
 
 
 @dataclass
@@ -75,7 +77,7 @@ def prepare_training(
     numbers = input_numbers(config, unwrap(model), train_set, val_set)
     attach_transforms(config, numbers, train_set, val_set)
     if config.model.init and initialise:
-        print(initialise_from(model, config.model.init).summary(), flush=True)
+        initialise_from(model, config.model.init, config=config, classes=train_set.classes)
     model.to(device)
     criterion = build_criterion(config, train_set, num_classes).to(device)
     distillation = build_distillation(config, model, num_classes, device)
@@ -253,10 +255,19 @@ def build_training_model(config: Config, num_classes: int) -> nn.Module:
     )
 
 
-def initialise_from(model: nn.Module, source: str) -> InitReport:
+def initialise_from(
+    model: nn.Module,
+    source: str,
+    *,
+    config: Config | None = None,
+    classes: Sequence[str] | None = None,
+) -> InitMapping:
     """Copy every same-named, same-shaped tensor from weights/checkpoint `source` (fine-tuning,
-    or the paper's stage-wise init of FCN-16s from FCN-32s); the report says what was copied,
-    what kept its fresh initialisation and what in the file was skipped."""
+    or the paper's stage-wise init of FCN-16s from FCN-32s); class-score layers are
+    re-initialised when `classes` differ from the file's, and the mapping is printed
+    (engine/transfer.py)."""
+    from fcnseg.engine.transfer import initialise_with_mapping
+
     path = Path(source)
     if not path.is_file():
         # Runs before the run directory is made, so a later stage (FCN-16s from FCN-32s,
@@ -265,16 +276,7 @@ def initialise_from(model: nn.Module, source: str) -> InitReport:
             f"model.init {source}: file not found; train the earlier stage first or "
             "pass model.init=PATH to its model.safetensors"
         )
-    if path.suffix == ".safetensors":
-        tensors, _ = load_weights(path)
-    else:
-        tensors = load_checkpoint(path)["model"]
-    own = model.state_dict()
-    report = InitReport.compare(str(source), own, tensors)
-    if not report.copied:
-        raise RecipeError(f"model.init {source}: no tensor matches this model; check model.name")
-    model.load_state_dict({key: tensors[key] for key in report.copied}, strict=False)
-    return report
+    return initialise_with_mapping(model, source, classes=classes, config=config)
 
 
 def model_metadata(

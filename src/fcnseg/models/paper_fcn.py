@@ -184,6 +184,15 @@ class PaperFCN(nn.Module):
         return {**{step.skip: step.offset for step in self.steps}, "final": self.final_offset}
 
     @property
+    def class_score_layers(self) -> tuple[str, ...]:
+        """The class scorers (`score_fr`, `score_<skip>`) and the class-wide upsamplers
+        (`upscore2`, `upscore_<skip>`, the final one): what fine-tuning on other classes
+        re-initialises (engine/transfer.py); the encoder and fc layers transfer."""
+        scorers = [f"score_{step.skip}" for step in self.steps]
+        upsamplers = [step.upsample for step in self.steps]
+        return ("score_fr", *scorers, *upsamplers, self.final_upsample)
+
+    @property
     def trunk_module_names(self) -> tuple[str, ...]:
         """Children computing `trunk_features`; the heads of a multi-head net share them."""
         return ("encoder", *self.fc_layer_names)

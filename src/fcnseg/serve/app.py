@@ -50,7 +50,7 @@ from fcnseg.serve.limits import (
     open_upload,
 )
 from fcnseg.serve.pool import InferencePool, QueueFull, Segmentation, class_shares, mask_png
-from fcnseg.serve.samples import SAMPLE_COUNT, sample_png
+from fcnseg.serve.samples import SAMPLE_COUNT, sample_name, sample_png
 
 log = logging.getLogger("fcnseg.serve")
 
@@ -234,7 +234,7 @@ def _add_read_routes(app: FastAPI, pool: InferencePool, limits: ServeLimits, htm
     @app.get("/v1/samples")
     async def samples() -> list[dict[str, str]]:
         return [
-            {"name": f"Street scene {index + 1}", "url": f"/v1/samples/{index}.png"}
+            {"name": sample_name(index), "url": f"/v1/samples/{index}.png"}
             for index in range(SAMPLE_COUNT)
         ]
 

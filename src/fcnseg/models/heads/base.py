@@ -66,6 +66,16 @@ class DecodeHead(nn.Module):
         self.in_features = tuple(in_features)
         self.in_strides = {name: int(strides[name]) for name in self.in_features}
 
+    @property
+    def class_score_layers(self) -> tuple[str, ...]:
+        """Names (relative to the head) of the layers with one channel per class.
+
+        Why declared: fine-tuning on other classes (`model.init`, engine/transfer.py) keeps every
+        other tensor and re-initialises exactly these, so a head says which they are rather than
+        the engine guessing from shapes. A head that scores classes must override this.
+        """
+        return ()
+
     def forward(  # pragma: no cover - interface
         self, features: dict[str, Tensor], out_size: tuple[int, int] | torch.Size
     ) -> Tensor:

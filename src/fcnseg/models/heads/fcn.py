@@ -200,6 +200,18 @@ class FCNHead(DecodeHead):
         self.output_stride = strides[previous]
         self.upscore_final = KnotUpsample(num_classes, self.output_stride, upsample)
 
+    @property
+    def class_score_layers(self) -> tuple[str, ...]:
+        """Each stream's 1x1 class scorer and every class-wide upsampling deconvolution (absent
+        in "bilinear" mode, which has no parameters); the 3x3 blocks before the scorers are not
+        class-shaped and transfer to other classes."""
+        scorers = [f"score_{name}.score" for name in self.streams[1:]]
+        upsamplers = [f"upscore_{name}" for name in self.streams[1:]] + ["upscore_final"]
+        deconvs = [
+            f"{name}.deconv" for name in upsamplers if getattr(self, name).deconv is not None
+        ]
+        return ("score_fr.score", *scorers, *deconvs)
+
     def forward(
         self, features: dict[str, Tensor], out_size: tuple[int, int] | torch.Size
     ) -> Tensor:

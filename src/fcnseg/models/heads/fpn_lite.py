@@ -53,6 +53,11 @@ class FPNLiteHead(DecodeHead):
         )
         self.score = nn.Conv2d(pyramid_channels, num_classes, 1)
 
+    @property
+    def class_score_layers(self) -> tuple[str, ...]:
+        """The 1x1 class scorer: the laterals and the smoothing block transfer to other classes."""
+        return ("score",)
+
     def forward(
         self, features: dict[str, Tensor], out_size: tuple[int, int] | torch.Size
     ) -> Tensor:
