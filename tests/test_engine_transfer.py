@@ -215,7 +215,9 @@ def test_readme_transfer_command_parses():
 
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## New classes from a trained model", 1)[1].split("\n## ", 1)[0]
-    line = re.search(r"^fcnseg train --config configs/camvid3_transfer\.yaml.*$", section, re.M)
+    line = re.search(
+        r"^(?:\.venv/bin/)?fcnseg train --config configs/camvid3_transfer\.yaml.*$", section, re.M
+    )
     assert line is not None
     args = build_parser().parse_args(shlex.split(line.group(0))[1:])
     overrides = list(args.overrides) + ["data.root=/nonexistent"]
