@@ -29,26 +29,36 @@ from fcnseg.models.registry import register_model, registered_names
 TINY = "test_transfer_tiny_fcn8s"
 ROOT = Path(__file__).resolve().parents[1]
 
-if TINY not in registered_names():
 
-    @register_model(TINY, description="test-only tiny FCN-8s on PoolBackbone")
-    def build_tiny(
-        num_classes: int,
-        pretrained: bool = False,
-        head_channels: int = 0,
-        upsample: str = "deconv_frozen",
-        input_scale: float = 1.0,
-    ) -> SkipFCN:
-        backbone = PoolBackbone(width=4)
-        head = FCNHead(
-            backbone.channels,
-            backbone.strides,
-            num_classes,
-            "fcn8s",
-            head_channels=head_channels,
-            upsample=upsample,  # type: ignore[arg-type]
-        )
-        return SkipFCN(backbone, head, input_scale=input_scale)
+def build_tiny(
+    num_classes: int,
+    pretrained: bool = False,
+    head_channels: int = 0,
+    upsample: str = "deconv_frozen",
+    input_scale: float = 1.0,
+) -> SkipFCN:
+    backbone = PoolBackbone(width=4)
+    head = FCNHead(
+        backbone.channels,
+        backbone.strides,
+        num_classes,
+        "fcn8s",
+        head_channels=head_channels,
+        upsample=upsample,  # type: ignore[arg-type]
+    )
+    return SkipFCN(backbone, head, input_scale=input_scale)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def tiny_model_registered():
+    """TINY is in the registry only while this module's tests run: the table and listing
+    tests check that the registry holds the shipped models and nothing else."""
+    from fcnseg.models import registry
+
+    if TINY not in registered_names():
+        register_model(TINY, description="test-only tiny FCN-8s on PoolBackbone")(build_tiny)
+    yield
+    registry._TABLE.pop(TINY, None)
 
 
 #: What the tiny FCN-8s head declares with learnable deconvolutions: three 1x1 class scorers
