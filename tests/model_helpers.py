@@ -49,3 +49,21 @@ def copy_same_named(fine: torch.nn.Module, coarse: torch.nn.Module) -> list[str]
     same = {k: v for k, v in coarse.state_dict().items() if k in own and own[k].shape == v.shape}
     fine.load_state_dict(same, strict=False)
     return list(same)
+
+
+def tiny_serve_metadata():
+    """Weights metadata of a 3-class model (sky, road, car) for serving tests whose nets are
+    stand-ins: the serve tests share it so that they describe one and the same model."""
+    from fcnseg.engine.metadata import validate_weights_metadata
+
+    return validate_weights_metadata(
+        {
+            "model": "tiny",
+            "num_classes": 3,
+            "classes": ["sky", "road", "car"],
+            "palette": [[70, 130, 180], [128, 64, 128], [0, 0, 142]],
+            "normalization": "imagenet",
+            "ignore_index": 255,
+        },
+        "test",
+    )

@@ -14,26 +14,16 @@ from image_bytes import header_only_png, png_bytes
 
 require_module("fastapi", "pip install -e '.[test]'")  # fails under CI=true
 from fastapi.testclient import TestClient  # noqa: E402
+from model_helpers import tiny_serve_metadata  # noqa: E402
 
 from fcnseg.cli import main  # noqa: E402
-from fcnseg.engine.metadata import validate_weights_metadata  # noqa: E402
 from fcnseg.engine.session import InferenceSession  # noqa: E402
 from fcnseg.errors import DataError, UsageError  # noqa: E402
 from fcnseg.inference.spec import MAX_FORWARD_PIXELS_ENV, InferenceSpec  # noqa: E402
 from fcnseg.serve import InferencePool, ServeLimits, create_app  # noqa: E402
 from fcnseg.serve.limits import check_pixels, largest_fitting  # noqa: E402
 
-METADATA = validate_weights_metadata(
-    {
-        "model": "tiny",
-        "num_classes": 3,
-        "classes": ["sky", "road", "car"],
-        "palette": [[70, 130, 180], [128, 64, 128], [0, 0, 142]],
-        "normalization": "imagenet",
-        "ignore_index": 255,
-    },
-    "test",
-)
+METADATA = tiny_serve_metadata()
 
 
 class Scaled(torch.nn.Module):

@@ -28,24 +28,14 @@ from image_bytes import png_bytes
 
 require_module("fastapi", "pip install -e '.[test]'")  # fails under CI=true
 import uvicorn  # noqa: E402
+from model_helpers import tiny_serve_metadata  # noqa: E402
 
-from fcnseg.engine.metadata import validate_weights_metadata  # noqa: E402
 from fcnseg.engine.session import InferenceSession  # noqa: E402
 from fcnseg.serve import InferencePool, ServeLimits, create_app, server_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_WEIGHTS = ROOT / "weights" / "camvid_fcn4s_lite0_fast.safetensors"
-METADATA = validate_weights_metadata(
-    {
-        "model": "tiny",
-        "num_classes": 3,
-        "classes": ["sky", "road", "car"],
-        "palette": [[70, 130, 180], [128, 64, 128], [0, 0, 142]],
-        "normalization": "imagenet",
-        "ignore_index": 255,
-    },
-    "test",
-)
+METADATA = tiny_serve_metadata()
 
 
 class Gate(torch.nn.Module):
