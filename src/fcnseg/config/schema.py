@@ -48,6 +48,10 @@ class ModelConfig:
     #: Image channels (bands) the model takes; null: the model's own (3). Another count adapts
     #: the encoder's first layer (docs: "Any number of bands") and normalises per channel.
     in_channels: int | None = None
+    #: Mean-field CRF layers on the model's scores, trained with it (CRF-as-RNN): null for none,
+    #: else a mapping of `fcnseg.models.meanfield.MeanFieldOptions` ({iterations: 5, window: 7,
+    #: ...}; {} takes every default). Stored with the weights as the model option "crf".
+    crf: dict[str, Any] | None = None
 
 
 @dataclass

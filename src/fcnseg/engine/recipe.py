@@ -191,3 +191,7 @@ def check_free_form_options(config: Config) -> None:
     _check_keys(config.data.val_options, accepted, "data.val_options", what)
     _check_keys(config.eval.options, inference_options_accepted(), "eval.options", "inference")
     check_model_options(config.model.name, config.model.options, "model.options")
+    if config.model.crf is not None:
+        from fcnseg.models.meanfield import parse_crf_options
+
+        parse_crf_options(config.model.crf, "model.crf")

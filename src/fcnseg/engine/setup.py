@@ -234,9 +234,11 @@ def build_distillation(
 
 # -------------------------------------------------------------------------------- model
 def recipe_model_options(config: Config) -> dict[str, Any]:
-    """`model.options` with `model.in_channels` folded in (stored with the weights, so loading
-    rebuilds the same stem)."""
+    """`model.options` with `model.in_channels` and `model.crf` folded in (stored with the
+    weights, so loading rebuilds the same stem and the same CRF layers)."""
     options = dict(config.model.options)
+    if config.model.crf is not None:
+        options["crf"] = config.model.crf
     channels = config.model.in_channels
     if channels is not None:
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:

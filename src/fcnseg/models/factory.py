@@ -41,6 +41,9 @@ def model_info(name: str) -> ModelInfo:
 
 #: Keyword arguments every build_model caller may pass whatever the builder (not model options).
 _ALWAYS_ACCEPTED: frozenset[str] = frozenset({"pretrained"})
+#: Model options every model accepts because the factory, not the builder, reads them: "crf"
+#: wraps the built model in mean-field CRF layers (models/meanfield.py; `model.crf` of a recipe).
+WRAPPER_OPTIONS: frozenset[str] = frozenset({"crf"})
 
 
 def accepted_options(name: str, options: Mapping[str, Any] | None = None) -> set[str]:
@@ -64,7 +67,7 @@ def accepted_options(name: str, options: Mapping[str, Any] | None = None) -> set
         base = {**info.defaults, **(options or {})}.get("base")
         if isinstance(base, str) and base != name:
             named |= accepted_options(base, {})
-    return named | _ALWAYS_ACCEPTED
+    return named | _ALWAYS_ACCEPTED | WRAPPER_OPTIONS
 
 
 def check_model_options(
@@ -96,10 +99,20 @@ def check_model_contract(model: nn.Module, name: str) -> None:
 
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    """Build the model registered as `name` with `num_classes` output classes."""
+    """Build the model registered as `name` with `num_classes` output classes.
+
+    A `crf` option (a mapping, `model.crf` of a recipe) wraps the built model in mean-field CRF
+    layers (MeanFieldCRF), which keep its contract attributes; the builder never sees it.
+    """
     info = model_info(name)
     check_model_options(name, kwargs)
+    crf = kwargs.pop("crf", None)
     options = {**info.defaults, **kwargs}
     model = info.builder(num_classes=num_classes, **options)
     check_model_contract(model, name)
+    if crf is not None:
+        from fcnseg.models.meanfield import MeanFieldCRF, parse_crf_options
+
+        model = MeanFieldCRF(model, parse_crf_options(crf))
+        check_model_contract(model, name)
     return model
