@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import require_module
+from model_helpers import PoolBackbone
 
 from fcnseg.errors import ModelOptionError
 from fcnseg.models import build_model
@@ -29,7 +30,6 @@ from fcnseg.models.meanfield import (
     rgb_image,
 )
 from fcnseg.models.registry import register_model, registered_names
-from model_helpers import PoolBackbone
 
 TINY = "test_meanfield_tiny_fcn8s"
 SIZES = [(32, 32), (48, 64)]
@@ -84,7 +84,9 @@ def test_a_window_covering_the_image_is_the_exact_dense_filter(size):
 @pytest.mark.parametrize("sxy", [1.0, 3.0, 10.0])
 def test_spatial_kernel_is_exact_at_any_width(sxy):
     probs, image = _scene(48, 64)
-    assert _relative(gaussian_filter(probs, sxy), exact_dense_filter(probs, image, sxy, None)) < 1e-4
+    assert (
+        _relative(gaussian_filter(probs, sxy), exact_dense_filter(probs, image, sxy, None)) < 1e-4
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -171,11 +173,21 @@ def test_recipe_trains_end_to_end_and_weights_rebuild_it(tmp_path):
     raw = {
         "name": "crf",
         "model": {"name": TINY, "pretrained": False, "crf": {"iterations": 2, "window": 5}},
-        "data": {"format": "synthetic", "options": {"num_images": 6, "size": [32, 32]},
-                 "crop_size": [32, 32], "scale_range": [1.0, 1.0]},
+        "data": {
+            "format": "synthetic",
+            "options": {"num_images": 6, "size": [32, 32]},
+            "crop_size": [32, 32],
+            "scale_range": [1.0, 1.0],
+        },
         "train": {
-            "optimizer": "adamw", "lr": 0.02, "epochs": 4, "batch_size": 2, "device": "cpu",
-            "progress": False, "log_every": 1, "seed": 0,
+            "optimizer": "adamw",
+            "lr": 0.02,
+            "epochs": 4,
+            "batch_size": 2,
+            "device": "cpu",
+            "progress": False,
+            "log_every": 1,
+            "seed": 0,
         },
     }
     torch.manual_seed(0)
@@ -190,7 +202,9 @@ def test_recipe_trains_end_to_end_and_weights_rebuild_it(tmp_path):
     assert not torch.allclose(model.crf.compatibility, initial.crf.compatibility)
     assert not torch.allclose(model.crf.kernel_weights, initial.crf.kernel_weights)
     head = dict(model.base.named_parameters())
-    assert any(not torch.equal(p, dict(initial.base.named_parameters())[n]) for n, p in head.items())
+    assert any(
+        not torch.equal(p, dict(initial.base.named_parameters())[n]) for n, p in head.items()
+    )
     x = torch.randn(1, 3, 32, 32)
     reference = build_model(TINY, 6, crf={"iterations": 2, "window": 5})
     reference.load_state_dict(model.state_dict())
