@@ -235,3 +235,33 @@ def test_onnx_export_matches_torch(tmp_path: Path):
     x = torch.randn(1, 3, 70, 90)
     with torch.no_grad():
         assert (engine(x) - model(x)).abs().max() < 1e-3
+
+
+def test_plain_weights_initialise_the_wrapped_model(tmp_path, capsys):
+    """model.init from the bare model's weights: every base tensor copied bit-exactly, the
+    mean-field layers kept as built (the fine-tuning start of CRF-as-RNN)."""
+    from fcnseg.engine.checkpoint import save_weights, weights_metadata
+    from fcnseg.engine.transfer import initialise_with_mapping
+
+    torch.manual_seed(1)
+    plain = build_model(TINY, 3)
+    meta = weights_metadata(
+        TINY,
+        {},
+        num_classes=3,
+        classes=["a", "b", "c"],
+        palette=[[0, 0, 0], [1, 1, 1], [2, 2, 2]],
+        normalization="imagenet",
+        ignore_index=255,
+        data_format="synthetic",
+    )
+    save_weights(tmp_path / "plain.safetensors", plain, meta)
+    wrapped = build_model(TINY, 3, crf={})
+    mapping = initialise_with_mapping(
+        wrapped, str(tmp_path / "plain.safetensors"), classes=["a", "b", "c"]
+    )
+    assert len(mapping.copied) == len(plain.state_dict()) and not mapping.skipped
+    assert mapping.reinitialised == ["crf.compatibility", "crf.kernel_weights"]
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(wrapped.state_dict()[f"base.{name}"], tensor)
+    assert "copied" in capsys.readouterr().out

@@ -196,6 +196,16 @@ def describe_mapping(
     return "\n".join(lines)
 
 
+def wrapped_names(target: nn.Module, tensors: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """`tensors` renamed for a wrapper model (`wrapped_prefix`, e.g. MeanFieldCRF's "base.")
+    when they come from the bare model: a plain model's weights initialise its CRF-wrapped
+    version (the mean-field layers are then kept as built)."""
+    prefix = getattr(target, "wrapped_prefix", "")
+    if not prefix or any(key.startswith(prefix) for key in tensors):
+        return tensors
+    return {f"{prefix}{key}": value for key, value in tensors.items()}
+
+
 def initialise_with_mapping(
     model: nn.Module,
     source: str,
@@ -220,6 +230,7 @@ def initialise_with_mapping(
         same_classes = tuple(theirs) == tuple(classes)
     target = unwrap(model)
     own = target.state_dict()
+    tensors = wrapped_names(target, tensors)
     mapping = plan_transfer(own, tensors, class_score_layers(target), same_classes)
     if not mapping.copied:
         raise RecipeError(f"model.init {source}: no tensor matches this model; check model.name")

@@ -319,6 +319,9 @@ class MeanFieldCRF(nn.Module):
     """
 
     class_score_layers: tuple[str, ...] = ("crf",)
+    #: Where the wrapped model's tensors live: `model.init` from the bare model's weights adds
+    #: it (engine/transfer.wrapped_names).
+    wrapped_prefix: str = "base."
 
     def __init__(self, base: nn.Module, options: MeanFieldOptions) -> None:
         super().__init__()
