@@ -29,13 +29,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="let --report write into a folder that is not empty (replacing its report files)",
     )
+    parser.add_argument(
+        "--trimap",
+        nargs="?",
+        const="2,5,10,20",
+        metavar="N,N,...",
+        help="also score within N px of the label boundaries (DeepLab's trimap), for each N "
+        "(default widths: 2,5,10,20)",
+    )
     add_inference_options(parser)
     add_engine_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fcnseg.engine.trimap_eval import parse_widths
     from fcnseg.report.eval_report import evaluate_with_report
 
+    trimap = parse_widths(args.trimap) if args.trimap is not None else None
     result, index = evaluate_with_report(
         args.report,
         force=args.force,
@@ -52,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         progress=sys.stderr.isatty(),
         engine=args.engine,
+        trimap=trimap,
     )
     print(result.session.runtime.summary())
     print(result.report())

@@ -30,8 +30,9 @@ from fcnseg.engine.evaluate import (
 from fcnseg.engine.loading import LoadedModel, load_model
 from fcnseg.engine.session import InferenceSession, choose_spec
 from fcnseg.engine.setup import build_eval_dataset
+from fcnseg.engine.trimap_eval import format_trimap, trimap_json
 from fcnseg.errors import OutputError, UsageError, WeightsError
-from fcnseg.metrics import SegmentationScores
+from fcnseg.metrics import SegmentationScores, TrimapScores
 from fcnseg.models.protocol import primary_head_name
 from fcnseg.paths import safe_name
 
@@ -62,11 +63,14 @@ class EvalRun:
         return self.session.loaded.as_dict()
 
     def report(self) -> str:
-        """The tables `fcnseg eval` prints: the primary head's, then any other head's."""
+        """The tables `fcnseg eval` prints: the primary head's, then any other head's, then the
+        trimap scores when asked for."""
         parts = [format_scores(self.per_head[self.primary], self.dataset.classes)]
         for head, scores in self.per_head.items():
             if head != self.primary:
                 parts.append(f"\n[{head} head]\n" + format_scores(scores, self.head_classes(head)))
+        if "trimap" in self.payload:
+            parts.append("\n" + format_trimap(self.payload["trimap"]))
         return "\n".join(parts)
 
     def head_classes(self, head: str) -> list[str]:
@@ -196,6 +200,20 @@ def _payload(result: EvalRun) -> dict[str, Any]:
     return payload
 
 
+def _both(
+    first: Callable[[Tensor, Tensor], None] | None, second: Callable[[Tensor, Tensor], None]
+) -> Callable[[Tensor, Tensor], None]:
+    """One per-batch hook calling `first` (when set), then `second`."""
+    if first is None:
+        return second
+
+    def hook(predicted: Tensor, target: Tensor) -> None:
+        first(predicted, target)
+        second(predicted, target)
+
+    return hook
+
+
 def run_evaluation(
     *,
     weights: str | Path | None = None,
@@ -213,6 +231,7 @@ def run_evaluation(
     batch_hook: Callable[[Any, DataLoader], Callable[[Tensor, Tensor], None]] | None = None,
     payload_extras: Callable[[EvalRun], dict[str, Any]] | None = None,
     engine: str = "torch",
+    trimap: tuple[int, ...] | None = None,
 ) -> EvalRun:
     """Score the model from exactly one of weights / checkpoint / run on a split; write the JSON.
 
@@ -225,6 +244,8 @@ def run_evaluation(
     `engine`: the runtime, "torch", "onnxruntime", "onnxruntime-int8" or "auto"
     (fcnseg.inference.runtimes; the graph is cached beside the weights); the one used is in the
     JSON's "engine". The split is checked before the runtime is resolved (an export takes time).
+    `trimap`: band widths in pixels; the primary head's scores within each band around the
+    ground truth's label boundaries go to the JSON's "trimap" (engine/trimap_eval.py).
     """
     torch_device = resolve_device(device, engine)
     loaded = load_model(weights, checkpoint, run)
@@ -236,6 +257,10 @@ def run_evaluation(
     session = InferenceSession.start(loaded, spec, runtime=engine, device=torch_device)
     loader = eval_loader(dataset)
     on_batch = batch_hook(dataset, loader) if batch_hook is not None else None
+    bands = None
+    if trimap:
+        bands = TrimapScores(dataset.num_classes, dataset.ignore_index, trimap, session.device)
+        on_batch = _both(on_batch, bands)
     per_head = _score(session, loader, dataset, progress, on_batch)
     result = EvalRun(
         session=session,
@@ -248,6 +273,9 @@ def run_evaluation(
         out=Path(out) if out else default_scores_path(run, data_format, split),
     )
     result.payload = _payload(result)
+    if bands is not None:
+        bands.reduce_()
+        result.payload["trimap"] = trimap_json(bands)
     if payload_extras is not None:
         result.payload.update(payload_extras(result))
     write_scores(result.out, result.payload)

@@ -63,6 +63,7 @@ def eval_section(
     ]
     palette = meta.get("palette") or (list(dataset.palette) if dataset is not None else None)
     parts = [f"<section><h2>{escape(heading)}</h2>", *_scores_html(payload)]
+    parts.extend(_trimap_html(payload))
     parts.append(_per_class_html(out_dir / f"{prefix}iou.png", payload, names, palette))
     matrix = collector.confusion if collector is not None else payload.get("confusion_matrix")
     if matrix is not None and len(matrix) == len(names):
@@ -121,6 +122,24 @@ def _scores_html(payload: dict[str, Any]) -> list[str]:
         )
     parts.append("</div>")
     return parts
+
+
+def _trimap_html(payload: dict[str, Any]) -> list[str]:
+    """The trimap table (`fcnseg eval --trimap`): scores within N px of the label boundaries."""
+    trimap = payload.get("trimap")
+    if not isinstance(trimap, dict) or not trimap:
+        return []
+    rows = "".join(
+        f"<tr><td>{escape(str(width))}</td><td>{escape(str(entry.get('pixels')))}</td>"
+        f"<td>{percent(entry.get('pixel_accuracy'))}</td><td>{percent(entry.get('mean_iu'))}</td></tr>"
+        for width, entry in trimap.items()
+        if isinstance(entry, dict)
+    )
+    return [
+        "<h3>Near boundaries (trimap: ground-truth label boundaries +- N px)</h3>",
+        '<table class="trimap"><tr><th>N px</th><th>pixels</th><th>pixel acc (%)</th>'
+        f"<th>mean IU (%)</th></tr>{rows}</table>",
+    ]
 
 
 def _per_class_html(
