@@ -265,3 +265,15 @@ def test_plain_weights_initialise_the_wrapped_model(tmp_path, capsys):
     for name, tensor in plain.state_dict().items():
         assert torch.equal(wrapped.state_dict()[f"base.{name}"], tensor)
     assert "copied" in capsys.readouterr().out
+
+
+def test_recipe_refuses_a_bad_crf_before_the_run_directory(tmp_path):
+    from fcnseg.config import config_from_dict
+    from fcnseg.engine.train import train
+
+    config = config_from_dict(
+        {"model": {"name": TINY, "crf": {"window": 4}}, "train": {"device": "cpu"}}
+    )
+    with pytest.raises(ModelOptionError, match=r"model.crf.window: 4 must be odd \(e.g. 7\)"):
+        train(config, out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()

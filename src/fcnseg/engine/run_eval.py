@@ -200,18 +200,27 @@ def _payload(result: EvalRun) -> dict[str, Any]:
     return payload
 
 
-def _both(
-    first: Callable[[Tensor, Tensor], None] | None, second: Callable[[Tensor, Tensor], None]
-) -> Callable[[Tensor, Tensor], None]:
-    """One per-batch hook calling `first` (when set), then `second`."""
-    if first is None:
-        return second
+Hook = Callable[[Tensor, Tensor], None]
+
+
+def _both(first: Hook | None, second: Hook | None) -> Hook | None:
+    """One per-batch hook calling `first`, then `second` (either may be None)."""
+    if first is None or second is None:
+        return first or second
 
     def hook(predicted: Tensor, target: Tensor) -> None:
         first(predicted, target)
         second(predicted, target)
 
     return hook
+
+
+def _trimap_entry(bands: TrimapScores | None) -> dict[str, Any]:
+    """{"trimap": ...} of the JSON (summed over ranks first), or nothing when not asked for."""
+    if bands is None:
+        return {}
+    bands.reduce_()
+    return {"trimap": trimap_json(bands)}
 
 
 def run_evaluation(
@@ -258,10 +267,9 @@ def run_evaluation(
     loader = eval_loader(dataset)
     on_batch = batch_hook(dataset, loader) if batch_hook is not None else None
     bands = None
-    if trimap:
+    if trimap:  # the band counter sees every batch after the caller's hook
         bands = TrimapScores(dataset.num_classes, dataset.ignore_index, trimap, session.device)
-        on_batch = _both(on_batch, bands)
-    per_head = _score(session, loader, dataset, progress, on_batch)
+    per_head = _score(session, loader, dataset, progress, _both(on_batch, bands))
     result = EvalRun(
         session=session,
         dataset=dataset,
@@ -272,10 +280,7 @@ def run_evaluation(
         payload={},
         out=Path(out) if out else default_scores_path(run, data_format, split),
     )
-    result.payload = _payload(result)
-    if bands is not None:
-        bands.reduce_()
-        result.payload["trimap"] = trimap_json(bands)
+    result.payload = {**_payload(result), **_trimap_entry(bands)}
     if payload_extras is not None:
         result.payload.update(payload_extras(result))
     write_scores(result.out, result.payload)
