@@ -215,6 +215,15 @@ def _both(first: Hook | None, second: Hook | None) -> Hook | None:
     return hook
 
 
+def _trimap_counter(
+    dataset: Any, widths: tuple[int, ...] | None, device: Any
+) -> TrimapScores | None:
+    """The band counter (it sees every batch after the caller's hook), None when not asked."""
+    if not widths:
+        return None
+    return TrimapScores(dataset.num_classes, dataset.ignore_index, widths, device)
+
+
 def _trimap_entry(bands: TrimapScores | None) -> dict[str, Any]:
     """{"trimap": ...} of the JSON (summed over ranks first), or nothing when not asked for."""
     if bands is None:
@@ -266,9 +275,7 @@ def run_evaluation(
     session = InferenceSession.start(loaded, spec, runtime=engine, device=torch_device)
     loader = eval_loader(dataset)
     on_batch = batch_hook(dataset, loader) if batch_hook is not None else None
-    bands = None
-    if trimap:  # the band counter sees every batch after the caller's hook
-        bands = TrimapScores(dataset.num_classes, dataset.ignore_index, trimap, session.device)
+    bands = _trimap_counter(dataset, trimap, session.device)
     per_head = _score(session, loader, dataset, progress, _both(on_batch, bands))
     result = EvalRun(
         session=session,

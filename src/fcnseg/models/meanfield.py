@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -93,9 +93,6 @@ class MeanFieldOptions:
     bilateral_srgb: float = DEEPLAB_CRF_BILATERAL_SRGB
     bilateral_weight: float = DEEPLAB_CRF_BILATERAL_COMPAT
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 _BOUNDS: dict[str, tuple[float, float]] = {
     "iterations": (1, MAX_ITERATIONS),
@@ -110,7 +107,8 @@ _BOUNDS: dict[str, tuple[float, float]] = {
 
 
 def parse_crf_options(value: Any, where: str = "model.crf") -> MeanFieldOptions:
-    """`value` (a mapping of MeanFieldOptions fields) checked; one-line ModelOptionError."""
+    """`value` (a mapping of MeanFieldOptions fields; `true` takes every default) checked, or
+    a one-line ModelOptionError naming `where` and the key."""
     if value is True:
         value = {}
     if not isinstance(value, Mapping):
