@@ -50,6 +50,7 @@ def test_fcn_rows_keep_their_names_and_paper_stages():
 def test_options_are_the_shell_options_plus_the_heads_own():
     shell = {"encoder", "pretrained", "encoder_weights", "output_stride", "timm_name"}
     shell |= {"input_scale", "in_channels", "normalization"}
+    shell |= {"crf"}  # every model: the factory's mean-field CRF wrapper (models/meanfield.py)
     assert accepted_options("fcn8s_resnet18") == shell | {"variant", "head_channels", "upsample"}
     assert accepted_options("fpnlite_resnet18") == shell | {"pyramid_channels"}
     assert [p.name for p in head_options(HEADS["fpnlite"].head)] == ["pyramid_channels"]
