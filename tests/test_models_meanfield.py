@@ -277,3 +277,15 @@ def test_recipe_refuses_a_bad_crf_before_the_run_directory(tmp_path):
     with pytest.raises(ModelOptionError, match=r"model.crf.window: 4 must be odd \(e.g. 7\)"):
         train(config, out=tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_messages_are_normalised_so_the_penalty_is_bounded_by_the_weights():
+    """Each kernel's message is divided by its filter of ones (self included): with Potts
+    compatibility the penalty stays below w_s + w_b (unnormalised, a 3-px spatial kernel alone
+    sums to ~56 neighbours and the penalty to ~170)."""
+    torch.manual_seed(0)
+    scores = torch.randn(1, 3, 24, 24) * 5
+    image = torch.full((1, 3, 24, 24), 80.0)
+    layers = MeanFieldCRF(build_model(TINY, 3), MeanFieldOptions(iterations=2)).crf
+    change = (layers(scores, image) - scores).abs().max()
+    assert 0.5 < change < float(layers.kernel_weights.sum())

@@ -9,11 +9,19 @@ that for any registered single-output model (`model.crf: {...}` in a recipe).
 One iteration, for scores U (the wrapped model's logits, i.e. minus the unary energy) and
 Q = softmax(U) at the start:
 
-1. message passing: m = w_s * K_s Q + w_b * K_b Q, where K_s is the Gaussian spatial kernel
-   exp(-|p_i - p_j|^2 / 2 sxy_s^2) and K_b the bilateral (appearance) kernel
-   exp(-|p_i - p_j|^2 / 2 sxy_b^2 - |I_i - I_j|^2 / 2 srgb^2), summed over j != i;
+1. message passing: m = w_s * (K_s Q) / D_s + w_b * (K_b Q) / D_b, where K_s is the Gaussian
+   spatial kernel exp(-|p_i - p_j|^2 / 2 sxy_s^2) and K_b the bilateral (appearance) kernel
+   exp(-|p_i - p_j|^2 / 2 sxy_b^2 - |I_i - I_j|^2 / 2 srgb^2), summed over j != i, and
+   D_i = sum_j k(i, j) over all j, the pixel itself included (the filter of ones);
 2. compatibility transform: penalty_l = sum_k mu(l, k) m_k (mu initialised to Potts, 1 - I);
 3. S = U - penalty; Q = softmax(S).
+
+Why normalised: unnormalised, the messages scale with the kernel's mass (about 2 pi sxy^2
+pixels: ~170 for DeepLab's spatial kernel), so DeepLab's weights (3, 4), found for the
+normalised kernels of the dense-CRF library, would swamp the net's scores, and float rounding
+in the net is amplified as much (an ONNX graph then misses the export check). Dividing by the
+filter of ones, as CRF-as-RNN does, keeps every message in [0, 1); counting the pixel itself in
+D_i keeps the division away from 0 where no neighbour looks alike.
 
 The forward returns S of the last iteration (scores, so the usual cross-entropy trains it).
 `w_s`, `w_b` and `mu` are learnt; the kernel widths are fixed options. Positions p are in
@@ -276,10 +284,12 @@ class MeanFieldLayers(nn.Module):
         `pixel_scale`: image pixels per score pixel (positions are in image pixels)."""
         unary = scores.float()
         kernel = GridFilter(image.float(), self.options, pixel_scale)
-        weights = self.kernel_weights.view(1, 2, 1, 1, 1)
+        ones = torch.ones_like(unary[:, :1])
+        # 1 / D per kernel (N x 2 x 1 x H x W), with the kernel weights folded in.
+        scale = self.kernel_weights.view(1, 2, 1, 1, 1) / (kernel(ones) + 1.0)
         refined = unary
         for _ in range(self.options.iterations):
-            message = (kernel(torch.softmax(refined, 1)) * weights).sum(1)
+            message = (kernel(torch.softmax(refined, 1)) * scale).sum(1)
             penalty = torch.einsum("lk,nkhw->nlhw", self.compatibility, message)
             refined = unary - penalty
         return refined.to(scores.dtype)
