@@ -3,8 +3,9 @@
 `fcnseg.models.meanfield` truncates the bilateral (appearance) kernel to a window x window
 neighbourhood, optionally on a coarser grid (convolutional CRFs). This measures what that costs:
 on full-resolution crops of real CamVid images (small, so the O(N^2) exact filter fits), the
-relative error ||approx - exact|| / ||exact|| of one bilateral message pass, for DeepLab's
-kernel widths and for narrow ones, per window and grid; and the time of one mean-field
+relative error ||approx - exact|| / ||exact|| of one bilateral message pass (the sum K Q, and
+the normalised message K Q / (K 1 + 1) the layers pass), for DeepLab's kernel widths and for
+narrow ones, per window and grid; and the time of one mean-field
 iteration at CamVid's 360x480 with 11 classes. The messages are passed on probabilities made
 from the ground truth (one-hot x 2 plus unit Gaussian noise, softmax), as a net's would look.
 Example:
@@ -50,15 +51,25 @@ def crops(root: str, count: int, seed: int = 0) -> list[tuple[torch.Tensor, torc
     return out
 
 
-def errors(samples: list, sxy: float, srgb: float) -> dict[tuple[int, int], list[float]]:
+def errors(
+    samples: list, sxy: float, srgb: float, normalised: bool
+) -> dict[tuple[int, int], list[float]]:
+    """Relative error per setting and sample: of the sum K Q (self excluded), or, `normalised`,
+    of the message the layers pass, K Q / (K 1 + 1) (the filter of ones, self included)."""
     found: dict[tuple[int, int], list[float]] = {setting: [] for setting in SETTINGS}
     for probs, image in samples:
+        ones = torch.ones_like(probs[:, :1])
         exact = exact_dense_filter(probs, image, sxy, srgb)
+        if normalised:
+            exact = exact / (exact_dense_filter(ones, image, sxy, srgb) + 1)
         for window, step in SETTINGS:
             options = MeanFieldOptions(
                 window=window, downsample=step, bilateral_sxy=sxy, bilateral_srgb=srgb
             )
-            approx = GridFilter(image, options).bilateral(probs)
+            grid = GridFilter(image, options)
+            approx = grid.bilateral(probs)
+            if normalised:
+                approx = approx / (grid.bilateral(ones) + 1)
             found[(window, step)].append(float((approx - exact).norm() / exact.norm()))
     return found
 
@@ -91,12 +102,15 @@ def main() -> None:
     header = " | ".join(f"w{window}/ds{step}" for window, step in SETTINGS)
     print(f"| kernel (sxy/srgb) | {header} |")
     print("|---|" + "---:|" * len(SETTINGS))
-    for name, sxy, srgb in WIDTHS:
-        found = errors(samples, sxy, srgb)
-        cells = " | ".join(
-            f"{statistics.median(values):.3f} (max {max(values):.3f})" for values in found.values()
-        )
-        print(f"| {name} | {cells} |")
+    for normalised in (False, True):
+        for name, sxy, srgb in WIDTHS:
+            found = errors(samples, sxy, srgb, normalised)
+            cells = " | ".join(
+                f"{statistics.median(values):.3f} (max {max(values):.3f})"
+                for values in found.values()
+            )
+            label = f"{name}, {'normalised message' if normalised else 'sum K Q'}"
+            print(f"| {label} | {cells} |")
     times = iteration_ms(args.repeats)
     print(
         f"| ms per message pass, 360x480, 11 classes | {' | '.join(f'{v:.0f}' for v in times.values())} |"
