@@ -298,6 +298,7 @@ def model_metadata(
         ignore_index=dataset.ignore_index,
         data_format=config.data.format,
         normalization_stats=numbers.as_dict(),
+        **({"class_map": dict(config.data.class_map)} if config.data.class_map else {}),
     )
 
 
