@@ -35,6 +35,7 @@ from test_models_caffe import _caffemodel
 from torch import nn
 
 from fcnseg.config import config_from_dict
+from fcnseg.constants import DEEPLAB_TEST_CROP, DEEPLAB_TRAIN_CROP
 from fcnseg.engine.caffe_import import import_caffe_release
 from fcnseg.engine.optim import build_optimizer
 from fcnseg.engine.recipe import resolve_recipe
@@ -246,7 +247,8 @@ def _largefov_score_size(size: int) -> int:
 
 
 @pytest.mark.parametrize(
-    ("size", "scores"), [(321, 41), (513, 65), (514, 66), (353, 45), (65, 9), (1, 1)]
+    ("size", "scores"),
+    [(DEEPLAB_TRAIN_CROP, 41), (DEEPLAB_TEST_CROP, 65), (514, 66), (353, 45), (65, 9), (1, 1)],
 )
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_score_map_size_at_odd_inputs(name: str, size: int, scores: int) -> None:
@@ -406,7 +408,7 @@ def test_shipped_recipes_train_with_the_release_solver_on_321_crops(recipe: str)
     path = Path(__file__).resolve().parents[1] / "configs" / f"{recipe}.yaml"
     config = resolve_recipe(load_config(path))
     assert config.model.name == recipe.removeprefix("voc_")
-    assert config.data.crop_size == [321, 321] and config.data.hflip
+    assert config.data.crop_size == [DEEPLAB_TRAIN_CROP] * 2 and config.data.hflip
     assert (config.train.schedule, config.train.max_steps, config.train.batch_size) == (
         "poly",
         20000,

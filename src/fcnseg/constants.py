@@ -95,9 +95,11 @@ DEEPLAB_TEST_CROP: int = 513
 #: v2 VGG16 solver (solver_train.prototxt): `lr_policy: "poly"` `power: 0.9` `base_lr: 1e-3`
 #: `max_iter: 20000` `momentum: 0.9` `weight_decay: 0.0005`; `batch_size: 10`; every conv has
 #: `lr_mult: 1`/`2`, `decay_mult: 1`/`0` but fc8_* `lr_mult: 10`/`20`. SoftmaxWithLoss keeps
-#: Caffe's default normalisation (mean over the valid pixels). The v1 LargeFOV solver was
-#: `lr_policy: "step"` (x0.1 every 2000 iterations, 6000 iterations, batch 20); v2 reports poly
-#: better (TPAMI Table 3) and releases it for LargeFOV and ASPP alike, so both presets use it.
+#: Caffe's default normalisation (mean over the valid pixels). The v1 LargeFOV solver is
+#: `lr_policy: "step"` over `max_iter: 6000` (TheLegendAli/DeepLab-Context, config/DeepLab-
+#: LargeFOV/solver.prototxt: stepsize 1000 gamma 0.1 @ 4f2de8c7, stepsize 2000 gamma 0.316 @
+#: 12df7fc5); v2 reports poly better than step (TPAMI 2018, its learning-rate policy
+#: comparison on VOC val), so both presets use the v2 solver.
 DEEPLAB_BASE_LR: float = 1e-3
 DEEPLAB_MOMENTUM: float = 0.9
 DEEPLAB_WEIGHT_DECAY: float = 5e-4

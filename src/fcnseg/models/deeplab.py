@@ -32,6 +32,7 @@ from fcnseg.constants import (
     DEEPLAB_OUTPUT_STRIDE,
     DEEPLAB_POOL_STRIDE1,
     DEEPLAB_POOL_STRIDE2,
+    DEEPLAB_ZOOM_FACTOR,
 )
 from fcnseg.errors import ModelOptionError
 from fcnseg.models.backbones.base import stride_key
@@ -157,7 +158,7 @@ class DeepLabVGG(nn.Module):
                 self.add_module(name, layer)
             self.branches.append(tuple(layers))
         #: The release's fc8_interp: bilinear between score centres, no parameters.
-        self.fc8_interp = KnotUpsample(num_classes, DEEPLAB_OUTPUT_STRIDE, "bilinear")
+        self.fc8_interp = KnotUpsample(num_classes, DEEPLAB_ZOOM_FACTOR, "bilinear")
 
     @property
     def class_score_layers(self) -> tuple[str, ...]:
