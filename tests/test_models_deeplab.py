@@ -284,6 +284,39 @@ def test_the_514_input_of_the_issue() -> None:
     assert _largefov_score_size(514) == 66
 
 
+def _np_caffe_pool(x: np.ndarray, kernel: int, stride: int, pad: int, mode: str) -> np.ndarray:
+    """Caffe's PoolingLayer forward on one C x H x W map. MAX: the window clipped to the image.
+    AVE: the sum over the window clipped to the image, divided by the window's size clipped to
+    the padded image (so padding counts as zeros where the window reaches into it)."""
+    c, h, w = x.shape
+    oh, ow = _caffe_pool(h, kernel, stride, pad), _caffe_pool(w, kernel, stride, pad)
+    out = np.empty((c, oh, ow), x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            h0, w0 = i * stride - pad, j * stride - pad
+            h1, w1 = min(h0 + kernel, h + pad), min(w0 + kernel, w + pad)
+            size = (h1 - h0) * (w1 - w0)
+            window = x[:, max(h0, 0) : min(h1, h), max(w0, 0) : min(w1, w)]
+            if mode == "max":
+                out[:, i, j] = window.max(axis=(1, 2))
+            else:
+                out[:, i, j] = window.sum(axis=(1, 2)) / size
+    return out
+
+
+@pytest.mark.parametrize(("layer", "mode"), [("pool1", "max"), ("pool4", "max"), ("pool5a", "ave")])
+@pytest.mark.parametrize("size", [(13, 11), (16, 9)])
+def test_pools_compute_what_caffe_computes(layer: str, mode: str, size: tuple) -> None:
+    """Odd and even sizes: Caffe's rounding and border windows, against a NumPy reference."""
+    model = build_model("deeplab_largefov_vgg16", 2, width_divisor=NARROW)
+    pool = getattr(model.encoder, layer)
+    kernel, stride, pad = {"pool1": (3, 2, 1), "pool4": (3, 1, 1), "pool5a": (3, 1, 1)}[layer]
+    x = np.random.default_rng(1).standard_normal((4, *size)).astype(np.float32)
+    with torch.no_grad():
+        got = pool(torch.from_numpy(x)[None])[0].numpy()
+    np.testing.assert_allclose(got, _np_caffe_pool(x, kernel, stride, pad, mode), atol=1e-6)
+
+
 def test_interpolation_is_the_release_interp_between_score_centres() -> None:
     """INTERP `zoom_factor: 8`: n scores -> (n - 1) 8 + 1 pixels, score i on pixel 8 i, linear in
     between (align_corners); past the last centre the last score is repeated."""
