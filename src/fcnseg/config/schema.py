@@ -112,6 +112,10 @@ class TrainConfig:
     #: Whose biases take those multipliers: "all", or "score" (only the score layers, as in the
     #: release's AlexNet net).
     bias_mult_scope: Literal["all", "score"] = "all"
+    #: Learning-rate multiplier of the class-scoring layers the model declares
+    #: (`class_score_layers`: DeepLab's fc8, whose Caffe `lr_mult` is 10, its bias 10 x
+    #: `bias_lr_mult` = 20); 1: every layer at the base rate.
+    score_lr_mult: float = 1.0
     #: Weight of a soft-Jaccard (mean IoU) term added to the cross-entropy (0: plain paper loss).
     jaccard_weight: float = 0.0
     #: Knowledge distillation: a trained weights file (same classes) whose softened per-pixel
@@ -222,6 +226,7 @@ NUMBER_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "train.poly_power": (0.0, 100.0, True),
     "train.bias_lr_mult": (0.0, 100.0, True),
     "train.bias_decay_mult": (0.0, 100.0, True),
+    "train.score_lr_mult": (0.0, 1000.0, True),
     "train.jaccard_weight": (0.0, 1000.0, True),
     "train.distill_weight": (0.0, 1000.0, True),
     "train.distill_temperature": (0.0, 100.0, False),

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fcnseg.models.heads.aspp import ASPP_ENCODERS, ASPP_PRESETS, ASPPHead
 from fcnseg.models.heads.base import DecodeHead, require_features
 from fcnseg.models.heads.fcn import (
     FCN_PAPER_STAGES,
@@ -35,8 +36,9 @@ class HeadRow:
     """
 
     head: type[DecodeHead]
-    #: Registered-name prefix -> head options preset under that name ("fcn8s" -> variant fcn8s);
-    #: the model `<prefix>_<encoder>` exists for every backbone.
+    #: Registered-name prefix -> head options preset under that name ("fcn8s" -> variant fcn8s;
+    #: a preset may also set a shell option, as "deeplab_aspp" sets output_stride 8); the model
+    #: `<prefix>_<encoder>` exists for every backbone (of `encoders`).
     presets: Mapping[str, Mapping[str, Any]]
     #: What the head is, for `fcnseg models`; "{prefix}" is replaced by the preset's prefix and
     #: " on <backbone description>" is appended.
@@ -50,6 +52,8 @@ class HeadRow:
     name_prefix: Callable[[Mapping[str, Any]], str] | None = None
     #: The shell class the models of this row are (a subclass names the net in exports).
     model: type[SegmentationShell] = SegmentationShell
+    #: Backbones (keys of BACKBONES) the row is registered on; None: every backbone.
+    encoders: tuple[str, ...] | None = None
 
     def prefix_of(self, options: Mapping[str, Any]) -> str:
         """The registered-name prefix a model built with head `options` is known by."""
@@ -76,10 +80,18 @@ HEADS: dict[str, HeadRow] = {
         description="FPN-lite head (top-down sum of s32/s16/s8, one 3x3 block)",
         family="fpnlite",
     ),
+    "aspp": HeadRow(
+        ASPPHead,
+        presets=ASPP_PRESETS,
+        description="DeepLab-v2 ASPP head (3x3 scorers at rates 6/12/18/24, summed; stride 8)",
+        family="deeplab",
+        encoders=ASPP_ENCODERS,
+    ),
 }
 
 __all__ = [
     "HEADS",
+    "ASPPHead",
     "DecodeHead",
     "FCNHead",
     "FPNLiteHead",
