@@ -230,10 +230,10 @@ def test_cli_writes_tiled_labels_and_reports_peak_memory(tmp_path: Path, capsys)
 def test_a_bad_tiff_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"II*\x00" + b"\xff" * 40)
-    gray16 = tmp_path / "gray16.tif"
-    tifffile.imwrite(gray16, np.zeros((40, 40), np.uint16), tile=(16, 16))
+    double = tmp_path / "double.tif"  # float64: not one of the sample types read by window
+    tifffile.imwrite(double, np.zeros((40, 40), np.float64), tile=(16, 16))
     out = tmp_path / "out"
-    for path, words in [(bad, "not a readable TIFF"), (gray16, "8-bit")]:
+    for path, words in [(bad, "not a readable TIFF"), (double, "uint8, uint16 and float32")]:
         argv = ["predict", "--weights", "missing.safetensors", str(path), "--out", str(out)]
         assert main([*argv, "--tiled"]) == 2
         error = capsys.readouterr().err.strip()
