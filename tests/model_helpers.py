@@ -93,26 +93,41 @@ class BandedNet(torch.nn.Module):
         return self.body(images)
 
 
-def banded_weights(path, in_channels: int, mean: list[float], std: list[float], classes=3):
-    """Save a BandedNet for `in_channels` bands as a weights file that states its band count
-    (model_options.in_channels) and per-band normalisation numbers, as training writes them.
-    BANDED must be registered while the file is loaded (`registered_banded_net`)."""
-    from fcnseg.engine.checkpoint import save_weights, weights_metadata
+def banded_metadata_dict(in_channels: int, mean: list[float], std: list[float], classes=3):
+    """The metadata a BandedNet weights file carries: its band count (model_options) and its
+    per-band normalisation numbers, as training writes them."""
+    from fcnseg.engine.checkpoint import weights_metadata
 
-    names = [f"class{index}" for index in range(classes)]
-    metadata = weights_metadata(
+    return weights_metadata(
         BANDED,
         {"in_channels": in_channels},
         num_classes=classes,
-        classes=names,
-        palette=[[80 * index % 256, 40, 200 - 60 * index % 256] for index in range(classes)],
+        classes=[f"class{index}" for index in range(classes)],
+        palette=[[(80 * index) % 256, 40, (200 + 60 * index) % 256] for index in range(classes)],
         normalization="per_channel",
         ignore_index=255,
         data_format="folder",
         normalization_stats={"mean": list(mean), "std": list(std)},
     )
-    model = BandedNet(classes, in_channels=in_channels).eval()
-    save_weights(path, model, metadata)
+
+
+def banded_session(in_channels: int, mean: list[float], std: list[float], spec=None):
+    """An in-memory InferenceSession of a BandedNet and its metadata (no file, no registry)."""
+    from fcnseg.engine.metadata import validate_weights_metadata
+    from fcnseg.engine.session import InferenceSession
+
+    metadata = validate_weights_metadata(banded_metadata_dict(in_channels, mean, std), "test")
+    model = BandedNet(3, in_channels=in_channels).eval()
+    return InferenceSession.for_model(model, metadata, spec=spec)
+
+
+def banded_weights(path, in_channels: int, mean: list[float], std: list[float]):
+    """Save a BandedNet for `in_channels` bands as a weights file (`banded_metadata_dict`);
+    BANDED must be registered while the file is loaded (`registered_banded_net`)."""
+    from fcnseg.engine.checkpoint import save_weights
+
+    model = BandedNet(3, in_channels=in_channels).eval()
+    save_weights(path, model, banded_metadata_dict(in_channels, mean, std))
     return model
 
 
