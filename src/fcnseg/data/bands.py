@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -34,6 +34,8 @@ NUMPY_MAGIC: bytes = b"\x93NUMPY"
 #: PNG IHDR: bit depth is byte 24 and colour type byte 25 of the file.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_GREY_TYPES = (0, 4)
+#: Pillow modes `io.pil_values` keeps as one band (8-bit, 16-bit, 32-bit and float greyscale).
+PILLOW_GREY_MODES: tuple[str, ...] = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F", "L", "LA", "1")
 
 
 @dataclass(frozen=True)
@@ -311,3 +313,35 @@ def read_stream(data: bytes, source: str, check_size: SizeCheck) -> np.ndarray |
     except (OSError, ValueError, EOFError) as error:
         raise _npy_error(source, error) from None
     return _hwc(array, source)
+
+
+def pillow_bands(image: Any) -> int:
+    """Bands `io.pil_values` gives a Pillow image of this mode on its own: 1 for greyscale
+    (8-bit, 16-bit, float, with or without alpha), 3 for everything else (alpha dropped)."""
+    return 1 if image.mode in PILLOW_GREY_MODES else 3
+
+
+def check_bands(path: str | Path, channels: int) -> None:
+    """One-line DataError (the file, its band count and the fix) when `path` cannot become a
+    `channels`-band image by the rules of `io.read_values`, read from its header alone.
+
+    Why from the header: `fcnseg predict` refuses a set of inputs made for another model
+    before any is decoded. Pillow's formats become 1 or 3 bands whatever they hold, so they
+    are opened only for a model of another band count; a header that cannot be read passes
+    here, and decoding reports that file in its own words.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        header = raster_header(path)
+        if header is not None:
+            have = header.bands
+        elif channels in (1, 3):
+            return
+        else:
+            with Image.open(path) as image:
+                have = pillow_bands(image)
+    except (DataError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return
+    match_channels(np.empty((1, 1, have), np.uint8), channels, path)

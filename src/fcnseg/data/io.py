@@ -56,8 +56,7 @@ MAX_PIXELS_ENV: str = "FCNSEG_MAX_PIXELS"
 #: segmentation benchmark, and stops a file whose header claims 20000 x 20000 (a decompression
 #: bomb) before gigabytes are allocated for it.
 MAX_PIXELS: int = 64_000_000
-#: Pillow modes of 16-bit (and 32-bit integer) greyscale: values, not 8-bit levels.
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _BITS_16_TO_8 = 8
 
 
@@ -140,7 +139,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Convert any PIL mode to an H x W x 3 uint8 array: the 8-bit RGB view of an upload
     (`fcnseg serve`); 16-bit greyscale keeps its high byte here only. Training and prediction
     decode through `read_image`, which keeps every level."""
-    if image.mode in SIXTEEN_BIT_MODES:
+    if image.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image, dtype=np.int64)
         values = np.clip(values >> _BITS_16_TO_8, 0, 255).astype(np.uint8)
         return np.repeat(values[..., None], 3, axis=2)
@@ -157,7 +156,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 def pil_values(image: Image.Image, channels: int | None, source: str | Path) -> np.ndarray:
     """A decoded Pillow image as H x W x C values with `channels` bands (alpha dropped;
     greyscale repeated for RGB; colour made greyscale, ITU-R 601 luma, for 1 channel)."""
-    if image.mode in SIXTEEN_BIT_MODES:
+    if image.mode in _SIXTEEN_BIT_MODES:
         wide = np.clip(np.asarray(image, dtype=np.int64), 0, np.iinfo(np.uint16).max)
         values = bands.image_values(wide.astype(np.uint16)[..., None], source)
         return bands.match_channels(values, channels, source)
@@ -182,36 +181,6 @@ def read_values(path: str | Path, channels: int | None = 3) -> np.ndarray:
         return bands.match_channels(bands.image_values(raw, path), channels, path)
     bands.warn_if_wide_colour_png(path)
     return pil_values(_open(path), channels, path)
-
-
-def pillow_bands(image: Image.Image) -> int:
-    """Bands `pil_values` gives an image of this mode on its own: 1 for greyscale (8-bit,
-    16-bit, float, with or without alpha), 3 for everything else (alpha dropped)."""
-    return 1 if image.mode in (*SIXTEEN_BIT_MODES, "F", "L", "LA", "1") else 3
-
-
-def check_bands(path: str | Path, channels: int) -> None:
-    """One-line DataError (the file, its band count and the fix) when `path` cannot become a
-    `channels`-band image by the rules of `read_values`, read from its header alone.
-
-    Why from the header: `fcnseg predict` refuses a set of inputs made for another model
-    before any is decoded. Pillow's formats become 1 or 3 bands whatever they hold, so they
-    are opened only for a model of another band count; a header that cannot be read passes
-    here, and decoding reports that file in its own words.
-    """
-    path = Path(path)
-    try:
-        header = bands.raster_header(path)
-        if header is not None:
-            have = header.bands
-        elif channels in (1, 3):
-            return
-        else:
-            with Image.open(path) as image:
-                have = pillow_bands(image)
-    except (DataError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return
-    bands.match_channels(np.empty((1, 1, have), np.uint8), channels, path)
 
 
 def read_image(path: str | Path, channels: int | None = 3) -> Tensor:
@@ -242,7 +211,7 @@ def read_mask(
     if path.suffix.lower() == ".npy":
         return read_npy_mask(path)
     image = _open(path)
-    if image.mode in ("L", "P", "1") or image.mode in SIXTEEN_BIT_MODES:
+    if image.mode in ("L", "P", "1") or image.mode in _SIXTEEN_BIT_MODES:
         return torch.from_numpy(np.asarray(image, dtype=np.int64).copy())
     if image.mode in ("RGB", "RGBA"):
         if palette is None:

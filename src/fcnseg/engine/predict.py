@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcnseg.data.io import check_bands
+from fcnseg.data.bands import check_bands
 from fcnseg.engine import distributed, predict_outputs
 from fcnseg.engine.device import resolve_device
 from fcnseg.engine.predict_inputs import collect_inputs, output_names

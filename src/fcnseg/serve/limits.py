@@ -199,12 +199,10 @@ class OpenedUpload:
 
 def _pillow_samples(image: Image.Image) -> tuple[int, np.dtype]:
     """(bands, sample type) Pillow decodes an image of this mode to."""
-    from fcnseg.data.io import SIXTEEN_BIT_MODES
-
-    if image.mode in SIXTEEN_BIT_MODES:
-        return 1, np.dtype(np.int32 if image.mode == "I" else np.uint16)
-    if image.mode == "F":
-        return 1, np.dtype(np.float32)
+    if image.mode.startswith("I;16"):
+        return 1, np.dtype(np.uint16)
+    if image.mode in ("I", "F"):
+        return 1, np.dtype(np.int32 if image.mode == "I" else np.float32)
     return len(image.getbands()), np.dtype(np.uint8)
 
 
@@ -234,7 +232,6 @@ def open_upload(
     files are recognised by their first bytes and read as `fcnseg predict` reads them.
     """
     from fcnseg.data import bands as band_rules
-    from fcnseg.data.io import pillow_bands
 
     check_size(len(data), limits)
     try:
@@ -252,7 +249,7 @@ def open_upload(
     bytes_per_pixel = input_bytes_per_pixel(count, dtype, channels)
     check_pixels(width, height, limits, upload_cost(cost, bytes_per_pixel))
     if header is not None or channels not in (1, 3):  # Pillow's images become 1 or 3 bands
-        have = count if image is None else pillow_bands(image)
+        have = count if image is None else band_rules.pillow_bands(image)
         try:
             band_rules.match_channels(np.empty((1, 1, have), np.uint8), channels, UPLOAD_NAME)
         except DataError as error:
