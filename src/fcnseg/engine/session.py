@@ -118,6 +118,19 @@ class InferenceSession:
         return self.loaded.metadata
 
     @property
+    def in_channels(self) -> int:
+        """Bands an input image must have: the model's `in_channels`, else the weights'
+        `model_options.in_channels`, else the stored normalisation's channel count (3 for the
+        presets). Every input path (predict, serve, the raster path) decodes to this many."""
+        channels = getattr(self.loaded.model, "in_channels", None)
+        if isinstance(channels, int) and not isinstance(channels, bool) and channels > 0:
+            return channels
+        stored = self.metadata.model_options.get("in_channels")
+        if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0:
+            return stored
+        return self.metadata.input_normalization().channels
+
+    @property
     def input_scale(self) -> float:
         """The model's own resize before its backbone (1.0 for nets without one)."""
         scale = getattr(self.loaded.model, "input_scale", 1.0)
