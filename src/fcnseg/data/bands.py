@@ -148,6 +148,27 @@ def _tiff_axes(axes: str, shape: tuple[int, ...], source: str | Path) -> tuple[i
     return shape[axes.index("Y")], shape[axes.index("X")]
 
 
+#: Most bands a tifffile-written H x W x C stack may have to be read as bands-last (below).
+_SHAPED_BANDS_MAX = 64
+
+
+def _series_axes(tiff: Any, series: Any) -> tuple[str, tuple[int, ...]]:
+    """(axes, shape) of a TIFF series, with one correction: `tifffile.imwrite(path, array)` of
+    an H x W x C array with more than 4 bands (and no photometric) stores H pages of W x C, which
+    tifffile reads back as axes "QYX". Its own shape record ("shaped" file) says the user's
+    array was H x W x C, so when the last axis is the smallest and at most
+    `_SHAPED_BANDS_MAX`, read it as "YXS" (bands last) rather than as H planar bands."""
+    axes, shape = series.axes, tuple(int(n) for n in series.shape)
+    if (
+        getattr(tiff, "is_shaped", False)
+        and axes == "QYX"
+        and shape[2] < min(shape[0], shape[1])
+        and shape[2] <= _SHAPED_BANDS_MAX
+    ):
+        return "YXS", shape
+    return axes, shape
+
+
 def _read_tiff(
     path: Path | BinaryIO, check_size: SizeCheck, source: str | Path | None = None
 ) -> np.ndarray | None:
@@ -162,7 +183,7 @@ def _read_tiff(
             series = tiff.series[0]
             if tiff.pages[0].photometric == tifffile.PHOTOMETRIC.PALETTE:
                 return None
-            axes, shape = series.axes, tuple(series.shape)
+            axes, shape = _series_axes(tiff, series)
             height, width = _tiff_axes(axes, shape, source)
             check_size(width, height, Path(str(source)))
             array = series.asarray()
@@ -188,8 +209,9 @@ def _tiff_header(path: Path | BinaryIO, source: str | Path) -> RasterHeader | No
             if tiff.pages[0].photometric == tifffile.PHOTOMETRIC.PALETTE:
                 return None
             series = tiff.series[0]
-            shape, dtype = tuple(int(n) for n in series.shape), np.dtype(series.dtype)
-            height, width = _tiff_axes(series.axes, shape, source)
+            axes, shape = _series_axes(tiff, series)
+            dtype = np.dtype(series.dtype)
+            height, width = _tiff_axes(axes, shape, source)
     except DataError:
         raise
     except Exception as error:  # noqa: BLE001 - tifffile raises many types
@@ -252,8 +274,8 @@ def header_size(path: Path) -> tuple[int, int] | None:
 
         try:
             with tifffile.TiffFile(path) as tiff:
-                series = tiff.series[0]
-                height, width = _tiff_axes(series.axes, tuple(series.shape), path)
+                axes, shape = _series_axes(tiff, tiff.series[0])
+                height, width = _tiff_axes(axes, shape, path)
         except DataError:
             raise
         except Exception as error:  # noqa: BLE001 - tifffile raises many types
