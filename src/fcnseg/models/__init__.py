@@ -8,7 +8,13 @@ registry (`registry.py`); `build_model` (`factory.py`) then builds any name. The
 `fusion` (RGB-D fusion), `multihead` (one trunk, a dictionary of heads), `backbones/` (encoder table).
 """
 
-from fcnseg.models import fusion, multihead, paper_nets, segmenters  # noqa: F401  (register names)
+from fcnseg.models import (  # noqa: F401  (register names)
+    fusion,
+    multihead,
+    paper_nets,
+    segmenters,
+    unet2015,
+)
 from fcnseg.models.factory import build_model, check_model_contract, list_models, model_info
 from fcnseg.models.protocol import SegmentationModel
 
