@@ -29,7 +29,7 @@ def test_every_head_row_is_registered_for_every_backbone():
                 assert info.paper_stage == row.paper_stages.get(prefix)
                 expected.add(info.name)
     assert expected <= set(list_models())
-    assert len(expected) == (4 + 1) * len(BACKBONES)  # fcn32s..fcn4s and fpnlite, per encoder
+    assert len(expected) == (4 + 1 + 1) * len(BACKBONES)  # fcn32s..fcn4s, fpnlite, unet
 
 
 def test_fcn_rows_keep_their_names_and_paper_stages():
