@@ -20,8 +20,11 @@ def mirror_indices(length: int | Tensor, before: int | Tensor, after: int | Tens
     Reflect without repeating the edge (as numpy's "reflect"): for length 4 and 3 before,
     [3, 2, 1, 0, 1, 2, 3, ...]; reflections of reflections continue the pattern.
     """
-    length = torch.as_tensor(length)
-    positions = torch.arange(-before, length + after)
+    # On the CPU whatever the default device: sizes are never meta tensors (table.py builds
+    # models on the meta device), and the gather moves the indices to the image's device.
+    length = torch.as_tensor(length, device="cpu")
+    after = torch.as_tensor(after, device="cpu")
+    positions = torch.arange(-before, length + after, device="cpu")
     period = torch.clamp(2 * (length - 1), min=1)
     folded = torch.remainder(positions, period)
     return torch.where(folded >= length, period - folded, folded).clamp(max=length - 1)

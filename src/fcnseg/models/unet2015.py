@@ -193,7 +193,7 @@ def _padding_to_valid(side: int | Tensor) -> int | Tensor:
     """
     least = side + 2 * UNET2015_CONTEXT + _FORWARD_CROP
     steps = torch.clamp(
-        torch.div(torch.as_tensor(least) - _VALID_BASE + _VALID_STEP - 1, _VALID_STEP,
+        torch.div(torch.as_tensor(least, device="cpu") - _VALID_BASE + _VALID_STEP - 1, _VALID_STEP,
                   rounding_mode="floor"),
         min=_MIN_STEPS,
     )  # fmt: skip
