@@ -100,3 +100,31 @@ def test_predict_command_writes_labels_at_the_image_size(tmp_path):
     assert main(argv) == 0
     written = sorted(p for p in out.iterdir() if p.suffix == ".png")
     assert written and all(Image.open(p).size == (101, 70) for p in written)
+
+
+def test_serve_segments_an_odd_sized_upload_by_overlap_tiles(tmp_path):
+    require_module("fastapi", "pip install -e '.[serve]'")
+    require_module("httpx", "pip install -e '.[serve]'")
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from fcnseg.serve import InferencePool, ServeLimits, create_app
+
+    weights = _weights(tmp_path / "unet.safetensors")
+    session = InferenceSession.load(
+        weights=weights, runtime="torch", mode="overlap_tile", options={"tile_size": 25}
+    )
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (37, 53, 3), np.uint8)).save(buffer, format="PNG")
+    limits = ServeLimits(max_bytes=200_000, max_pixels=50_000, queue=2)
+    with TestClient(create_app(InferencePool(session, queue=2), limits)) as client:
+        files = {"image": ("x.png", buffer.getvalue(), "image/png")}
+        response = client.post("/v1/segment", files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["width"], body["height"]) == (53, 37) and body["model"] == "unet2015"
+    mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png"])))
+    assert mask.size == (53, 37)
