@@ -95,6 +95,7 @@ def test_the_valid_size_rule_and_its_one_line_refusal():
     with pytest.raises(DataError, match=r"input side 571 is not a valid tile.*use 572") as caught:
         model.valid_forward(torch.zeros(1, 3, 572, 571))
     assert "\n" not in str(caught.value)
+    assert build_model("unet2015", 2, in_channels=1).normalization == "per_channel"
     with pytest.raises(ModelOptionError, match="no pretrained weights"):
         build_model("unet2015", 2, pretrained=True)
 

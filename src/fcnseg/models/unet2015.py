@@ -128,7 +128,9 @@ class UNet2015(nn.Module):
         self.pool = nn.MaxPool2d(2, stride=2)
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.normalization = "imagenet"
+        #: ImageNet numbers for RGB (any trained-from-scratch net needs some fixed numbers; these
+        #: match the other models'), measured per band for other channel counts, as segmenters do.
+        self.normalization = "imagenet" if in_channels == 3 else "per_channel"
         self.head_classes: dict[str, int] = {}
 
     @property
