@@ -34,8 +34,8 @@ def test_every_head_row_is_registered_for_every_backbone():
                 assert info.paper_stage == row.paper_stages.get(prefix)
                 expected.add(info.name)
     assert expected <= set(list_models())
-    # fcn32s..fcn4s and fpnlite per encoder, deeplab_aspp on the four torchvision encoders
-    assert len(expected) == (4 + 1) * len(BACKBONES) + 4
+    # fcn32s..fcn4s, fpnlite and unet per encoder, deeplab_aspp on the four torchvision encoders
+    assert len(expected) == (4 + 1 + 1) * len(BACKBONES) + 4
 
 
 def test_fcn_rows_keep_their_names_and_paper_stages():

@@ -397,3 +397,19 @@ ADE20K_CLASSES: tuple[str, ...] = (
     "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
     "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
 )
+
+# --- Ronneberger, Fischer, Brox, "U-Net: Convolutional Networks for Biomedical Image
+# --- Segmentation", MICCAI 2015 (arXiv:1505.04597), section 2 and figure 1.
+#: Channels of the five levels of the contracting path (figure 1: 64, 128, 256, 512, 1024).
+UNET2015_CHANNELS: tuple[int, ...] = (64, 128, 256, 512, 1024)
+#: The tile of figure 1: a 572 x 572 input gives a 388 x 388 segmentation map.
+UNET2015_TILE_INPUT: int = 572
+UNET2015_TILE_OUTPUT: int = 388
+#: Pixels of context lost on each side ((572 - 388) / 2): the border the overlap-tile strategy
+#: fills by mirroring the image (section 2, figure 2).
+UNET2015_CONTEXT: int = 92
+#: Dropout at the end of the contracting path (section 3.1; ratio 0.5 as in the release).
+UNET2015_DROPOUT: float = 0.5
+#: The border-weight map of the loss (section 3, equation 2): w0 = 10, sigma ~ 5 pixels.
+UNET2015_BORDER_W0: float = 10.0
+UNET2015_BORDER_SIGMA: float = 5.0

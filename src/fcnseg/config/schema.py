@@ -118,6 +118,12 @@ class TrainConfig:
     score_lr_mult: float = 1.0
     #: Weight of a soft-Jaccard (mean IoU) term added to the cross-entropy (0: plain paper loss).
     jaccard_weight: float = 0.0
+    #: U-Net's border-weight map (Ronneberger et al. 2015, eq. 2): w0 of the term added to each
+    #: pixel's class weight in the gaps between objects (the paper's 10; 0: off), and its sigma
+    #: in pixels (the paper's 5). Objects: connected components of every class but 0
+    #: (losses.border_weight_map).
+    border_weight: float = 0.0
+    border_sigma: float = 5.0
     #: Knowledge distillation: a trained weights file (same classes) whose softened per-pixel
     #: predictions the model also learns from (see losses.DistillationLoss); null: none.
     distill_from: str | None = None
@@ -228,6 +234,8 @@ NUMBER_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "train.bias_decay_mult": (0.0, 100.0, True),
     "train.score_lr_mult": (0.0, 1000.0, True),
     "train.jaccard_weight": (0.0, 1000.0, True),
+    "train.border_weight": (0.0, 1000.0, True),
+    "train.border_sigma": (0.0, 1000.0, False),
     "train.distill_weight": (0.0, 1000.0, True),
     "train.distill_temperature": (0.0, 100.0, False),
     "train.max_minutes": (0.0, 1e7, True),

@@ -165,7 +165,7 @@ def _score(
 ) -> dict[str, SegmentationScores]:
     """Scores per head of the session's model on `loader`, with the session's inference."""
     return evaluate_heads(
-        session.runnable,
+        session.predictor,
         loader,
         dataset.num_classes,
         dataset.ignore_index,

@@ -149,6 +149,16 @@ class InferenceSession:
         """What runs the model: the module itself, or an onnxruntime graph."""
         return self.runtime.runnable
 
+    @property
+    def predictor(self) -> Any:
+        """What `predict_logits` is called on: the runnable, carrying the model's tile geometry
+        under the overlap-tile mode (an exported graph has no `tile_context` of its own)."""
+        from fcnseg.inference.overlap_tile import with_tile_geometry
+
+        if self.spec.mode != "overlap_tile":
+            return self.runnable
+        return with_tile_geometry(self.runnable, self.loaded.model)
+
     def normalize(self, images: Sequence[Tensor] | Tensor) -> Tensor:
         """C x H x W images (one size; uint8 0-255 or float 0-1) as the normalised float batch
         the model takes, by the numbers stored with the weights (or their preset's)."""
@@ -160,7 +170,7 @@ class InferenceSession:
         """Every head's logits of a normalised batch under this session's inference."""
         from fcnseg.inference import predict_logits
 
-        return predict_logits(self.runnable, batch, mode=self.spec.mode, **self.spec.options())
+        return predict_logits(self.predictor, batch, mode=self.spec.mode, **self.spec.options())
 
     def logits(self, batch: Tensor) -> Tensor:
         """The primary head's logits N x C x H x W of a normalised batch."""

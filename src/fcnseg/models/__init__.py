@@ -15,6 +15,7 @@ from fcnseg.models import (  # noqa: F401  (register names)
     multihead,
     paper_nets,
     segmenters,
+    unet2015,
 )
 from fcnseg.models.factory import build_model, check_model_contract, list_models, model_info
 from fcnseg.models.protocol import SegmentationModel

@@ -3,7 +3,8 @@
 A head (`base.DecodeHead`) turns named backbone features into class scores; the segmentation
 shell (`fcnseg.models.shell`) runs it behind any backbone. `HEADS` says which heads exist and
 under which names: `fcnseg.models.segmenters` registers every row on every backbone of
-`fcnseg.models.backbones.BACKBONES` (`fcn8s_resnet18`, `fpnlite_efficientnet_lite0`, ...).
+`fcnseg.models.backbones.BACKBONES` (`fcn8s_resnet18`, `fpnlite_efficientnet_lite0`,
+`unet_mobilenet_v2`, ...).
 Adding a head is one `DecodeHead` subclass plus one row here (docs/architecture.md, "How to add
 a decode head").
 """
@@ -24,6 +25,7 @@ from fcnseg.models.heads.fcn import (
     fcn_name_prefix,
 )
 from fcnseg.models.heads.fpn_lite import FPNLiteHead
+from fcnseg.models.heads.unet import UNetHead
 from fcnseg.models.shell import SegmentationShell
 
 
@@ -87,6 +89,12 @@ HEADS: dict[str, HeadRow] = {
         family="deeplab",
         encoders=ASPP_ENCODERS,
     ),
+    "unet": HeadRow(
+        UNetHead,
+        presets={"unet": {}},
+        description="padded U-Net decoder (s32 -> s4, skips concatenated, 3x3 conv+BN pairs)",
+        family="unet",
+    ),
 }
 
 __all__ = [
@@ -97,5 +105,6 @@ __all__ = [
     "FPNLiteHead",
     "HeadRow",
     "SkipFCN",
+    "UNetHead",
     "require_features",
 ]
