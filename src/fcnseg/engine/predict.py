@@ -264,6 +264,7 @@ def _checked_targets(
     return targets
 
 
+# size: one call per step; the inference options (MC dropout --mc-samples/--seed) add lines
 def run_prediction(
     inputs: list[str],
     out_dir: str | Path,
@@ -291,8 +292,7 @@ def run_prediction(
     the model loads (InferenceSession.load: `mode`/`options` default to what the weights
     recommend; `engine` is the runtime). A bad input is skipped and reported (predict_files,
     which takes the speed options); the caller decides the exit status. `mc_samples`/`seed`:
-    Monte-Carlo dropout (InferenceSession.load), which adds `<name>_uncertainty.png` (heat
-    map) and `<name>_uncertainty16.png` (16-bit values) per input. Under torchrun rank r
+    MC dropout (InferenceSession.load; adds the uncertainty files). Under torchrun rank r
     predicts inputs i with i % world == r under the names of all inputs, so each is written
     once; `report.counts()` sums the ranks. `announce(report)` runs on rank 0 only and
     `on_error(error)` on the lowest failing rank only, both before the ranks part (`_agree`), so

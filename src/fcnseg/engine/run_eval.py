@@ -31,8 +31,8 @@ from fcnseg.engine.loading import LoadedModel, load_model
 from fcnseg.engine.session import InferenceSession, choose_spec
 from fcnseg.engine.setup import build_eval_dataset
 from fcnseg.errors import OutputError, UsageError, WeightsError
-from fcnseg.inference.mc_dropout import DEFAULT_SEED, MCDropout, require_dropout
-from fcnseg.inference.mc_dropout import check_runtime as check_mc_runtime
+from fcnseg.inference.mc_dropout import DEFAULT_SEED
+from fcnseg.inference.mc_dropout import check_request as check_mc_request
 from fcnseg.metrics import SegmentationScores
 from fcnseg.models.protocol import primary_head_name
 from fcnseg.paths import safe_name
@@ -205,6 +205,7 @@ def _payload(result: EvalRun) -> dict[str, Any]:
     return payload
 
 
+# size: one call per step; the inference options (MC dropout --mc-samples/--seed) add lines
 def run_evaluation(
     *,
     weights: str | Path | None = None,
@@ -236,18 +237,12 @@ def run_evaluation(
     `engine`: the runtime, "torch", "onnxruntime", "onnxruntime-int8" or "auto"
     (fcnseg.inference.runtimes; the graph is cached beside the weights); the one used is in the
     JSON's "engine". The split is checked before the runtime is resolved (an export takes time).
-    `mc_samples`/`seed`: Monte-Carlo dropout (InferenceSession.start; refused in one line for a
-    model without dropout or an ONNX engine, before the split is read); the JSON's
-    "mc_dropout" says how it was sampled.
+    `mc_samples`/`seed`: MC dropout (InferenceSession.start), checked before the split is read.
     """
-    if mc_samples is not None:
-        MCDropout(mc_samples, seed)  # its bounds checked before anything loads
-        check_mc_runtime(engine)
     torch_device = resolve_device(device, engine)
     loaded = load_model(weights, checkpoint, run)
     spec = choose_spec(loaded.metadata, mode, options)
-    if mc_samples is not None:
-        require_dropout(loaded.model, loaded.metadata.model)
+    check_mc_request(mc_samples, seed, engine, loaded.model, loaded.metadata.model)
     dataset, data_format, split = eval_split(
         loaded, data_format=data_format, data_root=data_root, split=split, size=size
     )

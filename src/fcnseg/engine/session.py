@@ -85,9 +85,7 @@ class InferenceSession:
         `mc_samples`/`seed`: Monte-Carlo dropout (see `start`), refused for an ONNX runtime
         before anything loads.
         """
-        if mc_samples is not None:
-            MCDropout(mc_samples, seed)  # its bounds checked before anything loads
-            mc_dropout.check_runtime(runtime)
+        mc_dropout.check_request(mc_samples, seed, runtime)
         torch_device = resolve_device(device, runtime)
         loaded = load_model(weights, checkpoint, run)
         spec = choose_spec(loaded.metadata, mode, options)
@@ -120,14 +118,11 @@ class InferenceSession:
         refused in one line for an ONNX runtime or a model without dropout; `auto` is torch."""
         torch_device = torch.device(device)
         model = loaded.model.to(torch_device)
-        if mc_samples is not None:
-            MCDropout(mc_samples, seed)
-            mc_dropout.check_runtime(runtime)
-            mc_dropout.require_dropout(model, loaded.metadata.model)
-            if runtime == "auto":
-                reason = "--mc-samples: dropout is sampled in PyTorch"
-                resolved = ResolvedRuntime(model.eval(), "torch", runtime, reason)
-                return cls(loaded, spec, resolved, torch_device).with_mc(mc_samples, seed)
+        mc_dropout.check_request(mc_samples, seed, runtime, model, loaded.metadata.model)
+        if mc_samples is not None and runtime == "auto":
+            reason = "--mc-samples: dropout is sampled in PyTorch"
+            resolved = ResolvedRuntime(model.eval(), "torch", runtime, reason)
+            return cls(loaded, spec, resolved, torch_device).with_mc(mc_samples, seed)
         resolved = resolve_runtime(
             model, loaded.source, runtime, device=torch_device, threads=threads
         )

@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_SEED",
     "DROPOUT_TYPES",
     "MCDropout",
+    "check_request",
     "check_runtime",
     "dropout_modules",
     "dropout_sampling",
@@ -136,6 +137,19 @@ def check_runtime(runtime: str) -> None:
             f"--mc-samples needs --engine torch (or auto): the {runtime} graph is exported with "
             "dropout off, so every pass would be the same"
         )
+
+
+def check_request(
+    samples: int | None, seed: int, runtime: str, model: object = None, name: str = ""
+) -> None:
+    """Whether sampling can be done, checked before the work starts: `samples`/`seed` in bounds,
+    a runtime that can sample and, when `model` is given, dropout layers in it (one-line
+    UsageError); nothing when `samples` is None (no sampling asked)."""
+    if samples is not None:
+        MCDropout(samples, seed)
+        check_runtime(runtime)
+        if model is not None:
+            require_dropout(model, name)
 
 
 @contextlib.contextmanager
