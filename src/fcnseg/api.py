@@ -25,6 +25,7 @@ from fcnseg.data.io import pil_values, read_image
 from fcnseg.engine.session import InferenceSession
 from fcnseg.errors import DataError, UsageError
 from fcnseg.inference.mc_dropout import DEFAULT_SEED, predictive_entropy
+from fcnseg.models.protocol import primary_output
 
 #: What `Segmenter.predict` accepts.
 ImageLike = Any  # PIL.Image.Image | np.ndarray | str | os.PathLike
@@ -106,17 +107,16 @@ class Segmenter:
         tensor = as_image_tensor(image, self.in_channels)
         session = self.session.with_mc(mc_samples, seed)
         with torch.no_grad():
-            logits = session.logits(session.normalize([tensor]))[0].float().cpu()
-        labels = logits.argmax(0).numpy().astype(np.int64)
-        outputs: list[np.ndarray] = [labels]
-        if probs or session.mc is not None:
-            probabilities = torch.softmax(logits, dim=0)
-            if probs:
-                outputs.append(probabilities.numpy())
-            if session.mc is not None:
-                entropy = predictive_entropy(probabilities[None])[0]
-                outputs.append(entropy.numpy().astype(np.float32))
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+            batch = session.normalize([tensor])
+            if session.mc is None:
+                logits = session.logits(batch)[0].float().cpu()
+                labels = logits.argmax(0).numpy().astype(np.int64)
+                return (labels, torch.softmax(logits, dim=0).numpy()) if probs else labels
+            # MC dropout: the mean of the passes' probabilities, as `fcnseg predict` computes.
+            mean = primary_output(session.head_probs(batch))[0].float().cpu()
+        labels = mean.argmax(0).numpy().astype(np.int64)
+        uncertainty = predictive_entropy(mean[None])[0].numpy()
+        return (labels, mean.numpy(), uncertainty) if probs else (labels, uncertainty)
 
 
 def as_image_tensor(image: ImageLike, channels: int) -> Tensor:
