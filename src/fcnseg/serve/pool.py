@@ -161,10 +161,10 @@ class InferencePool:
         elapsed_ms = 1000 * (time.perf_counter() - started)
         if uncertainty is None:
             return Segmentation(labels=labels[0].numpy(), inference_ms=elapsed_ms)
-        values = uncertainty[0].numpy()
+        unsure = uncertainty[0].numpy()
         heat = io.BytesIO()
-        uncertainty_image(values).save(heat, format="PNG", optimize=False)
-        return Segmentation(labels[0].numpy(), elapsed_ms, values, heat.getvalue())
+        uncertainty_image(unsure).save(heat, format="PNG", optimize=False)
+        return Segmentation(labels[0].numpy(), elapsed_ms, unsure, heat.getvalue())
 
     # ---------------------------------------------------------------------------- describing
     @property
