@@ -38,7 +38,7 @@ from fcnseg.engine.predict_outputs import (
     check_targets,
     output_targets,
 )
-from fcnseg.engine.render import overlay_image, palette_image, uncertainty_image, uncertainty_raw
+from fcnseg.engine.render import overlay_image, palette_image
 from fcnseg.engine.session import InferenceSession
 from fcnseg.errors import FcnsegError, UsageError
 from fcnseg.inference.mc_dropout import DEFAULT_SEED
@@ -122,9 +122,8 @@ class _Predictor:
         forward for the group, or, when it fails, one per input so the failure is charged to
         its cause. The uncertainty comes with MC dropout only (InferenceSession.segment)."""
         try:
-            labels, uncertainty = self.session.segment([item.image for item in ready])
-            each = uncertainty.numpy() if uncertainty is not None else [None] * len(ready)
-            return list(zip(ready, labels.numpy(), each, strict=True))
+            results = self.session.segment_each([item.image for item in ready])
+            return [(item, *result) for item, result in zip(ready, results, strict=True)]
         except (FcnsegError, OSError) as error:
             if len(ready) == 1:
                 self.skip(ready[0].path, error)
@@ -132,9 +131,7 @@ class _Predictor:
         done = []
         for item in ready:
             try:
-                labels, uncertainty = self.session.segment([item.image])
-                one = uncertainty.numpy()[0] if uncertainty is not None else None
-                done.append((item, labels.numpy()[0], one))
+                done.append((item, *self.session.segment_each([item.image])[0]))
             except (FcnsegError, OSError) as error:
                 self.skip(item.path, error)
         return done
@@ -146,9 +143,8 @@ class _Predictor:
         image: torch.Tensor,
         uncertainty: np.ndarray | None = None,
     ):
-        """The job writing `path`'s PNG (and overlay, and with MC dropout the uncertainty heat
-        map and 16-bit PNG), each atomically and never through a link
-        (engine.predict_outputs); the files are counted as written now."""
+        """The job writing `path`'s PNG (and overlay, and uncertainty maps), each atomically and
+        never through a link (engine.predict_outputs); the files are counted as written now."""
         target, overlay_path, heat_path, raw_path = self.targets[path]
         assert target is not None
         palette, out_dir = self.palette, self.out_dir
@@ -159,9 +155,8 @@ class _Predictor:
             if overlay_path is not None:  # any band count: render.preview_rgb's picture
                 overlay = overlay_image(image.permute(1, 2, 0).numpy(), labels, palette)
                 predict_outputs.save_image(overlay, overlay_path, "JPEG", quality=90)
-            if uncertainty is not None and heat_path is not None and raw_path is not None:
-                predict_outputs.save_image(uncertainty_image(uncertainty), heat_path, "PNG")
-                predict_outputs.save_image(uncertainty_raw(uncertainty), raw_path, "PNG")
+            if uncertainty is not None:
+                predict_outputs.save_uncertainty(uncertainty, heat_path, raw_path)
 
         paths = [target, overlay_path] + ([heat_path, raw_path] if uncertainty is not None else [])
         self.written += [written for written in paths if written is not None]

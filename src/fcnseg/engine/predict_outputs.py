@@ -30,6 +30,7 @@ __all__ = [
     "ensure_folder",
     "output_targets",
     "save_image",
+    "save_uncertainty",
 ]
 
 #: Suffixes of the two files written per input (see engine.predict.write_job).
@@ -185,6 +186,17 @@ def ensure_folder(out_dir: Path, folder: Path) -> None:
                 "links; remove it"
             )
         current.mkdir(exist_ok=True)
+
+
+def save_uncertainty(uncertainty: Any, heat_map: Path | None, raw: Path | None) -> None:
+    """H x W uncertainty in [0, 1] saved as its heat map and its 16-bit PNG (engine.render),
+    each by `save_image`; a target that is None is not written."""
+    from fcnseg.engine.render import uncertainty_image, uncertainty_raw  # PIL: only here
+
+    if heat_map is not None:
+        save_image(uncertainty_image(uncertainty), heat_map, "PNG")
+    if raw is not None:
+        save_image(uncertainty_raw(uncertainty), raw, "PNG")
 
 
 def save_image(image: Any, target: Path, image_format: str, **params: Any) -> None:

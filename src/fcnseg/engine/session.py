@@ -255,3 +255,10 @@ class InferenceSession:
             probs = primary_output(self.head_probs(self.normalize(images)))
             labels = probs.argmax(1).cpu()
             return labels, mc_dropout.predictive_entropy(probs).cpu()
+
+    def segment_each(self, images: Sequence[Tensor] | Tensor) -> list[tuple[Any, Any]]:
+        """`segment` per image as NumPy: [(class ids H x W, uncertainty H x W or None)]."""
+        labels, uncertainty = self.segment(images)
+        if uncertainty is None:
+            return [(ids, None) for ids in labels.numpy()]
+        return list(zip(labels.numpy(), uncertainty.numpy(), strict=True))
