@@ -205,3 +205,28 @@ def test_session_refuses_a_net_without_dropout():
     session = InferenceSession.for_model(plain, metadata())
     with pytest.raises(UsageError, match="model dropout_net has no dropout layers"):
         session.with_mc(4)
+
+
+def test_sampling_composes_with_the_overlap_tile_mode_of_unet2015():
+    """U-Net 2015 has dropout at the end of its contracting path (d3c, d4c): every MC pass is a
+    whole overlap-tile inference, and the mean is the average of those passes."""
+    from fcnseg.inference import predict_probs
+    from fcnseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet2015", CLASSES, width_divisor=16).eval()
+    spec = InferenceSpec.parse("overlap_tile", {"tile_size": 25}, "test")
+    session = InferenceSession.for_model(model, metadata(), spec=spec).with_mc(3, seed=4)
+    image = torch.randint(0, 256, (3, 30, 34), dtype=torch.uint8)
+    labels, uncertainty = session.segment([image])
+    assert labels.shape == uncertainty.shape == (1, 30, 34)
+    torch.manual_seed(4)
+    model.dropout_d3c.train()
+    model.dropout_d4c.train()
+    batch = session.normalize([image])
+    passes = [predict_probs(model, batch, "overlap_tile", tile_size=25) for _ in range(3)]
+    model.eval()
+    mean = torch.stack(passes).mean(0)
+    assert not torch.equal(passes[0], passes[1])  # dropout did act (weakly, untrained)
+    assert torch.equal(labels, mean.argmax(1))
+    assert torch.allclose(uncertainty, predictive_entropy(mean), atol=1e-6)
