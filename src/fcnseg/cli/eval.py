@@ -6,9 +6,11 @@ import argparse
 import sys
 
 from fcnseg.cli.arguments import (
+    add_crf_options,
     add_engine_option,
     add_inference_options,
     add_model_source,
+    crf_arguments,
     inference_options,
 )
 
@@ -31,11 +33,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_inference_options(parser)
     add_engine_option(parser)
+    add_crf_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from fcnseg.report.eval_report import evaluate_with_report
 
+    crf, crf_options = crf_arguments(args)
     result, index = evaluate_with_report(
         args.report,
         force=args.force,
@@ -52,8 +56,12 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         progress=sys.stderr.isatty(),
         engine=args.engine,
+        crf=crf,
+        crf_options=crf_options,
     )
     print(result.session.runtime.summary())
+    if result.session.crf is not None:
+        print(result.session.crf_line())
     print(result.report())
     if index is not None:
         print(f"report written to {index}")

@@ -60,6 +60,8 @@ class PredictionRun:
     rank: int = 0
     #: (files written, inputs failed) summed over all ranks under torchrun, else None.
     world_counts: tuple[int, int] | None = None
+    #: `crf: <parameters>; N ms per image` when the dense CRF ran (this rank's images), else "".
+    crf_line: str = ""
 
     def counts(self) -> tuple[int, int]:
         """(files written, inputs failed) over every process: what the summary line reports."""
@@ -255,6 +257,8 @@ def run_prediction(
     background_writes: bool = True,
     on_error: Callable[[BaseException], None] | None = None,
     announce: Callable[[PredictionRun], None] | None = None,
+    crf: bool | None = None,
+    crf_options: dict[str, Any] | None = None,
 ) -> PredictionRun:
     """`fcnseg predict` as a function: the inputs, the files written and the inputs that failed.
 
@@ -267,7 +271,9 @@ def run_prediction(
     `on_error(error)` on the lowest failing rank only, both before the ranks part (`_agree`), so
     torchrun, which stops every worker once one exits, cannot cut the summary or the error
     line short; with `on_error`, every rank then raises `distributed.PeerFailed` (reported),
-    without it the failing rank raises its error and the others PeerFailed.
+    without it the failing rank raises its error and the others PeerFailed. `crf`/`crf_options`:
+    the dense CRF after the net (--crf, --no-crf, --crf-*; engine.session.session_crf); its
+    time per image is `report.crf_line`.
     """
     torch_device = resolve_device(device, engine)
     session_args = {
@@ -278,6 +284,8 @@ def run_prediction(
         "runtime": engine,
         "mode": mode,
         "options": options,
+        "crf": crf,
+        "crf_options": crf_options,
     }
     speed = {
         "batch_size": batch_size,
@@ -321,6 +329,7 @@ def _predict_this_rank(
         names=names,
         **speed,
     )
+    report.crf_line = session.crf_line()
     return report
 
 

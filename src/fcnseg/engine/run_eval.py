@@ -28,7 +28,7 @@ from fcnseg.engine.evaluate import (
     write_scores,
 )
 from fcnseg.engine.loading import LoadedModel, load_model
-from fcnseg.engine.session import InferenceSession, choose_spec
+from fcnseg.engine.session import InferenceSession, choose_spec, session_crf
 from fcnseg.engine.setup import build_eval_dataset
 from fcnseg.errors import OutputError, UsageError, WeightsError
 from fcnseg.metrics import SegmentationScores
@@ -163,7 +163,17 @@ def _score(
     progress: bool,
     on_batch: Callable[[Tensor, Tensor], None] | None,
 ) -> dict[str, SegmentationScores]:
-    """Scores per head of the session's model on `loader`, with the session's inference."""
+    """Scores per head of the session's model on `loader`, with the session's inference and
+    its dense CRF, if any (on the images behind the normalised batches)."""
+    refine = None
+    if session.crf is not None:
+        from fcnseg.inference.crf import refine_logits, uint8_images
+
+        crf, numbers = session.crf, session.metadata.input_normalization()
+
+        def refine(images: Tensor, logits: Tensor) -> Tensor:
+            return refine_logits(uint8_images(images, numbers), logits, crf, session.crf_timer)
+
     return evaluate_heads(
         session.predictor,
         loader,
@@ -174,6 +184,7 @@ def _score(
         options=session.spec.options(),
         progress=progress,
         on_batch=on_batch,
+        refine=refine,
     )
 
 
@@ -190,6 +201,8 @@ def _payload(result: EvalRun) -> dict[str, Any]:
         "inference_options": session.spec.options(),
         "engine": session.runtime.name,
         "engine_details": session.runtime.as_json(),
+        "crf": session.crf.as_dict() if session.crf is not None else None,
+        "crf_ms_per_image": session.crf_timer.ms_per_image(),
         **scores_json(result.per_head[result.primary], result.dataset.classes),
     }
     if len(result.per_head) > 1:
@@ -217,6 +230,8 @@ def run_evaluation(
     batch_hook: Callable[[Any, DataLoader], Callable[[Tensor, Tensor], None]] | None = None,
     payload_extras: Callable[[EvalRun], dict[str, Any]] | None = None,
     engine: str = "torch",
+    crf: bool | None = None,
+    crf_options: dict[str, Any] | None = None,
 ) -> EvalRun:
     """Score the model from exactly one of weights / checkpoint / run on a split; write the JSON.
 
@@ -229,15 +244,19 @@ def run_evaluation(
     `engine`: the runtime, "torch", "onnxruntime", "onnxruntime-int8" or "auto"
     (fcnseg.inference.runtimes; the graph is cached beside the weights); the one used is in the
     JSON's "engine". The split is checked before the runtime is resolved (an export takes time).
+    `crf`/`crf_options`: the dense CRF after the net (--crf, --no-crf, --crf-*; see
+    engine.session.session_crf); the JSON records its parameters and milliseconds per image.
     """
     torch_device = resolve_device(device, engine)
     loaded = load_model(weights, checkpoint, run)
     spec = choose_spec(loaded.metadata, mode, options)
+    crf_params = session_crf(loaded, crf, crf_options)
     dataset, data_format, split = eval_split(
         loaded, data_format=data_format, data_root=data_root, split=split, size=size
     )
     check_num_classes(loaded.source, loaded.metadata.num_classes, dataset.num_classes)
     session = InferenceSession.start(loaded, spec, runtime=engine, device=torch_device)
+    session = session.with_crf(crf_params)
     loader = eval_loader(dataset)
     on_batch = batch_hook(dataset, loader) if batch_hook is not None else None
     per_head = _score(session, loader, dataset, progress, on_batch)
