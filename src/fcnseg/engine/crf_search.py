@@ -4,7 +4,7 @@ DeepLab fixed the smoothness kernel (w2 = 3, theta_gamma = 3) and 10 mean-field 
 cross-validated the appearance kernel (w1, theta_alpha, theta_beta) on 100 val images, first on
 a coarse grid, then on finer steps around the best point (fcnseg.constants). Here every one of
 the six values can be searched: a value given once is held fixed, a value given several times
-is part of the grid and of the refinement.
+is part of the grid and of the refinement (the candidates: fcnseg.inference.crf_grid).
 
 Why the net runs once: the CRF changes only the post-processing, so each image's probabilities
 are computed once (float16, to halve their memory) and every candidate re-runs only the CRF.
@@ -18,10 +18,8 @@ never written, and nothing is written outside that folder.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,24 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcnseg.constants import (
-    DEEPLAB_CRF_SEARCH_THETA_ALPHA,
-    DEEPLAB_CRF_SEARCH_THETA_BETA,
-    DEEPLAB_CRF_SEARCH_W1,
-)
 from fcnseg.engine.progress import task_bar
 from fcnseg.errors import OutputError, UsageError
-from fcnseg.inference.crf_params import NAMES, CrfParams
+from fcnseg.inference.crf_grid import coarse_candidates, grid_steps, refined_candidates, search_grid
+from fcnseg.inference.crf_params import CrfParams
 from fcnseg.io_utils import atomic_write
 from fcnseg.metrics import ConfusionMatrix
 from fcnseg.paths import safe_name
 
-#: The coarse grid DeepLab searched (the other three values fixed at their defaults).
-DEEPLAB_GRID: dict[str, tuple[float, ...]] = {
-    "w1": DEEPLAB_CRF_SEARCH_W1,
-    "theta_alpha": DEEPLAB_CRF_SEARCH_THETA_ALPHA,
-    "theta_beta": DEEPLAB_CRF_SEARCH_THETA_BETA,
-}
 #: Share of `max_minutes` the refinement keeps even when the coarse grid could use it all.
 REFINE_SHARE = 0.25
 
@@ -99,71 +87,6 @@ class SearchResult:
         """The best candidate's CRF time per image."""
         trial = next(t for t in self.trials if t.params == self.best)
         return 1000 * trial.seconds / max(1, self.images)
-
-
-def search_grid(values: Mapping[str, Sequence[float]] | None = None) -> dict[str, tuple]:
-    """Every parameter's coarse values: DeepLab's grid, `values` replacing single entries, and
-    the defaults (one value, held fixed) for the rest. Each value is checked by CrfParams."""
-    grid: dict[str, tuple] = {name: (getattr(CrfParams(), name),) for name in NAMES}
-    grid.update(DEEPLAB_GRID)
-    for name, given in (values or {}).items():
-        if not given:
-            continue
-        for value in given:
-            CrfParams.parse({name: value}, f"--{name.replace('_', '-')}")
-        grid[name] = tuple(sorted(set(given)))
-    return grid
-
-
-def coarse_candidates(grid: Mapping[str, Sequence[float]], seed: int = 0) -> list[CrfParams]:
-    """The product of the grid's values, in a seeded random order (see the module doc)."""
-    combos = [
-        CrfParams.parse(dict(zip(NAMES, values, strict=True)), "grid")
-        for values in itertools.product(*(grid[name] for name in NAMES))
-    ]
-    random.Random(seed).shuffle(combos)
-    return combos
-
-
-def refined_candidates(
-    best: CrfParams, steps: Mapping[str, float], tried: set[CrfParams]
-) -> list[CrfParams]:
-    """The points around `best` at +-`steps` (and 0) on every searched axis, not yet tried.
-
-    Values that would leave the valid range are dropped; iterations stay whole numbers.
-    """
-    axes: list[list[float]] = []
-    for name in NAMES:
-        centre = getattr(best, name)
-        step = steps.get(name, 0.0)
-        if name == "iterations":
-            step = float(int(step))
-        values = {centre} if step <= 0 else {centre - step, centre, centre + step}
-        axes.append(sorted(v for v in values if _valid(name, v)))
-    candidates = []
-    for values in itertools.product(*axes):
-        params = CrfParams.parse(dict(zip(NAMES, values, strict=True)), "refinement")
-        if params not in tried:
-            candidates.append(params)
-    return candidates
-
-
-def _valid(name: str, value: float) -> bool:
-    try:
-        CrfParams.parse({name: int(value) if name == "iterations" else value})
-    except UsageError:
-        return False
-    return True
-
-
-def grid_steps(grid: Mapping[str, Sequence[float]]) -> dict[str, float]:
-    """Half the smallest spacing of each searched axis: the refinement's first step."""
-    steps = {}
-    for name, values in grid.items():
-        ordered = sorted(values)
-        if len(ordered) > 1:
-            steps[name] = min(b - a for a, b in itertools.pairwise(ordered)) / 2
-    return steps
 
 
 def score_params(
@@ -271,26 +194,68 @@ def run_crf_search(
     """Search the CRF parameters of `weights` on a split; write a copy of the weights storing
     the best as their default CRF ("crf", with "crf_search" saying how it was found) and a JSON
     log of every candidate, both under `out_dir`. See the module doc for the procedure."""
-    from fcnseg.engine.checkpoint import load_weights, write_weights
-    from fcnseg.engine.device import resolve_device
-    from fcnseg.engine.loading import load_model
-    from fcnseg.engine.run_eval import eval_split
-    from fcnseg.engine.session import InferenceSession, check_crf_usable, choose_spec
+    _check_bounds(max_images, max_minutes, refine_rounds)
+    weights = Path(weights)
+    copy, log = output_paths(weights, Path(out_dir), force)
+    grid = search_grid(grid_values)
+    budget = SearchBudget(max_minutes)
+    split_data = (data_format, data_root, split)
+    samples, labels, where = _prepare(
+        weights, device, mode, options, split_data, max_images, progress
+    )
+    before = score_params(samples, None, *labels)
+    say(f"net alone: mean IU {100 * before:.2f} on {len(samples)} {where['split']} images")
+    coarse = coarse_candidates(grid)
+    result = SearchResult(CrfParams(), before, before, len(samples), grid_size=len(coarse))
+    _try_all(coarse, "coarse", samples, labels, result, budget.coarse_left, progress)
+    steps = grid_steps(grid)
+    for round_index in range(refine_rounds):
+        if not steps or budget.left() <= 0 or not result.trials:
+            break
+        tried = {trial.params for trial in result.trials}
+        candidates = refined_candidates(result.best, steps, tried)
+        stage = f"refine {round_index + 1}"
+        _try_all(candidates, stage, samples, labels, result, budget.left, progress)
+        steps = {name: step / 2 for name, step in steps.items()}
+    if not result.trials:
+        raise UsageError(
+            f"--max-minutes {max_minutes:g}: no candidate could be tried in that time (the net "
+            "alone took it); allow more minutes or fewer --max-images"
+        )
+    _write_outputs(weights, copy, log, result, where)
+    return result
 
+
+def _check_bounds(max_images: int, max_minutes: float, refine_rounds: int) -> None:
     if max_images < 1:
         raise UsageError(f"--max-images {max_images}: must be 1 or more")
     if not (math.isfinite(max_minutes) and max_minutes > 0):
         raise UsageError(f"--max-minutes {max_minutes}: must be a number above 0")
     if refine_rounds < 0:
         raise UsageError(f"--refine-rounds {refine_rounds}: must be 0 or more")
-    weights = Path(weights)
-    copy, log = output_paths(weights, Path(out_dir), force)
-    grid = search_grid(grid_values)
-    budget = SearchBudget(max_minutes)
+
+
+def _prepare(
+    weights: Path,
+    device: str,
+    mode: str | None,
+    options: dict[str, Any] | None,
+    split_data: tuple[str | None, str | None, str | None],
+    max_images: int,
+    progress: bool,
+) -> tuple[list[Sample], tuple[int, int | None], dict[str, str]]:
+    """(the search images with the net's probabilities, (classes, ignore label), {format,
+    split}): the model loaded and checked able to run the CRF, the split found as eval finds it."""
+    from fcnseg.engine.device import resolve_device
+    from fcnseg.engine.loading import load_model
+    from fcnseg.engine.run_eval import eval_split
+    from fcnseg.engine.session import InferenceSession, check_crf_usable, choose_spec
+
     torch_device = resolve_device(device)
     loaded = load_model(weights, None, None)
     check_crf_usable(loaded, "fcnseg crf-search")
     spec = choose_spec(loaded.metadata, mode, options)
+    data_format, data_root, split = split_data
     dataset, data_format, split = eval_split(
         loaded, data_format=data_format, data_root=data_root, split=split
     )
@@ -300,32 +265,21 @@ def run_crf_search(
         raise UsageError(f"split {split!r} of {data_format} has no images to search on")
     with task_bar(count, "crf-search: net", progress) as bar:
         samples = collect_samples(session, dataset, count, bar)
-    classes, ignore = dataset.num_classes, dataset.ignore_index
-    before = score_params(samples, None, classes, ignore)
-    say(f"net alone: mean IU {100 * before:.2f} on {count} {split} images")
-    coarse = coarse_candidates(grid)
-    result = SearchResult(CrfParams(), before, before, count, grid_size=len(coarse))
-    _try_all(coarse, "coarse", samples, (classes, ignore), result, budget.coarse_left, progress)
-    steps = grid_steps(grid)
-    for round_index in range(refine_rounds):
-        if not steps or budget.left() <= 0 or not result.trials:
-            break
-        tried = {trial.params for trial in result.trials}
-        candidates = refined_candidates(result.best, steps, tried)
-        stage = f"refine {round_index + 1}"
-        _try_all(candidates, stage, samples, (classes, ignore), result, budget.left, progress)
-        steps = {name: step / 2 for name, step in steps.items()}
-    if not result.trials:
-        raise UsageError(
-            f"--max-minutes {max_minutes:g}: no candidate could be tried in that time (the net "
-            "alone took it); allow more minutes or fewer --max-images"
-        )
+    labels = (int(dataset.num_classes), dataset.ignore_index)
+    return samples, labels, {"format": data_format, "split": split}
+
+
+def _write_outputs(
+    weights: Path, copy: Path, log: Path, result: SearchResult, where: dict[str, str]
+) -> None:
+    """The weights copy with "crf" (the best) and "crf_search" (how), and the JSON log."""
+    from fcnseg.engine.checkpoint import load_weights, write_weights
+
     tensors, metadata = load_weights(weights)
     record = {
-        "split": split,
-        "format": data_format,
-        "images": count,
-        "mean_iu_before": before,
+        **where,
+        "images": result.images,
+        "mean_iu_before": result.mean_iu_before,
         "mean_iu_after": result.mean_iu_after,
         "candidates_tried": len(result.trials),
         "stopped_by_time": result.stopped_by_time,
@@ -337,7 +291,6 @@ def run_crf_search(
     text = json.dumps({**record, "best": result.best.as_dict(), "trials": trials}, indent=2)
     atomic_write(log, lambda tmp: tmp.write_text(text + "\n"))
     result.weights_out, result.log_out = copy, log
-    return result
 
 
 def _try_all(
@@ -366,11 +319,4 @@ def _try_all(
                 bar.set_postfix(best=f"{100 * result.mean_iu_after:.2f}")
 
 
-__all__ = [
-    "DEEPLAB_GRID",
-    "SearchResult",
-    "coarse_candidates",
-    "refined_candidates",
-    "run_crf_search",
-    "search_grid",
-]
+__all__ = ["SearchResult", "run_crf_search"]

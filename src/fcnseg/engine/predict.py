@@ -264,16 +264,14 @@ def run_prediction(
 
     Inputs (collect_inputs) and every output path (engine.predict_outputs) are checked before
     the model loads (InferenceSession.load: `mode`/`options` default to what the weights
-    recommend; `engine` is the runtime). A bad input is skipped and reported (predict_files,
+    recommend, `crf`/`crf_options` too; `engine` is the runtime). A bad input is skipped and reported (predict_files,
     which takes the speed options); the caller decides the exit status. Under torchrun rank r
     predicts inputs i with i % world == r under the names of all inputs, so each is written
     once; `report.counts()` sums the ranks. `announce(report)` runs on rank 0 only and
     `on_error(error)` on the lowest failing rank only, both before the ranks part (`_agree`), so
     torchrun, which stops every worker once one exits, cannot cut the summary or the error
     line short; with `on_error`, every rank then raises `distributed.PeerFailed` (reported),
-    without it the failing rank raises its error and the others PeerFailed. `crf`/`crf_options`:
-    the dense CRF after the net (--crf, --no-crf, --crf-*; engine.session.session_crf); its
-    time per image is `report.crf_line`.
+    without it the failing rank raises its error and the others PeerFailed.
     """
     torch_device = resolve_device(device, engine)
     session_args = {

@@ -241,11 +241,9 @@ def run_evaluation(
     returns a callback that sees every batch's predicted ids and targets (evaluate_heads'
     on_batch; the HTML report of `fcnseg eval --report` uses it); `payload_extras(result)` adds
     fields to the JSON before its one write (the report's confusion matrix and per-image IU).
-    `engine`: the runtime, "torch", "onnxruntime", "onnxruntime-int8" or "auto"
-    (fcnseg.inference.runtimes; the graph is cached beside the weights); the one used is in the
-    JSON's "engine". The split is checked before the runtime is resolved (an export takes time).
-    `crf`/`crf_options`: the dense CRF after the net (--crf, --no-crf, --crf-*; see
-    engine.session.session_crf); the JSON records its parameters and milliseconds per image.
+    `engine`: the runtime (fcnseg.inference.runtimes; the graph is cached beside the weights);
+    the one used is in the JSON's "engine". The split is checked before the runtime is resolved
+    (an export takes time). `crf`/`crf_options`: --crf, --no-crf, --crf-* (session_crf).
     """
     torch_device = resolve_device(device, engine)
     loaded = load_model(weights, checkpoint, run)
@@ -255,8 +253,8 @@ def run_evaluation(
         loaded, data_format=data_format, data_root=data_root, split=split, size=size
     )
     check_num_classes(loaded.source, loaded.metadata.num_classes, dataset.num_classes)
-    session = InferenceSession.start(loaded, spec, runtime=engine, device=torch_device)
-    session = session.with_crf(crf_params)
+    started = InferenceSession.start(loaded, spec, runtime=engine, device=torch_device)
+    session = started.with_crf(crf_params)
     loader = eval_loader(dataset)
     on_batch = batch_hook(dataset, loader) if batch_hook is not None else None
     per_head = _score(session, loader, dataset, progress, on_batch)
