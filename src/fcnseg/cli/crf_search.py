@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from fcnseg.cli.arguments import add_inference_options, inference_options
+from fcnseg.constants import DEEPLAB_CRF_SEARCH_IMAGES
 
 #: Grid flags: (flag, CrfParams field, value type). DeepLab's grid for the first three.
 GRID_FLAGS: tuple[tuple[str, str, type], ...] = (
@@ -35,7 +36,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", help="dataset format (default: the weights' recipe)")
     parser.add_argument("--split", default="val", help="split to search on (default val)")
     parser.add_argument(
-        "--max-images", type=int, default=100, help="images of the split used (default 100)"
+        "--max-images",
+        type=int,
+        default=DEEPLAB_CRF_SEARCH_IMAGES,
+        help=f"images of the split used (default {DEEPLAB_CRF_SEARCH_IMAGES}, as DeepLab)",
     )
     parser.add_argument("--max-minutes", type=float, default=60.0, help="time limit (default 60)")
     parser.add_argument(

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcnseg.constants import DEEPLAB_CRF_SEARCH_IMAGES
 from fcnseg.engine.progress import task_bar
 from fcnseg.errors import OutputError, UsageError
 from fcnseg.inference.crf_grid import coarse_candidates, grid_steps, refined_candidates, search_grid
@@ -184,7 +185,7 @@ def run_crf_search(
     mode: str | None = None,
     options: dict[str, Any] | None = None,
     grid_values: Mapping[str, Sequence[float]] | None = None,
-    max_images: int = 100,
+    max_images: int = DEEPLAB_CRF_SEARCH_IMAGES,
     max_minutes: float = 60.0,
     refine_rounds: int = 1,
     force: bool = False,
