@@ -147,7 +147,7 @@ def test_page_upload_shows_overlay_and_legend(browser, server, tmp_path):
     assert "can't be segmented" in message and "Traceback" not in message
     page.close()
     assert requests_outside == []
-    assert "POST /v1/segment 200" in log.read_text()
+    assert "POST /v1/segment?crf=0 200" in log.read_text()  # the page sends its CRF toggle
 
 
 def test_page_crf_toggle_segments_again_with_the_crf(browser, server, tmp_path):
