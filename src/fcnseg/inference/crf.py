@@ -104,11 +104,18 @@ def crf_refine(
     crf.addPairwiseBilateral(
         sxy=bilateral_sxy,
         srgb=bilateral_srgb,
-        rgbim=np.ascontiguousarray(image),
+        rgbim=_writable(image),
         compat=bilateral_compat,
     )
     refined = np.asarray(crf.inference(iterations), dtype=np.float32)
     return refined.reshape(num_classes, height, width)
+
+
+def _writable(image: np.ndarray) -> np.ndarray:
+    """`image` as a C-contiguous array pydensecrf accepts: its Cython wrapper takes a writable
+    buffer only, and `np.asarray(PIL image)` is read-only, so such an image is copied."""
+    rgb = np.ascontiguousarray(image)
+    return rgb if rgb.flags.writeable else rgb.copy()
 
 
 def crf_refine_batch(images_uint8_nchw: Tensor, probs_nchw: Tensor, **options: float) -> Tensor:
