@@ -230,6 +230,9 @@ def test_crf_search_time_limit_and_bad_values(weights, tmp_path, capsys) -> None
     assert "--w1" in _one_line_error(capsys)
     assert main([*base, "--out", str(tmp_path / "b"), "--max-minutes", "0"]) == 2
     assert "--max-minutes" in _one_line_error(capsys)
+    # Weights whose recipe names no dataset folder, and no --data-root: one line, not a traceback.
+    assert main([*base[:3], "--format", "camvid", "--out", str(tmp_path / "d")]) == 2
+    assert "--data-root" in _one_line_error(capsys)
     # A tiny budget: the net runs, then the first candidates take the refinement's share too.
     args = [*base, "--out", str(tmp_path / "c"), "--max-images", "1", "--iterations", "1"]
     assert main([*args, "--max-minutes", "0.0001"]) == 2
