@@ -181,6 +181,12 @@ def test_missing_pydensecrf_is_one_line(weights, tmp_path, capsys, monkeypatch) 
     assert "pip install 'fcnseg[crf]'" in _one_line_error(capsys)
     assert not (tmp_path / "s.json").exists()
     assert _eval_json(weights, tmp_path)["crf"] is None  # without --crf nothing is needed
+    stored = tmp_path / "stored.safetensors"
+    shutil.copy(weights, stored)
+    update_weights_metadata(stored, crf={"w1": 5.0})
+    assert main([*base[:2], str(stored), "--format", "synthetic"]) == 2
+    assert "stored default CRF (--no-crf skips it)" in _one_line_error(capsys)
+    assert _eval_json(stored, tmp_path, "--no-crf")["crf"] is None
 
 
 # ----------------------------------------------------------------------------------- search
@@ -305,3 +311,36 @@ def test_page_has_the_crf_toggle() -> None:
     page = page_html()
     assert 'id="crf" type="checkbox"' in page
     assert "/v1/segment?crf=${" in page and 'id="time-crf"' in page
+
+
+# ------------------------------------------------------------------------ the search's grid
+def test_grid_is_deeplabs_and_refinement_narrows_within_bounds() -> None:
+    """DeepLab (ICLR 2015, section 4.1): w1 in [5, 10], theta_alpha in [50:10:100], theta_beta in
+    [3:6], with w2 = theta_gamma = 3 and 10 iterations fixed; then finer steps around the best."""
+    from fcnseg.inference.crf_grid import (
+        coarse_candidates,
+        grid_steps,
+        refined_candidates,
+        search_grid,
+    )
+
+    grid = search_grid()
+    assert grid["theta_alpha"] == (50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
+    assert grid["theta_beta"] == (3.0, 4.0, 5.0, 6.0) and grid["w2"] == (3.0,)
+    coarse = coarse_candidates(grid)
+    assert len(coarse) == 6 * 6 * 4 == len(set(coarse))
+    assert coarse == coarse_candidates(grid) and coarse != coarse_candidates(grid, seed=1)
+    assert coarse[:10] != sorted(coarse[:10], key=lambda p: (p.w1, p.theta_alpha, p.theta_beta))
+    steps = grid_steps(grid)
+    assert steps == {"w1": 0.5, "theta_alpha": 5.0, "theta_beta": 0.5}
+    best = CrfParams(w1=5.0, theta_alpha=50.0, theta_beta=3.0)
+    around = refined_candidates(best, steps, {best})
+    assert len(around) == 26 and best not in around
+    assert {p.w1 for p in around} == {4.5, 5.0, 5.5}
+    # A step that would leave the valid range is dropped (theta_alpha > 0), iterations stay whole.
+    edge = refined_candidates(CrfParams(theta_alpha=5.0, iterations=2), {"theta_alpha": 5.0}, set())
+    assert {p.theta_alpha for p in edge} == {5.0, 10.0}
+    whole = refined_candidates(CrfParams(iterations=4), {"iterations": 2.5}, set())
+    assert {p.iterations for p in whole} == {2, 4, 6}
+    with pytest.raises(UsageError, match="--theta-beta"):
+        search_grid({"theta_beta": [0.0, 3.0]})

@@ -54,7 +54,8 @@ def session_crf(
     stored default), checked usable here: pydensecrf2 installed, an RGB model."""
     params = choose_crf(loaded.metadata.crf, enabled, overrides)
     if params is not None:
-        check_crf_usable(loaded)
+        stored = f"{loaded.source or 'weights'}: the stored default CRF (--no-crf skips it)"
+        check_crf_usable(loaded, "--crf" if enabled else stored)
     return params
 
 
