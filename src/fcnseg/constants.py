@@ -283,6 +283,15 @@ DEEPLAB_CRF_BILATERAL_SRGB: float = 3.0
 #: DeepLab runs 10 mean-field iterations (TPAMI section 4.1). fcnseg's `crf_refine` defaults to
 #: 5 for speed; pass iterations=DEEPLAB_CRF_ITERATIONS to reproduce DeepLab's setting.
 DEEPLAB_CRF_ITERATIONS: int = 10
+#: DeepLab's parameter search (Chen et al., "Semantic Image Segmentation with Deep Convolutional
+#: Nets and Fully Connected CRFs", ICLR 2015, section 4.1): w2 = 3 and sigma_gamma = 3 fixed, 10
+#: iterations, w1 / sigma_alpha / sigma_beta cross-validated on 100 val images, coarse to fine:
+#: first w1 in [5, 10], sigma_alpha in [50:10:100], sigma_beta in [3:6] (MATLAB notation; w1
+#: taken here in steps of 1), then finer steps around the best. `fcnseg crf-search` defaults.
+DEEPLAB_CRF_SEARCH_W1: tuple[float, ...] = (5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
+DEEPLAB_CRF_SEARCH_THETA_ALPHA: tuple[float, ...] = (50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
+DEEPLAB_CRF_SEARCH_THETA_BETA: tuple[float, ...] = (3.0, 4.0, 5.0, 6.0)
+DEEPLAB_CRF_SEARCH_IMAGES: int = 100
 
 # --- SIFT Flow class lists (Liu, Yuen, Torralba, "Nonparametric scene parsing", CVPR 2009 /
 # --- TPAMI 2011; the dataset's classes.mat). Label files hold 1-based ids, 0 = unlabelled; the

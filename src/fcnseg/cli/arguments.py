@@ -78,3 +78,48 @@ def inference_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.scales:
         options["scales"] = tuple(args.scales)
     return options
+
+
+#: The --crf-* flags: (flag suffix, CrfParams field, value type, help).
+CRF_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("w1", "w1", float, "appearance (bilateral) kernel weight"),
+    ("theta-alpha", "theta_alpha", float, "appearance kernel position width (pixels)"),
+    ("theta-beta", "theta_beta", float, "appearance kernel colour width (RGB levels)"),
+    ("w2", "w2", float, "smoothness kernel weight"),
+    ("theta-gamma", "theta_gamma", float, "smoothness kernel width (pixels)"),
+    ("iterations", "iterations", int, "mean-field iterations"),
+)
+
+
+def add_crf_options(parser: argparse.ArgumentParser) -> None:
+    """--crf / --no-crf and the --crf-* parameters of the dense CRF after the net."""
+    switch = parser.add_mutually_exclusive_group()
+    switch.add_argument(
+        "--crf",
+        dest="crf",
+        action="store_const",
+        const=True,
+        default=None,
+        help="refine the scores with the fully connected CRF (needs the crf extra): the "
+        "parameters stored in the weights (`fcnseg crf-search`), else DeepLab's defaults "
+        "(w1 4, theta_alpha 67, theta_beta 3, w2 3, theta_gamma 3, 10 iterations)",
+    )
+    switch.add_argument(
+        "--no-crf",
+        dest="crf",
+        action="store_const",
+        const=False,
+        help="no CRF, even when the weights store one as their default",
+    )
+    for flag, _, kind, text in CRF_FLAGS:
+        parser.add_argument(f"--crf-{flag}", type=kind, default=None, metavar="V", help=text)
+
+
+def crf_arguments(args: argparse.Namespace) -> tuple[bool | None, dict[str, Any]]:
+    """(--crf True / --no-crf False / neither None, the --crf-* values given by field name)."""
+    overrides = {
+        name: getattr(args, f"crf_{flag.replace('-', '_')}")
+        for flag, name, _, _ in CRF_FLAGS
+        if getattr(args, f"crf_{flag.replace('-', '_')}") is not None
+    }
+    return args.crf, overrides

@@ -61,8 +61,12 @@ def evaluate_heads(
     progress: bool = False,
     on_batch: Callable[[Tensor, Tensor], None] | None = None,
     forward: Callable[[Tensor], Tensor | dict[str, Tensor]] | None = None,
+    refine: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, SegmentationScores]:
     """Scores per output head (one entry, "semantic", for single-head models).
+
+    `refine(images, logits)` replaces the primary head's logits of each batch before scoring
+    (`fcnseg eval --crf`: the dense CRF, which needs the images' colours).
 
     `on_batch(predicted_ids, target)` is called for every batch of the primary head, in loader
     order: the HTML report (fcnseg.report) takes per-image scores and the worst images from it
@@ -97,6 +101,9 @@ def evaluate_heads(
                 outputs = as_heads(forward(images))
             else:
                 outputs = as_heads(predict_logits(model, images, mode=mode, **(options or {})))
+            if refine is not None:
+                primary = primary_head_name(outputs)
+                outputs[primary] = refine(images, outputs[primary])
             seen |= _score_batch(outputs, masks, confusions, (num_classes, ignore_index), on_batch)
     for head in sorted(confusions):  # the same order on every rank
         confusions[head].reduce_()

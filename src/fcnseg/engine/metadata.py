@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from fcnseg.data.normalization import PRESETS, Normalization, from_numbers
 from fcnseg.errors import WeightsError
+from fcnseg.inference.crf_params import CrfParams
 from fcnseg.inference.spec import (
     MAX_FORWARD_PIXELS,
     MAX_FORWARD_PIXELS_ENV,
@@ -96,6 +97,8 @@ class WeightsMetadata(Mapping[str, Any]):
     #: or "ignore"); `fcnseg eval` applies it to the weights' own dataset format, so a model
     #: trained on merged classes scores on the unmerged data without its recipe.
     class_map: Mapping[str, str] | None = None
+    #: The dense CRF the weights run by default after the net ("crf"; `fcnseg crf-search`).
+    crf: CrfParams | None = None
 
     def input_normalization(self) -> Normalization:
         """The numbers inputs are normalised with: stored ones, else the preset's."""
@@ -213,7 +216,7 @@ def validate_weights_metadata(meta: Any, source: object) -> WeightsMetadata:
     model_options (a mapping of plain JSON values), normalization_stats ({mean, std} per
     channel; required for "per_channel"), ignore_index (int), data_format (string),
     inference ({mode, options} within InferenceSpec's bounds), config (mapping), class_map
-    (class name -> class name).
+    (class name -> class name), crf (the default dense-CRF parameters, inference.crf_params).
     """
     from fcnseg.models.protocol import NORMALIZATIONS
 
@@ -258,6 +261,7 @@ def validate_weights_metadata(meta: Any, source: object) -> WeightsMetadata:
         raw=MappingProxyType(dict(meta)),
         normalization_stats=stats,
         class_map=MappingProxyType(dict(class_map)) if class_map else None,
+        crf=_crf(meta, source),
     )
 
 
@@ -279,6 +283,15 @@ def _class_map(meta: dict[str, Any], fail: Fail) -> dict[str, str] | None:
             "class_map", f"expected a mapping of class names to class names, got {short(class_map)}"
         )
     return class_map
+
+
+def _crf(meta: dict[str, Any], source: object) -> CrfParams | None:
+    """The stored default CRF parameters ({w1, theta_alpha, ...}), within the command line's
+    bounds; a partial entry takes DeepLab's values for the rest."""
+    stored = meta.get("crf")
+    if stored is None:
+        return None
+    return CrfParams.parse(stored, f"{source}: metadata field 'crf'", WeightsError)
 
 
 def _normalization_stats(meta: dict[str, Any], fail: Fail) -> Normalization | None:

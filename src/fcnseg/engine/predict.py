@@ -68,6 +68,8 @@ class PredictionRun:
     rank: int = 0
     #: (files written, inputs failed) summed over all ranks under torchrun, else None.
     world_counts: tuple[int, int] | None = None
+    #: `crf: <parameters>; N ms per image` when the dense CRF ran (this rank's images), else "".
+    crf_line: str = ""
 
     def counts(self) -> tuple[int, int]:
         """(files written, inputs failed) over every process: what the summary line reports."""
@@ -280,14 +282,17 @@ def run_prediction(
     background_writes: bool = True,
     on_error: Callable[[BaseException], None] | None = None,
     announce: Callable[[PredictionRun], None] | None = None,
+    crf: bool | None = None,
+    crf_options: dict[str, Any] | None = None,
 ) -> PredictionRun:
     """`fcnseg predict` as a function: the inputs, the files written and the inputs that failed.
 
     Inputs (collect_inputs) and every output path (engine.predict_outputs) are checked before
     the model loads (InferenceSession.load: `mode`/`options` default to what the weights
-    recommend; `engine` is the runtime). A bad input is skipped and reported (predict_files,
-    which takes the speed options); the caller decides the exit status. `mc_samples`/`seed`:
-    MC dropout (InferenceSession.load; adds the uncertainty files). Under torchrun rank r
+    recommend, `crf`/`crf_options` too; `engine` is the runtime). A bad input is skipped and
+    reported (predict_files, which takes the speed options); the caller decides the exit status.
+    `mc_samples`/`seed`: MC dropout (InferenceSession.load; adds the uncertainty files). Under
+    torchrun rank r
     predicts inputs i with i % world == r under the names of all inputs, so each is written
     once; `report.counts()` sums the ranks. `announce(report)` runs on rank 0 only and
     `on_error(error)` on the lowest failing rank only, both before the ranks part (`_agree`), so
@@ -306,6 +311,8 @@ def run_prediction(
         "options": options,
         "mc_samples": mc_samples,
         "seed": seed,
+        "crf": crf,
+        "crf_options": crf_options,
     }
     speed = {
         "batch_size": batch_size,
@@ -352,6 +359,7 @@ def _predict_this_rank(
         names=names,
         **speed,
     )
+    report.crf_line = session.crf_line()
     return report
 
 

@@ -28,7 +28,7 @@ from fcnseg.engine.evaluate import (
     write_scores,
 )
 from fcnseg.engine.loading import LoadedModel, load_model
-from fcnseg.engine.session import InferenceSession, choose_spec
+from fcnseg.engine.session import InferenceSession, choose_spec, session_crf
 from fcnseg.engine.setup import build_eval_dataset
 from fcnseg.errors import OutputError, UsageError, WeightsError
 from fcnseg.inference.mc_dropout import DEFAULT_SEED
@@ -165,7 +165,17 @@ def _score(
     progress: bool,
     on_batch: Callable[[Tensor, Tensor], None] | None,
 ) -> dict[str, SegmentationScores]:
-    """Scores per head of the session's model on `loader`, with the session's inference."""
+    """Scores per head of the session's model on `loader`, with the session's inference and
+    its dense CRF, if any (on the images behind the normalised batches)."""
+    refine = None
+    if session.crf is not None:
+        from fcnseg.inference.crf import refine_logits, uint8_images
+
+        crf, numbers = session.crf, session.metadata.input_normalization()
+
+        def refine(images: Tensor, logits: Tensor) -> Tensor:
+            return refine_logits(uint8_images(images, numbers), logits, crf, session.crf_timer)
+
     return evaluate_heads(
         session.predictor,
         loader,
@@ -177,6 +187,7 @@ def _score(
         progress=progress,
         on_batch=on_batch,
         forward=session.head_logits,
+        refine=refine,
     )
 
 
@@ -193,6 +204,8 @@ def _payload(result: EvalRun) -> dict[str, Any]:
         "inference_options": session.spec.options(),
         "engine": session.runtime.name,
         "engine_details": session.runtime.as_json(),
+        "crf": session.crf.as_dict() if session.crf is not None else None,
+        "crf_ms_per_image": session.crf_timer.ms_per_image(),
         **scores_json(result.per_head[result.primary], result.dataset.classes),
     }
     if session.mc is not None:
@@ -225,6 +238,8 @@ def run_evaluation(
     engine: str = "torch",
     mc_samples: int | None = None,
     seed: int = DEFAULT_SEED,
+    crf: bool | None = None,
+    crf_options: dict[str, Any] | None = None,
 ) -> EvalRun:
     """Score the model from exactly one of weights / checkpoint / run on a split; write the JSON.
 
@@ -238,18 +253,21 @@ def run_evaluation(
     (fcnseg.inference.runtimes; the graph is cached beside the weights); the one used is in the
     JSON's "engine". The split is checked before the runtime is resolved (an export takes time).
     `mc_samples`/`seed`: MC dropout (InferenceSession.start), checked before the split is read.
+    `crf`/`crf_options`: --crf, --no-crf, --crf-* (session_crf).
     """
     torch_device = resolve_device(device, engine)
     loaded = load_model(weights, checkpoint, run)
     spec = choose_spec(loaded.metadata, mode, options)
     check_mc_request(mc_samples, seed, engine, loaded.model, loaded.metadata.model)
+    crf_params = session_crf(loaded, crf, crf_options)
     dataset, data_format, split = eval_split(
         loaded, data_format=data_format, data_root=data_root, split=split, size=size
     )
     check_num_classes(loaded.source, loaded.metadata.num_classes, dataset.num_classes)
-    session = InferenceSession.start(
+    started = InferenceSession.start(
         loaded, spec, runtime=engine, device=torch_device, mc_samples=mc_samples, seed=seed
     )
+    session = started.with_crf(crf_params)
     loader = eval_loader(dataset)
     on_batch = batch_hook(dataset, loader) if batch_hook is not None else None
     per_head = _score(session, loader, dataset, progress, on_batch)

@@ -13,8 +13,9 @@ serve and the API all sample the same way, and `segment` adds the per-pixel unce
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ from torch import Tensor, nn
 from fcnseg.engine.device import resolve_device
 from fcnseg.engine.loading import LoadedModel, load_model
 from fcnseg.engine.metadata import WeightsMetadata
+from fcnseg.errors import UsageError
 from fcnseg.inference import mc_dropout
+from fcnseg.inference.crf import CrfTimer, as_uint8, refine_logits, require_crf
+from fcnseg.inference.crf_params import CrfParams, choose_crf
 from fcnseg.inference.mc_dropout import DEFAULT_SEED, MCDropout
 from fcnseg.inference.runtimes import ResolvedRuntime, resolve_runtime
 from fcnseg.inference.spec import InferenceSpec
@@ -52,9 +56,35 @@ def choose_spec(
     return recommended.with_options(options, "command line")
 
 
+def session_crf(
+    loaded: LoadedModel, enabled: bool | None, overrides: Mapping[str, Any] | None
+) -> CrfParams | None:
+    """The dense CRF a command runs after the net (`choose_crf`: --crf, --no-crf, the weights'
+    stored default), checked usable here: pydensecrf2 installed, an RGB model."""
+    params = choose_crf(loaded.metadata.crf, enabled, overrides)
+    if params is not None:
+        stored = f"{loaded.source or 'weights'}: the stored default CRF (--no-crf skips it)"
+        check_crf_usable(loaded, "--crf" if enabled else stored)
+    return params
+
+
+def check_crf_usable(loaded: LoadedModel, where: str = "--crf") -> None:
+    """UsageError in one line when the CRF cannot run: pydensecrf2 missing, or a model whose
+    input is not RGB (the appearance kernel compares colours)."""
+    require_crf(where)
+    channels = int(getattr(loaded.model, "in_channels", 3))
+    if channels != 3:
+        raise UsageError(
+            f"{where}: the dense CRF compares RGB colours; this model takes {channels} channels"
+        )
+
+
 @dataclass(frozen=True)
 class InferenceSession:
-    """A model ready to segment: loaded, on its device, behind its runtime, with its inference."""
+    """A model ready to segment: loaded, on its device, behind its runtime, with its inference.
+
+    `crf`: the dense CRF run after the net by `labels` (None: none); `crf_timer` sums its time.
+    """
 
     loaded: LoadedModel
     spec: InferenceSpec
@@ -62,6 +92,8 @@ class InferenceSession:
     device: torch.device
     #: Monte-Carlo dropout settings and counters; None: one deterministic pass.
     mc: MCDropout | None = None
+    crf: CrfParams | None = None
+    crf_timer: CrfTimer = field(default_factory=CrfTimer, compare=False, repr=False)
 
     @classmethod
     def load(
@@ -77,6 +109,8 @@ class InferenceSession:
         threads: int | None = None,
         mc_samples: int | None = None,
         seed: int = DEFAULT_SEED,
+        crf: bool | None = None,
+        crf_options: Mapping[str, Any] | None = None,
     ) -> InferenceSession:
         """The session of the model from exactly one of weights / checkpoint / run.
 
@@ -84,12 +118,14 @@ class InferenceSession:
         fcnseg.inference.runtimes); `device`: "auto" is engine-aware (resolve_device);
         `mc_samples`/`seed`: Monte-Carlo dropout (see `start`), refused for an ONNX runtime
         before anything loads.
+        `crf`/`crf_options`: --crf / --no-crf and the --crf-* values (see `session_crf`).
         """
         mc_dropout.check_request(mc_samples, seed, runtime)
         torch_device = resolve_device(device, runtime)
         loaded = load_model(weights, checkpoint, run)
         spec = choose_spec(loaded.metadata, mode, options)
-        return cls.start(
+        params = session_crf(loaded, crf, crf_options)
+        session = cls.start(
             loaded,
             spec,
             runtime=runtime,
@@ -98,6 +134,7 @@ class InferenceSession:
             mc_samples=mc_samples,
             seed=seed,
         )
+        return session.with_crf(params)
 
     @classmethod
     def start(
@@ -157,6 +194,18 @@ class InferenceSession:
         mc_dropout.check_runtime(self.runtime.name)
         mc_dropout.require_dropout(self.runtime.runnable, self.metadata.model)
         return replace(self, mc=sampling)
+
+    def with_crf(self, crf: CrfParams | None) -> InferenceSession:
+        """This session with another default CRF (None: none), and a fresh timer."""
+        return replace(self, crf=crf, crf_timer=CrfTimer())
+
+    def crf_line(self) -> str:
+        """`crf: <parameters>; N ms per image` (what eval and predict print), "" without a CRF."""
+        if self.crf is None:
+            return ""
+        ms = self.crf_timer.ms_per_image()
+        timing = f"{ms:.1f} ms per image" if ms is not None else "no image refined"
+        return f"crf: {self.crf.describe()}; {timing}"
 
     @property
     def metadata(self) -> WeightsMetadata:
@@ -237,24 +286,45 @@ class InferenceSession:
         return primary_output(self.head_logits(batch))
 
     def labels(self, images: Sequence[Tensor] | Tensor) -> Tensor:
-        """Class ids N x H x W (on the CPU) of uint8 C x H x W images of one size.
+        """Class ids N x H x W (on the CPU) of uint8 C x H x W images of one size, refined by
+        the session's CRF when it has one.
 
         Under no_grad, as predict_logits itself runs: the onnxruntime runtime may export and
         check a fixed-size graph during a call (FixedSizeGraphs), which wants plain tensors."""
+        return self.labels_with_crf(images, self.crf)[0]
+
+    def labels_with_crf(
+        self, images: Sequence[Tensor] | Tensor, crf: CrfParams | None
+    ) -> tuple[Tensor, float]:
+        """(class ids N x H x W on the CPU, seconds spent in the CRF) with the CRF `crf`
+        (None: none), whatever the session's default: `fcnseg serve` turns it on or off per
+        request. The CRF's time is also added to `crf_timer`."""
         with torch.no_grad():
-            return self.logits(self.normalize(images)).argmax(1).cpu()
+            logits = self.logits(self.normalize(images))
+            if crf is None:
+                return logits.argmax(1).cpu(), 0.0
+            started = time.perf_counter()
+            uint8 = torch.stack([as_uint8(image) for image in images])
+            refined = refine_logits(uint8, logits, crf, self.crf_timer)
+            return refined.argmax(1).cpu(), time.perf_counter() - started
 
     def segment(self, images: Sequence[Tensor] | Tensor) -> tuple[Tensor, Tensor | None]:
         """(class ids N x H x W, uncertainty N x H x W float in [0, 1] or None), on the CPU.
 
         The uncertainty (MC dropout only) is the predictive entropy of the mean probabilities
-        over log(C) (inference.mc_dropout.predictive_entropy); the ids are the mean's argmax."""
+        over log(C) (inference.mc_dropout.predictive_entropy); the ids are the argmax of the
+        mean, refined by the session's CRF when it has one."""
         if self.mc is None:
             return self.labels(images), None
         with torch.no_grad():
             probs = primary_output(self.head_probs(self.normalize(images)))
-            labels = probs.argmax(1).cpu()
-            return labels, mc_dropout.predictive_entropy(probs).cpu()
+            uncertainty = mc_dropout.predictive_entropy(probs).cpu()
+            if self.crf is None:
+                return probs.argmax(1).cpu(), uncertainty
+            uint8 = torch.stack([as_uint8(image) for image in images])
+            log_probs = probs.clamp_min(_LOG_FLOOR).log()
+            refined = refine_logits(uint8, log_probs, self.crf, self.crf_timer)
+            return refined.argmax(1).cpu(), uncertainty
 
     def segment_each(self, images: Sequence[Tensor] | Tensor) -> list[tuple[Any, Any]]:
         """`segment` per image as NumPy: [(class ids H x W, uncertainty H x W or None)]."""
