@@ -22,7 +22,9 @@ VGG16 caffemodel initialise an FCN's encoder and fc layers. Legacy blobs (num, c
 height, width) are right-aligned, as Caffe's Blob::ShapeEquals reads them: a bias is
 1 x 1 x 1 x N and an InnerProduct weight 1 x 1 x M x N, so leading 1-axes carry no meaning.
 Caffe nets expect BGR images in [0, 255] minus the mean pixel: build the net with
-`normalization="caffe_bgr"`.
+`normalization="caffe_bgr"` (SegNet's: nothing subtracted, "caffe_bgr_raw"). SegNet's "BN"
+layers load into BatchNorm modules by the rule of models/caffe_bn.py; its "Upsample" layers
+have no blobs.
 
 Layer names. fcnseg's paper nets use the release's names, but the composite release nets add
 stream suffixes (SIFT Flow's `score_fr_sem` / `score_fr_geo`, NYUD's `conv1_1color` /
@@ -44,6 +46,7 @@ import torch
 from torch import nn
 
 from fcnseg.errors import WeightsError
+from fcnseg.models.caffe_bn import bn_updates, is_batch_norm
 
 # Protobuf wire types (protobuf encoding specification).
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
@@ -77,6 +80,10 @@ RELEASE_STREAM_SUFFIXES: dict[str, str] = {
 #: before or after upsampling is the same).
 RELEASE_ALIASES: dict[str, tuple[str, ...]] = {
     "conv1_1": ("conv1_1_bgrd",),
+    # SegNet-Basic's classifier: `conv_classifier` in Models/segnet_basic_train.prototxt,
+    # `dense_softmax_inner_prod` in the Bayesian one and in the model zoo's CamVid nets.
+    "conv_classifier": ("dense_softmax_inner_prod",),
+    "dense_softmax_inner_prod": ("conv_classifier",),
 }
 #: Layers a suffixed stream also looks up without its suffix (see RELEASE_ALIASES).
 RELEASE_UNSUFFIXED: frozenset[str] = frozenset({"upscore"})
@@ -125,6 +132,16 @@ RELEASE_NETS: dict[str, ReleaseNet] = {
     "nyud-fcn32s-color-hha": ReleaseNet(
         "late_fusion", 40, "nyud", {"base": "fcn32s_vgg16", "stream_weights": [0.5, 0.5]}
     ),
+    # SegNet-Tutorial (Models/*_train.prototxt; the model zoo's CamVid caffemodels): raw BGR.
+    **{
+        f"camvid-{net}": ReleaseNet(model, 11, "camvid", {"normalization": "caffe_bgr_raw"})
+        for net, model in (
+            ("segnet", "segnet_vgg16"),
+            ("segnet-basic", "segnet_basic"),
+            ("bayesian-segnet", "bayesian_segnet_vgg16"),
+            ("bayesian-segnet-basic", "bayesian_segnet_basic"),
+        )
+    },
     "nyud-fcn32s-color-d": ReleaseNet(
         "early_fusion", 40, "nyud", {"base": "fcn32s_vgg16", "in_channels": 4, "rule": "mean"}
     ),
@@ -340,8 +357,15 @@ def load_caffemodel(
         if name is None:
             missing.append(candidates[0])
             continue
-        weight = module.weight
         blobs = layers[name].blobs
+        if is_batch_norm(module):  # SegNet's BN: models/caffe_bn.py states the layout
+            try:
+                updates.update(bn_updates(module_path, module, name, layers[name].type, blobs))
+            except WeightsError as error:
+                raise CaffeModelError(f"{path}: {error}") from None
+            loaded.append(name)
+            continue
+        weight = module.weight
         targets = [("weight", weight)]
         bias = getattr(module, "bias", None)
         if isinstance(bias, torch.Tensor):
