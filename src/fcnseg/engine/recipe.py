@@ -106,12 +106,13 @@ def preset_values(
 
     "paper" follows the paper's text (section 4.1: batches of 20 images, momentum 0.99, the
     stage's fixed rate); "release" reproduces the release net's solver.prototxt and loss exactly
-    (one image per iteration, `iter_size` as gradient accumulation, normalised or summed loss,
-    biases at lr x 2 without decay); "modern" sets nothing.
+    (its batch, `iter_size` as gradient accumulation, normalised or summed loss, biases at
+    lr x 2 without decay; SegNet's `max_iter` as `max_steps`); "modern" sets nothing.
     """
     if preset == "release":
         solver = constants.RELEASE_SOLVERS[release_solver(model_name, model_options)]
-        return {
+        normalization = solver.loss_normalization or ("mean" if solver.normalize else "sum")
+        values: dict[str, Any] = {
             "optimizer": "sgd",
             "momentum": solver.momentum,
             "weight_decay": solver.weight_decay,
@@ -119,13 +120,16 @@ def preset_values(
             "encoder_lr_mult": 1.0,
             "schedule": "fixed",
             "warmup_steps": 0,
-            "batch_size": 1,
+            "batch_size": solver.batch_size,
             "accumulate": solver.iter_size,
-            "loss_normalization": "mean" if solver.normalize else "sum",
+            "loss_normalization": normalization,
             "bias_lr_mult": constants.RELEASE_BIAS_LR_MULT,
             "bias_decay_mult": constants.RELEASE_BIAS_DECAY_MULT,
             "bias_mult_scope": solver.bias_mult_layers,
         }
+        if solver.max_iter is not None:
+            values["max_steps"] = solver.max_iter
+        return values
     if preset == "paper":
         return {
             "optimizer": "sgd",

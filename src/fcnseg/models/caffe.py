@@ -22,9 +22,8 @@ VGG16 caffemodel initialise an FCN's encoder and fc layers. Legacy blobs (num, c
 height, width) are right-aligned, as Caffe's Blob::ShapeEquals reads them: a bias is
 1 x 1 x 1 x N and an InnerProduct weight 1 x 1 x M x N, so leading 1-axes carry no meaning.
 Caffe nets expect BGR images in [0, 255] minus the mean pixel: build the net with
-`normalization="caffe_bgr"` (SegNet's: nothing subtracted, "caffe_bgr_raw"). SegNet's "BN"
-layers load into BatchNorm modules by the rule of models/caffe_bn.py; its "Upsample" layers
-have no blobs.
+`normalization="caffe_bgr"` (SegNet's: "caffe_bgr_raw"). SegNet's "BN" layers load into
+BatchNorm by models/caffe_bn.py's rule; its "Upsample" layers have no blobs.
 
 Layer names. fcnseg's paper nets use the release's names, but the composite release nets add
 stream suffixes (SIFT Flow's `score_fr_sem` / `score_fr_geo`, NYUD's `conv1_1color` /
@@ -80,8 +79,7 @@ RELEASE_STREAM_SUFFIXES: dict[str, str] = {
 #: before or after upsampling is the same).
 RELEASE_ALIASES: dict[str, tuple[str, ...]] = {
     "conv1_1": ("conv1_1_bgrd",),
-    # SegNet-Basic's classifier: `conv_classifier` in Models/segnet_basic_train.prototxt,
-    # `dense_softmax_inner_prod` in the Bayesian one and in the model zoo's CamVid nets.
+    # SegNet-Basic's classifier (segnet_basic_train.prototxt / Bayesian and model-zoo nets).
     "conv_classifier": ("dense_softmax_inner_prod",),
     "dense_softmax_inner_prod": ("conv_classifier",),
 }
@@ -108,6 +106,7 @@ class ReleaseNet:
 
 
 _SIFTFLOW_HEADS = {"semantic": 33, "geometric": 3}
+_RAW_BGR = {"normalization": "caffe_bgr_raw"}  # SegNet's input (models/segnet.py)
 #: Every net of the release (folder name) -> the fcnseg model it loads into, by layer name.
 RELEASE_NETS: dict[str, ReleaseNet] = {
     "voc-fcn32s": ReleaseNet("fcn32s_vgg16", 21, "voc"),
@@ -132,16 +131,11 @@ RELEASE_NETS: dict[str, ReleaseNet] = {
     "nyud-fcn32s-color-hha": ReleaseNet(
         "late_fusion", 40, "nyud", {"base": "fcn32s_vgg16", "stream_weights": [0.5, 0.5]}
     ),
-    # SegNet-Tutorial (Models/*_train.prototxt; the model zoo's CamVid caffemodels): raw BGR.
-    **{
-        f"camvid-{net}": ReleaseNet(model, 11, "camvid", {"normalization": "caffe_bgr_raw"})
-        for net, model in (
-            ("segnet", "segnet_vgg16"),
-            ("segnet-basic", "segnet_basic"),
-            ("bayesian-segnet", "bayesian_segnet_vgg16"),
-            ("bayesian-segnet-basic", "bayesian_segnet_basic"),
-        )
-    },
+    # SegNet-Tutorial's Models/*_train.prototxt (and the model zoo's CamVid caffemodels).
+    "camvid-segnet": ReleaseNet("segnet_vgg16", 11, "camvid", _RAW_BGR),
+    "camvid-segnet-basic": ReleaseNet("segnet_basic", 11, "camvid", _RAW_BGR),
+    "camvid-bayesian-segnet": ReleaseNet("bayesian_segnet_vgg16", 11, "camvid", _RAW_BGR),
+    "camvid-bayesian-segnet-basic": ReleaseNet("bayesian_segnet_basic", 11, "camvid", _RAW_BGR),
     "nyud-fcn32s-color-d": ReleaseNet(
         "early_fusion", 40, "nyud", {"base": "fcn32s_vgg16", "in_channels": 4, "rule": "mean"}
     ),
@@ -333,6 +327,35 @@ def expected_layer_names(model: nn.Module) -> list[str]:
     return [release_layer_names(path)[0] for path, _ in _weighted_modules(model)]
 
 
+def _layer_updates(
+    module_path: str, module: nn.Module, layer: CaffeLayer, state: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """State-dict entries of `module` from `layer`'s blobs (0: weight, 1: bias; SegNet's BN by
+    models/caffe_bn.py); a WeightsError naming the layer when they do not fit."""
+    name, blobs = layer.name, layer.blobs
+    if is_batch_norm(module):
+        return bn_updates(module_path, module, name, layer.type, blobs)
+    targets = [("weight", module.weight)]
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        targets.append(("bias", bias))
+    if len(blobs) < len(targets):
+        raise WeightsError(
+            f"layer {name} has {len(blobs)} blob(s), {module_path} needs {len(targets)}"
+        )
+    updates: dict[str, torch.Tensor] = {}
+    for (kind, tensor), blob in zip(targets, blobs, strict=False):
+        if blob.size != tensor.numel() or not blob_fits(blob.shape, tuple(tensor.shape)):
+            raise WeightsError(
+                f"layer {name} {kind} has shape {list(blob.shape)}, {module_path} needs "
+                f"{list(tensor.shape)}; build the net that matches the caffemodel (variant, "
+                "number of classes)"
+            )
+        key = f"{module_path}.{kind}"
+        updates[key] = torch.from_numpy(blob.reshape(tuple(tensor.shape))).to(state[key].dtype)
+    return updates
+
+
 def load_caffemodel(
     model: nn.Module, path: str | Path, strict: bool = True
 ) -> tuple[list[str], list[str]]:
@@ -357,32 +380,10 @@ def load_caffemodel(
         if name is None:
             missing.append(candidates[0])
             continue
-        blobs = layers[name].blobs
-        if is_batch_norm(module):  # SegNet's BN: models/caffe_bn.py states the layout
-            try:
-                updates.update(bn_updates(module_path, module, name, layers[name].type, blobs))
-            except WeightsError as error:
-                raise CaffeModelError(f"{path}: {error}") from None
-            loaded.append(name)
-            continue
-        weight = module.weight
-        targets = [("weight", weight)]
-        bias = getattr(module, "bias", None)
-        if isinstance(bias, torch.Tensor):
-            targets.append(("bias", bias))
-        if len(blobs) < len(targets):
-            raise CaffeModelError(
-                f"{path}: layer {name} has {len(blobs)} blob(s), {module_path} needs {len(targets)}"
-            )
-        for (kind, tensor), blob in zip(targets, blobs, strict=False):
-            if blob.size != tensor.numel() or not blob_fits(blob.shape, tuple(tensor.shape)):
-                raise CaffeModelError(
-                    f"{path}: layer {name} {kind} has shape {list(blob.shape)}, {module_path} "
-                    f"needs {list(tensor.shape)}; build the net that matches the caffemodel "
-                    "(variant, number of classes)"
-                )
-            key = f"{module_path}.{kind}"
-            updates[key] = torch.from_numpy(blob.reshape(tuple(tensor.shape))).to(state[key].dtype)
+        try:
+            updates.update(_layer_updates(module_path, module, layers[name], state))
+        except WeightsError as error:
+            raise CaffeModelError(f"{path}: {error}") from None
         loaded.append(name)
     if strict and missing:
         raise CaffeModelError(
