@@ -331,3 +331,40 @@ def test_onnx_export_matches_pytorch_at_odd_sizes(name, tmp_path):
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert "ScatterElements" in ops and "MaxPool" in ops
     assert "Dropout" not in ops  # eval mode: Monte-Carlo sampling is the caller's choice
+
+
+def test_onnx_graph_agrees_where_pooling_windows_tie(tmp_path):
+    """A net whose ReLUs leave whole windows at zero: onnxruntime's MaxPool must break those ties
+    as PyTorch does (the first maximum), or decoder values would land on other pixels."""
+    require_module("onnxruntime", "pip install -e '.[export]'")
+    from fcnseg.export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_model("segnet_basic", 3, pretrained=False).eval()
+    with torch.no_grad():
+        for layer in model.encoder.values():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.bias.fill_(-0.5)  # most activations below zero: ties everywhere
+    export_onnx(model, tmp_path / "net.onnx", example_size=(32, 32), check_sizes=[(97, 131)])
+
+
+def test_export_check_of_segnet_is_argmax_agreement_only():
+    """A near-tie in a pooling window moves a decoder value by a pixel when two runtimes round
+    differently (this net in float32 and float64 differ by up to 0.1 on a trained model), so
+    SegNet's exports are held to argmax agreement; other nets keep the logit tolerance."""
+    from fcnseg.export import ExportError, verify_export
+
+    torch.manual_seed(0)
+    model = build_model("segnet_basic", 3, pretrained=False).eval()
+
+    def one_pixel_moved(x):
+        out = model(x).clone()
+        out[..., 0, 0] += 0.5  # one pixel of 64 x 64: 0.02 % of the argmax
+        return out
+
+    assert verify_export(model, one_pixel_moved, sizes=[(64, 64)]) == pytest.approx(0.5)
+    strict = build_model("segnet_basic", 3, pretrained=False).eval()
+    strict.load_state_dict(model.state_dict())
+    strict.logits_jump_at_ties = False
+    with pytest.raises(ExportError, match="max abs diff"):
+        verify_export(strict, one_pixel_moved, sizes=[(64, 64)])

@@ -174,11 +174,10 @@ def compare_graph(
     return entries
 
 
-def _within_export_tolerance(entry: OutputAgreement) -> None:
+def _within_export_tolerance(entry: OutputAgreement, max_abs_diff: float | None) -> None:
     if (
-        entry.max_abs_diff > EXPORT_MAX_ABS_DIFF
-        or entry.argmax_agreement < EXPORT_MIN_ARGMAX_AGREEMENT
-    ):
+        max_abs_diff is not None and entry.max_abs_diff > max_abs_diff
+    ) or entry.argmax_agreement < EXPORT_MIN_ARGMAX_AGREEMENT:
         raise ExportError(
             f"{entry.where}: output {entry.head!r} differs from PyTorch (max abs diff "
             f"{entry.max_abs_diff:.2e}, argmax agreement {entry.argmax_agreement:.4%})"
@@ -194,10 +193,19 @@ def verify_export(
 ) -> float:
     """ExportError at the first size where `exported` leaves the export tolerances (max |logit
     difference| EXPORT_MAX_ABS_DIFF, argmax agreement EXPORT_MIN_ARGMAX_AGREEMENT); else the
-    largest |logit difference| seen."""
-    entries = compare_graph(
-        model, exported, sizes, batch=batch, seed=seed, accept=_within_export_tolerance
-    )
+    largest |logit difference| seen.
+
+    A model whose class attribute `logits_jump_at_ties` is True (SegNet: it unpools by
+    max-pooling indices) is held to the argmax agreement only: where two values of a pooling
+    window lie within rounding of each other, any two runtimes may pick different ones and move
+    a decoder value by a pixel (PyTorch float32 against float64 differs as much).
+    """
+    max_abs_diff = None if getattr(model, "logits_jump_at_ties", False) else EXPORT_MAX_ABS_DIFF
+
+    def accept(entry: OutputAgreement) -> None:
+        _within_export_tolerance(entry, max_abs_diff)
+
+    entries = compare_graph(model, exported, sizes, batch=batch, seed=seed, accept=accept)
     return max((entry.max_abs_diff for entry in entries), default=0.0)
 
 

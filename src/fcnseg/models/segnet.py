@@ -86,6 +86,10 @@ class SegNet(nn.Module):
         normalization: the input preset the weights expect.
     """
 
+    #: Logits move by a pixel where a pooling window nearly ties and two runtimes round
+    #: differently: exports are checked by argmax agreement (export.verify_export).
+    logits_jump_at_ties = True
+
     def __init__(
         self, encoder: Layers, decoder: Layers, num_classes: int, normalization: str
     ) -> None:
