@@ -25,7 +25,7 @@ Weights: random ("msra" filler as released) unless a release caffemodel is impor
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
@@ -45,6 +45,8 @@ from fcnseg.models.unpool import IndexedMaxPool, IndexedMaxUnpool
 from fcnseg.models.weights import adapt_input_channels
 
 Layers = list[tuple[str, nn.Module]]
+#: (num_classes, bayesian, dropout, BN shift init) -> the encoder's and the decoder's layers.
+LayerBuilder = Callable[[int, bool, float, float], tuple[Layers, Layers]]
 
 #: The release's input: BGR on the 0-255 scale, nothing subtracted (its DenseImageData layer has
 #: no transform_param; SegNet-Basic's LRN and the BN layers do the normalising).
@@ -73,6 +75,7 @@ def _conv_bn(name: str, cin: int, cout: int, kernel: int, shift: float) -> Layer
 
 
 def _relu() -> nn.ReLU:
+    """In place, as Caffe's ReLU layers (top == bottom) are."""
     return nn.ReLU(inplace=True)
 
 
@@ -186,7 +189,7 @@ def _basic_layers(
 
 
 def _build(
-    layers: Any,
+    layers: LayerBuilder,
     num_classes: int,
     *,
     bayesian: bool,
