@@ -56,6 +56,8 @@ def test_release_preset_is_the_solver_prototxt(model):
         "bias_decay_mult": 0.0,
         "bias_mult_scope": "conv",
         "max_steps": max_iter,
+        "poly_power": 0.9,  # unused by the fixed schedule
+        "score_lr_mult": 1.0,
     }
 
 

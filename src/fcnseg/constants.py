@@ -54,6 +54,61 @@ PAPER_LR: dict[str, float] = {
 #: "minibatches of 20 images"); gradient accumulation reproduces it.
 PAPER_EFFECTIVE_BATCH: int = 20
 
+# --- DeepLab front end (Chen, Papandreou, Kokkinos, Murphy, Yuille: "Semantic Image Segmentation
+# --- with Deep Convolutional Nets and Fully Connected CRFs", ICLR 2015 (v1); "DeepLab: ...
+# --- Atrous Convolution, and Fully Connected CRFs", TPAMI 2018 (v2)), from the authors' released
+# --- Caffe prototxts as mirrored on GitHub:
+# ---   v1 DeepLab-LargeFOV: TheLegendAli/DeepLab-Context @ f6d04455499399b778a4fb70ca0a9961efb220c9,
+# ---     config/DeepLab-LargeFOV/test.prototxt (`hole: 12`, pool5a);
+# ---   v2 DeepLab-ASPP VGG16 (the authors' template, `fc8_${EXP}_1` ...): xmojiao/deeplab_v2 @
+# ---     bdec46ce9c1b893e1c8511b56e56e2c0da79e50d, pascal-context/config/deeplab_largeFOV/
+# ---     train.prototxt; instantiated for VOC (EXP=voc12, 21 labels) with its solver:
+# ---     talent518/deeplab-public-ver2 @ 0d878f33a6656d05e3aee824086f8c3eb0d9c2e3,
+# ---     exper/voc12/config/vgg16/train_train.prototxt and solver_train.prototxt.
+#: pool1-3 are 3x3 max pools with stride 2 and pad 1 ("we also change max pooling size in the
+#: first 4 layers from 2 to 3 while retaining stride = 2"); pool4 and pool5 are 3x3, stride 1,
+#: pad 1. Output stride 8. (kernel, stride, pad)
+DEEPLAB_POOL_STRIDE2: tuple[int, int, int] = (3, 2, 1)
+DEEPLAB_POOL_STRIDE1: tuple[int, int, int] = (3, 1, 1)
+DEEPLAB_OUTPUT_STRIDE: int = 8
+#: conv5_1..conv5_3: `pad: 2` `dilation: 2` (v1 `hole: 2`).
+DEEPLAB_CONV5_DILATION: int = 2
+#: LargeFOV: pool5a, a 3x3 average pool (stride 1, pad 1), then fc6 3x3 with `hole: 12`,
+#: `pad: 12`, 1024 outputs; fc7 1x1 1024; dropout 0.5 after each; fc8_${EXP} 1x1 to the labels.
+DEEPLAB_LARGEFOV_RATE: int = 12
+DEEPLAB_FC_CHANNELS: int = 1024
+DEEPLAB_FC6_KERNEL: int = 3
+DEEPLAB_DROPOUT: float = 0.5
+#: ASPP (v2): four fc6_i (3x3, dilation = pad = 6, 12, 18, 24) -> fc7_i -> fc8_${EXP}_i branches
+#: on pool5, summed by an Eltwise SUM named fc8_${EXP}. The ResNet-101 ASPP of v2 scores each
+#: rate directly (fc1_voc12_c0 ... c3: one 3x3 dilated convolution to the labels, `lr_mult`
+#: 10/20, summed as fc1_voc12): DrSleep/tensorflow-deeplab-resnet @
+#: 32d66d4f41e669c96c5f29016672de3648819423, misc/deploy.prototxt (the release's deploy net).
+DEEPLAB_ASPP_RATES: tuple[int, ...] = (6, 12, 18, 24)
+#: The scorer's name suffix of the VOC nets (`fc8_${EXP}` with EXP=voc12).
+DEEPLAB_EXPERIMENT: str = "voc12"
+#: Test-time interpolation: INTERP `zoom_factor: 8`, i.e. (n - 1) * 8 + 1 outputs from n scores
+#: (bilinear between score centres, which lie on input pixels 0, 8, 16, ...).
+DEEPLAB_ZOOM_FACTOR: int = 8
+#: Training crop (`crop_size: 321` = 32 * 10 + 1) and test crop (`crop_size: 513`).
+DEEPLAB_TRAIN_CROP: int = 321
+DEEPLAB_TEST_CROP: int = 513
+#: v2 VGG16 solver (solver_train.prototxt): `lr_policy: "poly"` `power: 0.9` `base_lr: 1e-3`
+#: `max_iter: 20000` `momentum: 0.9` `weight_decay: 0.0005`; `batch_size: 10`; every conv has
+#: `lr_mult: 1`/`2`, `decay_mult: 1`/`0` but fc8_* `lr_mult: 10`/`20`. SoftmaxWithLoss keeps
+#: Caffe's default normalisation (mean over the valid pixels). The v1 LargeFOV solver is
+#: `lr_policy: "step"` over `max_iter: 6000` (TheLegendAli/DeepLab-Context, config/DeepLab-
+#: LargeFOV/solver.prototxt: stepsize 1000 gamma 0.1 @ 4f2de8c7, stepsize 2000 gamma 0.316 @
+#: 12df7fc5); v2 reports poly better than step (TPAMI 2018, its learning-rate policy
+#: comparison on VOC val), so both presets use the v2 solver.
+DEEPLAB_BASE_LR: float = 1e-3
+DEEPLAB_MOMENTUM: float = 0.9
+DEEPLAB_WEIGHT_DECAY: float = 5e-4
+DEEPLAB_POLY_POWER: float = 0.9
+DEEPLAB_MAX_ITER: int = 20000
+DEEPLAB_BATCH_SIZE: int = 10
+DEEPLAB_SCORE_LR_MULT: float = 10.0
+
 # --- The release's solvers (shelhamer/fcn.berkeleyvision.org, each folder's solver.prototxt
 # --- and net.py), reproduced by the `release` training preset.
 #: Every release solver is `lr_policy: "fixed"` with `weight_decay: 0.0005`. `normalize` is the
@@ -72,7 +127,13 @@ RELEASE_WEIGHT_DECAY: float = 5e-4
 
 @dataclass(frozen=True)
 class ReleaseSolver:
-    """One release net's solver.prototxt and loss setting (see the comment above)."""
+    """One release net's solver.prototxt and loss setting (see the comment above).
+
+    The fields after `weight_decay` are what the DeepLab solvers add (their defaults are the FCN
+    release's): `lr_policy: "poly"` with `power`, `max_iter`, the data layer's `batch_size`, and
+    the `lr_mult` of the class scorers' weights (`score_lr_mult`; their biases take it times
+    `RELEASE_BIAS_LR_MULT`, i.e. DeepLab's fc8 `lr_mult: 10` / `lr_mult: 20`).
+    """
 
     base_lr: float
     momentum: float
@@ -80,10 +141,11 @@ class ReleaseSolver:
     normalize: bool
     bias_mult_layers: str = "all"
     weight_decay: float = RELEASE_WEIGHT_DECAY
-    #: Images per iteration (the data layer's `batch_size`; the FCN release feeds one).
-    batch_size: int = 1
-    #: The solver's `max_iter` when the release trains for a fixed length (None: not reproduced).
+    schedule: str = "fixed"
+    poly_power: float = 0.9
     max_iter: int | None = None
+    batch_size: int = 1
+    score_lr_mult: float = 1.0
     #: `loss_normalization` of the preset: None derives it from `normalize` ("mean" / "sum").
     loss_normalization: str | None = None
 
@@ -115,6 +177,22 @@ RELEASE_SOLVERS: dict[str, ReleaseSolver] = {
     "nyud-fcn32s-hha": _VGG_32S,
     "nyud-fcn32s-color-d": _VGG_32S,
     "nyud-fcn32s-color-hha": _VGG_16S,
+    # DeepLab (the DeepLab section above has the sources): one v2 solver for both VGG16 nets.
+    **{
+        net: ReleaseSolver(
+            base_lr=DEEPLAB_BASE_LR,
+            momentum=DEEPLAB_MOMENTUM,
+            iter_size=1,
+            normalize=True,
+            weight_decay=DEEPLAB_WEIGHT_DECAY,
+            schedule="poly",
+            poly_power=DEEPLAB_POLY_POWER,
+            max_iter=DEEPLAB_MAX_ITER,
+            batch_size=DEEPLAB_BATCH_SIZE,
+            score_lr_mult=DEEPLAB_SCORE_LR_MULT,
+        )
+        for net in ("deeplab-largefov", "deeplab-aspp-vgg16")
+    },
     **{
         f"camvid-{net}": ReleaseSolver(
             base_lr=base_lr,
@@ -400,3 +478,19 @@ ADE20K_CLASSES: tuple[str, ...] = (
     "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
     "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
 )
+
+# --- Ronneberger, Fischer, Brox, "U-Net: Convolutional Networks for Biomedical Image
+# --- Segmentation", MICCAI 2015 (arXiv:1505.04597), section 2 and figure 1.
+#: Channels of the five levels of the contracting path (figure 1: 64, 128, 256, 512, 1024).
+UNET2015_CHANNELS: tuple[int, ...] = (64, 128, 256, 512, 1024)
+#: The tile of figure 1: a 572 x 572 input gives a 388 x 388 segmentation map.
+UNET2015_TILE_INPUT: int = 572
+UNET2015_TILE_OUTPUT: int = 388
+#: Pixels of context lost on each side ((572 - 388) / 2): the border the overlap-tile strategy
+#: fills by mirroring the image (section 2, figure 2).
+UNET2015_CONTEXT: int = 92
+#: Dropout at the end of the contracting path (section 3.1; ratio 0.5 as in the release).
+UNET2015_DROPOUT: float = 0.5
+#: The border-weight map of the loss (section 3, equation 2): w0 = 10, sigma ~ 5 pixels.
+UNET2015_BORDER_W0: float = 10.0
+UNET2015_BORDER_SIGMA: float = 5.0

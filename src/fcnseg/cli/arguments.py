@@ -30,7 +30,12 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
         choices=INFERENCE_MODES,
         help="inference mode (default: the one the weights recommend, else whole)",
     )
-    parser.add_argument("--tile-size", type=int, nargs="+", help="sliding-window tile (H [W])")
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        nargs="+",
+        help="sliding-window tile, or the output tile of --mode overlap_tile (H [W])",
+    )
     parser.add_argument("--scales", type=float, nargs="+", help="multi-scale factors")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcnseg.data.bands import check_bands
 from fcnseg.engine import distributed, predict_outputs
 from fcnseg.engine.device import resolve_device
 from fcnseg.engine.predict_inputs import collect_inputs, output_names
@@ -135,9 +136,8 @@ class _Predictor:
         def job() -> None:
             predict_outputs.ensure_folder(out_dir, target.parent)
             predict_outputs.save_image(palette_image(labels, palette), target, "PNG")
-            if overlay_path is not None:
-                rgb = image.permute(1, 2, 0).numpy()
-                overlay = overlay_image(rgb, labels, palette)
+            if overlay_path is not None:  # any band count: render.preview_rgb's picture
+                overlay = overlay_image(image.permute(1, 2, 0).numpy(), labels, palette)
                 predict_outputs.save_image(overlay, overlay_path, "JPEG", quality=90)
 
         self.written += [target] if overlay_path is None else [target, overlay_path]
@@ -165,6 +165,9 @@ def predict_files(
     input that cannot be used (unreadable, a decompression bomb, wrong channels, too many pixels
     for one forward) is reported on stderr in one line and skipped; the others are still written.
     Its reason is added to `report.failed` when a report is given, otherwise the error is raised.
+    Inputs are decoded to the model's band count (`session.in_channels`); one whose header
+    shows bands that cannot become it is refused before any is predicted (a DataError naming
+    the file and the fix: the inputs are made for another model, so none would do).
 
     Speed (engine.predict_loader): inputs decode in `num_workers` DataLoader workers (None: the
     default for this many inputs), consecutive images of one size share a forward of up to
@@ -173,12 +176,17 @@ def predict_files(
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: must be 1 or more")
+    channels = session.in_channels
+    for path in files:  # before any output folder is made: the inputs fit this model
+        check_bands(path, channels)
     predictor = _Predictor(
         session, out_dir, _checked_targets(files, out_dir, overlay, names), report
     )
     workers = default_workers(len(files)) if num_workers is None else num_workers
     # Without a report an error is raised, as before: decode in-process so it is the original one.
-    decoded = decoded_inputs(files, workers if report is not None else 0, report is None)
+    decoded = decoded_inputs(
+        files, workers if report is not None else 0, report is None, channels=channels
+    )
     bar = None
     if progress:
         from tqdm import tqdm

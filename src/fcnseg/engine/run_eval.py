@@ -107,6 +107,10 @@ def eval_split(
             "pass --format and --split"
         )
     options = eval_options(recipe) if data_format == recipe.get("format") else {}
+    stored_map = loaded.metadata.class_map
+    if stored_map and "class_map" not in options and data_format == loaded.metadata.data_format:
+        # Trained with data.class_map: score on the same merged classes (weights carry the map).
+        options = {**options, "class_map": dict(stored_map)}
     dataset = build_eval_dataset(
         data_format,
         root,
@@ -161,7 +165,7 @@ def _score(
 ) -> dict[str, SegmentationScores]:
     """Scores per head of the session's model on `loader`, with the session's inference."""
     return evaluate_heads(
-        session.runnable,
+        session.predictor,
         loader,
         dataset.num_classes,
         dataset.ignore_index,

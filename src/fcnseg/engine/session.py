@@ -118,6 +118,19 @@ class InferenceSession:
         return self.loaded.metadata
 
     @property
+    def in_channels(self) -> int:
+        """Bands an input image must have: the model's `in_channels`, else the weights'
+        `model_options.in_channels`, else the stored normalisation's channel count (3 for the
+        presets). Every input path (predict, serve, the raster path) decodes to this many."""
+        channels = getattr(self.loaded.model, "in_channels", None)
+        if isinstance(channels, int) and not isinstance(channels, bool) and channels > 0:
+            return channels
+        stored = self.metadata.model_options.get("in_channels")
+        if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0:
+            return stored
+        return self.metadata.input_normalization().channels
+
+    @property
     def input_scale(self) -> float:
         """The model's own resize before its backbone (1.0 for nets without one)."""
         scale = getattr(self.loaded.model, "input_scale", 1.0)
@@ -136,6 +149,16 @@ class InferenceSession:
         """What runs the model: the module itself, or an onnxruntime graph."""
         return self.runtime.runnable
 
+    @property
+    def predictor(self) -> Any:
+        """What `predict_logits` is called on: the runnable, carrying the model's tile geometry
+        under the overlap-tile mode (an exported graph has no `tile_context` of its own)."""
+        from fcnseg.inference.overlap_tile import with_tile_geometry
+
+        if self.spec.mode != "overlap_tile":
+            return self.runnable
+        return with_tile_geometry(self.runnable, self.loaded.model)
+
     def normalize(self, images: Sequence[Tensor] | Tensor) -> Tensor:
         """C x H x W images (one size; uint8 0-255 or float 0-1) as the normalised float batch
         the model takes, by the numbers stored with the weights (or their preset's)."""
@@ -147,7 +170,7 @@ class InferenceSession:
         """Every head's logits of a normalised batch under this session's inference."""
         from fcnseg.inference import predict_logits
 
-        return predict_logits(self.runnable, batch, mode=self.spec.mode, **self.spec.options())
+        return predict_logits(self.predictor, batch, mode=self.spec.mode, **self.spec.options())
 
     def logits(self, batch: Tensor) -> Tensor:
         """The primary head's logits N x C x H x W of a normalised batch."""

@@ -139,6 +139,10 @@ RELEASE_NETS: dict[str, ReleaseNet] = {
     "nyud-fcn32s-color-d": ReleaseNet(
         "early_fusion", 40, "nyud", {"base": "fcn32s_vgg16", "in_channels": 4, "rule": "mean"}
     ),
+    # DeepLab's VGG16 releases (models/deeplab.py; constants.py names the prototxts): layer names
+    # conv1_1 ... fc8_voc12 (LargeFOV) and fc6_1 ... fc8_voc12_4 (ASPP) are fcnseg's own.
+    "deeplab-largefov": ReleaseNet("deeplab_largefov_vgg16", 21, "voc"),
+    "deeplab-aspp-vgg16": ReleaseNet("deeplab_aspp_vgg16", 21, "voc"),
 }
 
 

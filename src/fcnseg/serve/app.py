@@ -36,12 +36,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fcnseg.serve.connection import ClientGone, read_body, wait_for_disconnect
 from fcnseg.serve.limits import (
     MULTIPART_SLACK,
+    OpenedUpload,
     ServeLimits,
     UploadError,
     check_size,
@@ -280,8 +280,9 @@ def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -
         try:
             data = await _upload_bytes(request, limits)
             check_size(len(data), limits)
-            image = open_upload(data, limits, pool.session.request_pixels)
-            rgb, result, png = await _run_while_connected(request, pool, image, len(data))
+            channels = pool.session.in_channels
+            image = open_upload(data, limits, pool.session.request_pixels, channels)
+            _, result, png = await _run_while_connected(request, pool, image, len(data))
         except UploadError as error:  # the body may be unread: close rather than wait for it
             return _error(error.status, error.message, headers=CLOSE)
         finally:
@@ -299,7 +300,7 @@ def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -
 
 
 async def _run_while_connected(
-    request: Request, pool: InferencePool, image: Image.Image, received: int
+    request: Request, pool: InferencePool, image: OpenedUpload, received: int
 ) -> tuple[Any, Segmentation, bytes]:
     """The work on a pool thread, abandoned as soon as the client disconnects.
 
@@ -362,15 +363,15 @@ def _busy(retry_after: int) -> JSONResponse:
     )
 
 
-def _work(pool: InferencePool, image: Image.Image, gone: threading.Event):
-    """Decode, segment and encode one upload on a worker thread (all CPU-bound work); each
-    step first checks that the client is still there."""
+def _work(pool: InferencePool, image: OpenedUpload, gone: threading.Event):
+    """Decode (to the model's band count), segment and encode one upload on a worker thread
+    (all CPU-bound work); each step first checks that the client is still there."""
     if gone.is_set():
         raise ClientGone()
-    rgb = decode_opened(image)
+    values = decode_opened(image, pool.session.in_channels)
     if gone.is_set():
         raise ClientGone()
-    result = pool.segment(rgb)
+    result = pool.segment(values)
     if gone.is_set():
         raise ClientGone()
-    return rgb, result, mask_png(result.labels, pool.palette)
+    return values, result, mask_png(result.labels, pool.palette)

@@ -149,9 +149,10 @@ class InferencePool:
             return self.running
 
     # ----------------------------------------------------------------------- work (threads)
-    def segment(self, rgb: np.ndarray) -> Segmentation:
-        """Class ids of an H x W x 3 uint8 image (runs on a worker thread)."""
-        image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    def segment(self, values: np.ndarray) -> Segmentation:
+        """Class ids of an H x W x C image of the model's band count (uint8 0-255, or float32
+        on the [0, 1] scale: `serve.limits.decode_opened`); runs on a worker thread."""
+        image = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))
         started = time.perf_counter()
         labels = self.session.labels([image])[0].numpy()
         elapsed_ms = 1000 * (time.perf_counter() - started)
@@ -176,6 +177,7 @@ class InferencePool:
             "classes": self.classes,
             "palette": self.palette,
             "normalization": metadata.normalization,
+            "in_channels": self.session.in_channels,
             "ignore_index": metadata.ignore_index,
             "data_format": metadata.data_format,
             "inference": {"mode": self.mode, "options": _jsonable(self.session.spec.options())},
@@ -234,7 +236,7 @@ def prepare_graph_sizes(
     lines: list[str] = []
     runnable.after_calls = 1
     for height, width in sizes:
-        pool.segment(np.zeros((height, width, 3), dtype=np.uint8))
+        pool.segment(np.zeros((height, width, pool.session.in_channels), dtype=np.uint8))
         lines.append(f"fixed-size ONNX graphs ready for {height}x{width} uploads")
     runnable.freeze()
     return lines
