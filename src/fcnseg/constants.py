@@ -1,4 +1,4 @@
-# size: every paper and release constant in one auditable file is this module's job
+# size: every paper and release constant with its source, in one file by design (auditable in one place)
 """Every numeric constant fcnseg takes from a paper or a reference release, once, with its source.
 
 Keeping them here makes the faithfulness to the FCN paper auditable in one file: a reviewer can

@@ -39,6 +39,22 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", type=float, nargs="+", help="multi-scale factors")
 
 
+def add_mc_options(parser: argparse.ArgumentParser) -> None:
+    """--mc-samples / --seed: Monte-Carlo dropout (fcnseg.inference.mc_dropout)."""
+    parser.add_argument(
+        "--mc-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Monte-Carlo dropout: N passes with the dropout layers on, probabilities averaged, "
+        "plus a per-pixel uncertainty (entropy of the mean / log C); needs a net with dropout "
+        "and --engine torch or auto",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the --mc-samples dropout masks (default 0)"
+    )
+
+
 def add_engine_option(parser: argparse.ArgumentParser) -> None:
     """--engine: what runs the model (fcnseg.choices.RUNTIME_CHOICES)."""
     parser.add_argument(

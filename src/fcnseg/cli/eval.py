@@ -8,6 +8,7 @@ import sys
 from fcnseg.cli.arguments import (
     add_engine_option,
     add_inference_options,
+    add_mc_options,
     add_model_source,
     inference_options,
 )
@@ -30,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="let --report write into a folder that is not empty (replacing its report files)",
     )
     add_inference_options(parser)
+    add_mc_options(parser)
     add_engine_option(parser)
 
 
@@ -52,8 +54,12 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         progress=sys.stderr.isatty(),
         engine=args.engine,
+        mc_samples=args.mc_samples,
+        seed=args.seed,
     )
     print(result.session.runtime.summary())
+    if result.session.mc is not None:
+        print(result.session.mc.summary())
     print(result.report())
     if index is not None:
         print(f"report written to {index}")

@@ -8,10 +8,12 @@ import sys
 from fcnseg.cli.arguments import (
     add_engine_option,
     add_inference_options,
+    add_mc_options,
     add_model_source,
     inference_options,
 )
 from fcnseg.cli.predict_raster import add_raster_options, run_raster, wants_raster
+from fcnseg.errors import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="write outputs in the main thread (the one-image loop, for comparisons)",
     )
     add_inference_options(parser)
+    add_mc_options(parser)
     add_engine_option(parser)
     add_raster_options(parser)  # --tiled, --probs: rasters larger than memory
 
@@ -46,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.engine.predict import run_prediction
 
     if wants_raster(args):
+        if args.mc_samples is not None:
+            raise UsageError("--mc-samples does not work with --tiled / --probs rasters; drop one")
         return run_raster(args)
     try:
         result = run_prediction(
@@ -60,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
             overlay=not args.no_overlay,
             progress=sys.stderr.isatty(),
             engine=args.engine,
+            mc_samples=args.mc_samples,
+            seed=args.seed,
             batch_size=args.batch_size,
             num_workers=args.workers,
             background_writes=not args.foreground_writes,
@@ -92,3 +99,5 @@ def _print_summary(result, out: str) -> None:
         summary += f"; {failed} failed (listed on stderr)"
     print(summary)
     print(result.runtime.summary(), flush=True)  # after the summary line, which scripts read first
+    if result.mc is not None:
+        print(result.mc.summary(), flush=True)

@@ -13,6 +13,7 @@ import math
 from fcnseg.cli.arguments import (
     add_engine_option,
     add_inference_options,
+    add_mc_options,
     add_model_source,
     inference_options,
 )
@@ -62,6 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"connections at once (default {DEFAULT_MAX_CONNECTIONS}; more get 503)",
     )
     add_inference_options(parser)
+    add_mc_options(parser)
 
 
 def positive_number(text: str, flag: str, whole: bool = False) -> float:
@@ -121,8 +123,12 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         options=inference_options(args),
         device=args.device,
+        mc_samples=args.mc_samples,
+        seed=args.seed,
     )
     print(pool.session.runtime.summary(), flush=True)
+    if pool.session.mc is not None:
+        print(pool.session.mc.summary(), flush=True)
     for line in prepare_graph_sizes(pool, sizes, limits.max_pixels):
         print(line, flush=True)
     run_server(pool, limits, host=args.host, port=args.port)

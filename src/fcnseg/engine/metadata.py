@@ -240,21 +240,7 @@ def validate_weights_metadata(meta: Any, source: object) -> WeightsMetadata:
     if "ignore_index" in meta and not (is_int(ignore_index) and -1 <= ignore_index <= 65535):
         fail("ignore_index", f"expected a whole number in -1..65535, got {short(ignore_index)}")
     data_format = _string(meta, "data_format", fail, required=False)
-    class_map = meta.get("class_map")
-    if class_map is not None and not (
-        isinstance(class_map, dict)
-        and len(class_map) <= MAX_CLASSES
-        and all(
-            isinstance(key, str)
-            and isinstance(value, str)
-            and 0 < len(key) <= MAX_STRING
-            and 0 < len(value) <= MAX_STRING
-            for key, value in class_map.items()
-        )
-    ):
-        fail(
-            "class_map", f"expected a mapping of class names to class names, got {short(class_map)}"
-        )
+    class_map = _class_map(meta, fail)
     recipe = meta.get("config")
     if recipe is not None and not isinstance(recipe, dict):
         fail("config", f"expected a mapping (the training recipe), got {short(recipe)}")
@@ -273,6 +259,26 @@ def validate_weights_metadata(meta: Any, source: object) -> WeightsMetadata:
         normalization_stats=stats,
         class_map=MappingProxyType(dict(class_map)) if class_map else None,
     )
+
+
+def _class_map(meta: dict[str, Any], fail: Fail) -> dict[str, str] | None:
+    """The stored `data.class_map` (class name -> class name), or None when absent."""
+    class_map = meta.get("class_map")
+    if class_map is not None and not (
+        isinstance(class_map, dict)
+        and len(class_map) <= MAX_CLASSES
+        and all(
+            isinstance(key, str)
+            and isinstance(value, str)
+            and 0 < len(key) <= MAX_STRING
+            and 0 < len(value) <= MAX_STRING
+            for key, value in class_map.items()
+        )
+    ):
+        fail(
+            "class_map", f"expected a mapping of class names to class names, got {short(class_map)}"
+        )
+    return class_map
 
 
 def _normalization_stats(meta: dict[str, Any], fail: Fail) -> Normalization | None:

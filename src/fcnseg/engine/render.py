@@ -123,3 +123,24 @@ def overlay_image(
     blended = (1 - alpha) * rgb.astype(np.float32) + alpha * colours
     side_by_side = np.concatenate([rgb.astype(np.float32), blended], axis=1)
     return Image.fromarray(side_by_side.clip(0, 255).astype(np.uint8), mode="RGB")
+
+
+#: The perceptual colour map of the uncertainty heat maps (matplotlib's "inferno": monotonic in
+#: lightness, readable in grey and by colour-blind eyes): black = certain, pale yellow = unsure.
+UNCERTAINTY_COLOURMAP: str = "inferno"
+
+
+def uncertainty_image(uncertainty: np.ndarray) -> Image.Image:
+    """An RGB heat map of H x W uncertainty in [0, 1] (`UNCERTAINTY_COLOURMAP`, 0 -> 1)."""
+    from matplotlib import colormaps
+
+    table = colormaps[UNCERTAINTY_COLOURMAP].resampled(256)(np.linspace(0.0, 1.0, 256))
+    lut = (table[:, :3] * 255).round().astype(np.uint8)
+    index = (np.clip(uncertainty, 0.0, 1.0) * 255).round().astype(np.intp)
+    return Image.fromarray(lut[index], mode="RGB")
+
+
+def uncertainty_raw(uncertainty: np.ndarray) -> Image.Image:
+    """H x W uncertainty in [0, 1] as a 16-bit greyscale PNG: value = round(u x 65535)."""
+    values = (np.clip(uncertainty, 0.0, 1.0) * 65535).round().astype(np.uint16)
+    return Image.fromarray(values)

@@ -31,6 +31,8 @@ from fcnseg.engine.loading import LoadedModel, load_model
 from fcnseg.engine.session import InferenceSession, choose_spec
 from fcnseg.engine.setup import build_eval_dataset
 from fcnseg.errors import OutputError, UsageError, WeightsError
+from fcnseg.inference.mc_dropout import DEFAULT_SEED
+from fcnseg.inference.mc_dropout import check_request as check_mc_request
 from fcnseg.metrics import SegmentationScores
 from fcnseg.models.protocol import primary_head_name
 from fcnseg.paths import safe_name
@@ -174,6 +176,7 @@ def _score(
         options=session.spec.options(),
         progress=progress,
         on_batch=on_batch,
+        forward=session.head_logits,
     )
 
 
@@ -192,6 +195,8 @@ def _payload(result: EvalRun) -> dict[str, Any]:
         "engine_details": session.runtime.as_json(),
         **scores_json(result.per_head[result.primary], result.dataset.classes),
     }
+    if session.mc is not None:
+        payload["mc_dropout"] = session.mc.as_json()
     if len(result.per_head) > 1:
         payload["heads"] = {
             head: scores_json(scores, result.head_classes(head))
@@ -200,6 +205,7 @@ def _payload(result: EvalRun) -> dict[str, Any]:
     return payload
 
 
+# size: one call per step; the inference options (MC dropout --mc-samples/--seed) add lines
 def run_evaluation(
     *,
     weights: str | Path | None = None,
@@ -217,6 +223,8 @@ def run_evaluation(
     batch_hook: Callable[[Any, DataLoader], Callable[[Tensor, Tensor], None]] | None = None,
     payload_extras: Callable[[EvalRun], dict[str, Any]] | None = None,
     engine: str = "torch",
+    mc_samples: int | None = None,
+    seed: int = DEFAULT_SEED,
 ) -> EvalRun:
     """Score the model from exactly one of weights / checkpoint / run on a split; write the JSON.
 
@@ -229,15 +237,19 @@ def run_evaluation(
     `engine`: the runtime, "torch", "onnxruntime", "onnxruntime-int8" or "auto"
     (fcnseg.inference.runtimes; the graph is cached beside the weights); the one used is in the
     JSON's "engine". The split is checked before the runtime is resolved (an export takes time).
+    `mc_samples`/`seed`: MC dropout (InferenceSession.start), checked before the split is read.
     """
     torch_device = resolve_device(device, engine)
     loaded = load_model(weights, checkpoint, run)
     spec = choose_spec(loaded.metadata, mode, options)
+    check_mc_request(mc_samples, seed, engine, loaded.model, loaded.metadata.model)
     dataset, data_format, split = eval_split(
         loaded, data_format=data_format, data_root=data_root, split=split, size=size
     )
     check_num_classes(loaded.source, loaded.metadata.num_classes, dataset.num_classes)
-    session = InferenceSession.start(loaded, spec, runtime=engine, device=torch_device)
+    session = InferenceSession.start(
+        loaded, spec, runtime=engine, device=torch_device, mc_samples=mc_samples, seed=seed
+    )
     loader = eval_loader(dataset)
     on_batch = batch_hook(dataset, loader) if batch_hook is not None else None
     per_head = _score(session, loader, dataset, progress, on_batch)

@@ -5,12 +5,16 @@ resolved the runtime and then normalised, ran, picked the primary head and took 
 their own words. `InferenceSession` does each of those once: `InferenceSession.load` (or
 `start`, for a model already loaded) is the one place a model, its `InferenceSpec`, its device
 and its runtime are decided, and `logits` / `labels` are the one way from a batch to classes.
+
+Monte-Carlo dropout (`mc`, `inference.mc_dropout`) is part of the session for the same reason:
+with it, `head_logits` is the log of the mean probabilities of N dropout passes, so eval, predict,
+serve and the API all sample the same way, and `segment` adds the per-pixel uncertainty.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +24,14 @@ from torch import Tensor, nn
 from fcnseg.engine.device import resolve_device
 from fcnseg.engine.loading import LoadedModel, load_model
 from fcnseg.engine.metadata import WeightsMetadata
+from fcnseg.inference import mc_dropout
+from fcnseg.inference.mc_dropout import DEFAULT_SEED, MCDropout
 from fcnseg.inference.runtimes import ResolvedRuntime, resolve_runtime
 from fcnseg.inference.spec import InferenceSpec
-from fcnseg.models.protocol import primary_output
+from fcnseg.models.protocol import map_heads, primary_output
+
+#: Floor of the mean probabilities before their log (MC-dropout logits stay finite).
+_LOG_FLOOR: float = 1e-12
 
 
 def choose_spec(
@@ -51,6 +60,8 @@ class InferenceSession:
     spec: InferenceSpec
     runtime: ResolvedRuntime
     device: torch.device
+    #: Monte-Carlo dropout settings and counters; None: one deterministic pass.
+    mc: MCDropout | None = None
 
     @classmethod
     def load(
@@ -64,16 +75,29 @@ class InferenceSession:
         mode: str | None = None,
         options: Mapping[str, Any] | None = None,
         threads: int | None = None,
+        mc_samples: int | None = None,
+        seed: int = DEFAULT_SEED,
     ) -> InferenceSession:
         """The session of the model from exactly one of weights / checkpoint / run.
 
         `mode`/`options`: see `choose_spec`; `runtime`: the `--engine` word (see
-        fcnseg.inference.runtimes); `device`: "auto" is engine-aware (resolve_device).
+        fcnseg.inference.runtimes); `device`: "auto" is engine-aware (resolve_device);
+        `mc_samples`/`seed`: Monte-Carlo dropout (see `start`), refused for an ONNX runtime
+        before anything loads.
         """
+        mc_dropout.check_request(mc_samples, seed, runtime)
         torch_device = resolve_device(device, runtime)
         loaded = load_model(weights, checkpoint, run)
         spec = choose_spec(loaded.metadata, mode, options)
-        return cls.start(loaded, spec, runtime=runtime, device=torch_device, threads=threads)
+        return cls.start(
+            loaded,
+            spec,
+            runtime=runtime,
+            device=torch_device,
+            threads=threads,
+            mc_samples=mc_samples,
+            seed=seed,
+        )
 
     @classmethod
     def start(
@@ -84,15 +108,25 @@ class InferenceSession:
         runtime: str = "torch",
         device: torch.device | str = "cpu",
         threads: int | None = None,
+        mc_samples: int | None = None,
+        seed: int = DEFAULT_SEED,
     ) -> InferenceSession:
         """The session of a model already loaded: moved to `device`, its runtime resolved (for
-        ONNX runtimes the cached, checked graph of `loaded.source`)."""
+        ONNX runtimes the cached, checked graph of `loaded.source`).
+
+        With `mc_samples` the session samples that many dropout passes per image (`with_mc`):
+        refused in one line for an ONNX runtime or a model without dropout; `auto` is torch."""
         torch_device = torch.device(device)
         model = loaded.model.to(torch_device)
+        mc_dropout.check_request(mc_samples, seed, runtime, model, loaded.metadata.model)
+        if mc_samples is not None and runtime == "auto":
+            reason = "--mc-samples: dropout is sampled in PyTorch"
+            resolved = ResolvedRuntime(model.eval(), "torch", runtime, reason)
+            return cls(loaded, spec, resolved, torch_device).with_mc(mc_samples, seed)
         resolved = resolve_runtime(
             model, loaded.source, runtime, device=torch_device, threads=threads
         )
-        return cls(loaded, spec, resolved, torch_device)
+        return cls(loaded, spec, resolved, torch_device).with_mc(mc_samples, seed)
 
     @classmethod
     def for_model(
@@ -112,6 +146,17 @@ class InferenceSession:
         return cls(
             LoadedModel(model, metadata, None), spec or InferenceSpec(), resolved, torch_device
         )
+
+    def with_mc(self, samples: int | None, seed: int = DEFAULT_SEED) -> InferenceSession:
+        """This session sampling `samples` dropout passes per image (None: one plain pass); the
+        same model and runtime. UsageError (one line) when `samples` is out of bounds, the
+        runtime is an ONNX graph or the model has no dropout layer."""
+        if samples is None:
+            return self if self.mc is None else replace(self, mc=None)
+        sampling = MCDropout(samples, seed)
+        mc_dropout.check_runtime(self.runtime.name)
+        mc_dropout.require_dropout(self.runtime.runnable, self.metadata.model)
+        return replace(self, mc=sampling)
 
     @property
     def metadata(self) -> WeightsMetadata:
@@ -167,10 +212,25 @@ class InferenceSession:
         return batch.to(self.device)
 
     def head_logits(self, batch: Tensor) -> Tensor | dict[str, Tensor]:
-        """Every head's logits of a normalised batch under this session's inference."""
+        """Every head's logits of a normalised batch under this session's inference; with MC
+        dropout the log of the mean probabilities (softmax gives them back, argmax is theirs)."""
         from fcnseg.inference import predict_logits
 
-        return predict_logits(self.predictor, batch, mode=self.spec.mode, **self.spec.options())
+        if self.mc is None:
+            return predict_logits(self.predictor, batch, mode=self.spec.mode, **self.spec.options())
+        return map_heads(self.head_probs(batch), lambda p: p.clamp_min(_LOG_FLOOR).log())
+
+    def head_probs(self, batch: Tensor) -> Tensor | dict[str, Tensor]:
+        """Every head's class probabilities of a normalised batch: one pass, or the mean of the
+        MC-dropout passes."""
+        from fcnseg.inference import predict_probs
+
+        def probs_of(images: Tensor) -> Tensor | dict[str, Tensor]:
+            return predict_probs(self.predictor, images, self.spec.mode, **self.spec.options())
+
+        if self.mc is None:
+            return probs_of(batch)
+        return mc_dropout.mc_dropout_probs(self.runnable, batch, probs_of, self.mc)
 
     def logits(self, batch: Tensor) -> Tensor:
         """The primary head's logits N x C x H x W of a normalised batch."""
@@ -183,3 +243,22 @@ class InferenceSession:
         check a fixed-size graph during a call (FixedSizeGraphs), which wants plain tensors."""
         with torch.no_grad():
             return self.logits(self.normalize(images)).argmax(1).cpu()
+
+    def segment(self, images: Sequence[Tensor] | Tensor) -> tuple[Tensor, Tensor | None]:
+        """(class ids N x H x W, uncertainty N x H x W float in [0, 1] or None), on the CPU.
+
+        The uncertainty (MC dropout only) is the predictive entropy of the mean probabilities
+        over log(C) (inference.mc_dropout.predictive_entropy); the ids are the mean's argmax."""
+        if self.mc is None:
+            return self.labels(images), None
+        with torch.no_grad():
+            probs = primary_output(self.head_probs(self.normalize(images)))
+            labels = probs.argmax(1).cpu()
+            return labels, mc_dropout.predictive_entropy(probs).cpu()
+
+    def segment_each(self, images: Sequence[Tensor] | Tensor) -> list[tuple[Any, Any]]:
+        """`segment` per image as NumPy: [(class ids H x W, uncertainty H x W or None)]."""
+        labels, uncertainty = self.segment(images)
+        if uncertainty is None:
+            return [(ids, None) for ids in labels.numpy()]
+        return list(zip(labels.numpy(), uncertainty.numpy(), strict=True))

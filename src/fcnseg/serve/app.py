@@ -352,6 +352,11 @@ def _segment_json(pool: InferencePool, result: Segmentation, png: bytes, total_m
         "total_ms": round(total_ms, 1),
         "mode": pool.mode,
     }
+    if result.uncertainty is not None and result.uncertainty_png is not None and pool.session.mc:
+        # MC dropout: the heat map of the mean's entropy / log C (inference.mc_dropout).
+        payload["uncertainty_png"] = base64.b64encode(result.uncertainty_png).decode("ascii")
+        payload["mean_uncertainty"] = round(float(result.uncertainty.mean()), 4)
+        payload["mc_samples"] = pool.session.mc.samples
     return payload
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcnseg.engine.render import palette_image
+from fcnseg.engine.render import palette_image, uncertainty_image
 from fcnseg.engine.session import InferenceSession
 from fcnseg.errors import UsageError
 from fcnseg.inference.runtimes import FixedSizeGraphs
@@ -42,10 +42,13 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class Segmentation:
-    """One image's result: class ids (H x W uint8 or int64) and the inference time."""
+    """One image's result: class ids (H x W uint8 or int64) and the inference time; with MC
+    dropout also the uncertainty (H x W float in [0, 1]) and its heat-map PNG."""
 
     labels: np.ndarray
     inference_ms: float
+    uncertainty: np.ndarray | None = None
+    uncertainty_png: bytes | None = None
 
 
 class QueueFull(Exception):
@@ -154,9 +157,14 @@ class InferencePool:
         on the [0, 1] scale: `serve.limits.decode_opened`); runs on a worker thread."""
         image = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))
         started = time.perf_counter()
-        labels = self.session.labels([image])[0].numpy()
+        labels, uncertainty = self.session.segment([image])
         elapsed_ms = 1000 * (time.perf_counter() - started)
-        return Segmentation(labels=labels, inference_ms=elapsed_ms)
+        if uncertainty is None:
+            return Segmentation(labels=labels[0].numpy(), inference_ms=elapsed_ms)
+        unsure = uncertainty[0].numpy()
+        heat = io.BytesIO()
+        uncertainty_image(unsure).save(heat, format="PNG", optimize=False)
+        return Segmentation(labels[0].numpy(), elapsed_ms, unsure, heat.getvalue())
 
     # ---------------------------------------------------------------------------- describing
     @property
@@ -186,6 +194,7 @@ class InferencePool:
             "workers": self.workers,
             "threads_per_worker": self.threads,
             "queue": self.queue,
+            "mc_dropout": self.session.mc.as_json() if self.session.mc is not None else None,
         }
 
 
