@@ -79,8 +79,7 @@ RELEASE_STREAM_SUFFIXES: dict[str, str] = {
 #: before or after upsampling is the same).
 RELEASE_ALIASES: dict[str, tuple[str, ...]] = {
     "conv1_1": ("conv1_1_bgrd",),
-    # SegNet-Basic's classifier (segnet_basic_train.prototxt / Bayesian and model-zoo nets).
-    "conv_classifier": ("dense_softmax_inner_prod",),
+    "conv_classifier": ("dense_softmax_inner_prod",),  # SegNet-Basic's, Bayesian and zoo nets
     "dense_softmax_inner_prod": ("conv_classifier",),
 }
 #: Layers a suffixed stream also looks up without its suffix (see RELEASE_ALIASES).
@@ -106,7 +105,7 @@ class ReleaseNet:
 
 
 _SIFTFLOW_HEADS = {"semantic": 33, "geometric": 3}
-_RAW_BGR = {"normalization": "caffe_bgr_raw"}  # SegNet's input (models/segnet.py)
+_RAW_BGR = {"normalization": "caffe_bgr_raw"}  # SegNet-Tutorial's nets (models/segnet.py)
 #: Every net of the release (folder name) -> the fcnseg model it loads into, by layer name.
 RELEASE_NETS: dict[str, ReleaseNet] = {
     "voc-fcn32s": ReleaseNet("fcn32s_vgg16", 21, "voc"),
@@ -131,7 +130,6 @@ RELEASE_NETS: dict[str, ReleaseNet] = {
     "nyud-fcn32s-color-hha": ReleaseNet(
         "late_fusion", 40, "nyud", {"base": "fcn32s_vgg16", "stream_weights": [0.5, 0.5]}
     ),
-    # SegNet-Tutorial's Models/*_train.prototxt (and the model zoo's CamVid caffemodels).
     "camvid-segnet": ReleaseNet("segnet_vgg16", 11, "camvid", _RAW_BGR),
     "camvid-segnet-basic": ReleaseNet("segnet_basic", 11, "camvid", _RAW_BGR),
     "camvid-bayesian-segnet": ReleaseNet("bayesian_segnet_vgg16", 11, "camvid", _RAW_BGR),
