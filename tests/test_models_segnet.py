@@ -368,3 +368,28 @@ def test_export_check_of_segnet_is_argmax_agreement_only():
     strict.logits_jump_at_ties = False
     with pytest.raises(ExportError, match="max abs diff"):
         verify_export(strict, one_pixel_moved, sizes=[(64, 64)])
+
+
+def test_monte_carlo_dropout_samples_bayesian_segnet_and_refuses_plain_segnet():
+    """inference/mc_dropout.py switches on exactly the released dropout layers: the mean of N
+    passes differs from the deterministic pass, BN keeps its statistics; plain SegNet has none."""
+    from fcnseg.errors import UsageError
+    from fcnseg.inference.mc_dropout import MCDropout, mc_dropout_probs, require_dropout
+
+    torch.manual_seed(0)
+    model = build_model("bayesian_segnet_basic", 3, pretrained=False).eval()
+    x = torch.rand(1, 3, 24, 32) * 255
+
+    def probs_of(batch):
+        return model(batch).softmax(1)
+
+    with torch.no_grad():
+        deterministic = probs_of(x)
+    running = model.encoder["conv1_bn"].running_mean.clone()
+    mean = mc_dropout_probs(model, x, probs_of, MCDropout(samples=4, seed=1))
+    assert mean.shape == deterministic.shape and not torch.allclose(mean, deterministic)
+    assert torch.equal(model.encoder["conv1_bn"].running_mean, running)
+    assert torch.equal(mean, mc_dropout_probs(model, x, probs_of, MCDropout(samples=4, seed=1)))
+    require_dropout(model, "bayesian_segnet_basic")
+    with pytest.raises(UsageError):
+        require_dropout(build_model("segnet_basic", 3, pretrained=False), "segnet_basic")
