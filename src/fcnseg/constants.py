@@ -146,6 +146,8 @@ class ReleaseSolver:
     max_iter: int | None = None
     batch_size: int = 1
     score_lr_mult: float = 1.0
+    #: `loss_normalization` of the preset: None derives it from `normalize` ("mean" / "sum").
+    loss_normalization: str | None = None
 
 
 _VGG_32S = ReleaseSolver(base_lr=1e-10, momentum=0.99, iter_size=1, normalize=False)
@@ -191,7 +193,31 @@ RELEASE_SOLVERS: dict[str, ReleaseSolver] = {
         )
         for net in ("deeplab-largefov", "deeplab-aspp-vgg16")
     },
+    **{
+        f"camvid-{net}": ReleaseSolver(
+            base_lr=base_lr,
+            momentum=0.9,
+            iter_size=1,
+            normalize=True,
+            batch_size=4,
+            max_iter=max_iter,
+            loss_normalization="pixels",
+            bias_mult_layers="conv",
+        )
+        for net, base_lr, max_iter in (
+            ("segnet", 1e-3, 40_000),
+            ("segnet-basic", 0.1, 10_000),
+            ("bayesian-segnet", 1e-3, 60_000),
+            ("bayesian-segnet-basic", 0.1, 10_000),
+        )
+    },
 }
+#: The SegNet solvers above (SegNet-Tutorial Models/segnet_solver.prototxt, segnet_basic_solver,
+#: bayesian_segnet_solver, bayesian_segnet_basic_solver): base_lr 0.001 (VGG16) / 0.1 (Basic),
+#: momentum 0.9, weight_decay 0.0005, lr_policy "step" with gamma 1.0 (a fixed rate), max_iter
+#: 40000 / 10000 / 60000 / 10000, batch_size 4 (DenseImageData), no iter_size. Every convolution
+#: declares `param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }`; the BN
+#: layers declare none (scale and shift at lr_mult 1 with weight decay): bias_mult_layers "conv".
 #: The release's parameter count of voc-fcn-alexnet (21 classes), upscore's 21 x 21 x 63 x 63
 #: deconvolution included: conv1-5 2,334,080, fc6 37,752,832, fc7 16,781,312, score_fr 86,037,
 #: upscore 1,750,329.
@@ -266,6 +292,60 @@ CAMVID_PALETTE: tuple[tuple[int, int, int], ...] = (
 CAMVID_SPLIT_SIZES: dict[str, int] = {"train": 367, "val": 101, "test": 233}
 #: Native CamVid (SegNet release) resolution, height x width.
 CAMVID_SIZE_HW: tuple[int, int] = (360, 480)
+
+# --- SegNet (Badrinarayanan, Kendall, Cipolla, TPAMI 2017) and Bayesian SegNet (Kendall,
+# --- Badrinarayanan, Cipolla, BMVC 2017) as released in alexgkendall/SegNet-Tutorial (commit
+# --- bb68b64e72cb004b3ed927fee0f5624dd8097498: Models/segnet_train.prototxt,
+# --- segnet_basic_train.prototxt, bayesian_segnet_train.prototxt, bayesian_segnet_basic_train
+# --- .prototxt and their *_solver.prototxt) on the caffe fork alexgkendall/caffe-segnet (commit
+# --- 344c113bf1832886f1cbe9f33ffe28a3beeaf412: src/caffe/layers/bn_layer.cpp, upsample_layer.cpp,
+# --- softmax_loss_layer.cpp).
+#: SegNet's encoder: VGG16's 13 convolutions (3x3, pad 1), each followed by BN and ReLU, in five
+#: blocks closed by 2x2 stride-2 max pooling whose indices (`poolN_mask`) feed the decoder.
+SEGNET_VGG16_BLOCKS: tuple[tuple[int, ...], ...] = (
+    (64, 64),
+    (128, 128),
+    (256, 256, 256),
+    (512, 512, 512),
+    (512, 512, 512),
+)
+#: SegNet-Basic: four 7x7 (pad 3) convolutions of 64 channels in the encoder and four in the
+#: decoder, an LRN of the input image (local_size 5, alpha 1e-4, beta 0.75; Caffe's k = 1).
+SEGNET_BASIC_CHANNELS: int = 64
+SEGNET_BASIC_DEPTH: int = 4
+SEGNET_BASIC_KERNEL: int = 7
+SEGNET_BASIC_LRN: tuple[int, float, float, float] = (5, 1e-4, 0.75, 1.0)  # size, alpha, beta, k
+#: Initial value of the BN shift (`shift_filler`): 0.001 in the SegNet nets, 0 in the Bayesian
+#: ones; the scale starts at 1 and convolutions use the "msra" filler with zero biases.
+SEGNET_BN_SHIFT_INIT: float = 0.001
+BAYESIAN_SEGNET_BN_SHIFT_INIT: float = 0.0
+#: caffe-segnet's BN layer adds `var_eps_ = 1e-9` to the batch variance. fcnseg keeps PyTorch's
+#: 1e-5 instead: 1e-9 underflows to 0 in float16 (AMP) and only matters for channels of
+#: near-zero variance; an imported caffemodel's folded scale/shift does not depend on it.
+SEGNET_RELEASE_BN_EPS: float = 1e-9
+#: Dropout of Bayesian SegNet ("dropout_ratio: 0.5"): after pool3, pool4, pool5 (encdrop3-5) and
+#: after the ReLU closing decoder blocks 5, 4, 3 (decdrop5-3); Bayesian SegNet-Basic: after
+#: pool3 and pool4 (encdrop3-4) and after conv_decode4_bn and conv_decode3_bn (decdrop4-3).
+BAYESIAN_SEGNET_DROPOUT: float = 0.5
+#: The median-frequency class weights of the release's CamVid loss (`loss_param {
+#: weight_by_label_freqs: true class_weighting: ... }`, identical in all four train prototxts),
+#: in CAMVID_CLASSES order; `ignore_label: 11` (CAMVID_VOID).
+SEGNET_CAMVID_CLASS_WEIGHTS: tuple[float, ...] = (
+    0.2595,
+    0.1826,
+    4.5640,
+    0.1417,
+    0.9051,
+    0.3826,
+    9.6446,
+    1.8418,
+    0.6823,
+    6.2478,
+    7.3614,
+)
+#: caffe-segnet's SoftmaxWithLoss with `weight_by_label_freqs` sums weight x -log p over the
+#: labelled pixels and divides by their count (`normalize` defaults to true), not by the sum of
+#: their weights as torch's weighted mean does: fcnseg's `loss_normalization: pixels`.
 
 # --- Dense CRF post-processing of DeepLab (Chen et al., "DeepLab: Semantic Image Segmentation
 # --- with Deep Convolutional Nets, Atrous Convolution, and Fully Connected CRFs", TPAMI 2018,

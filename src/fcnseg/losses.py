@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from fcnseg.constants import UNET2015_BORDER_SIGMA, UNET2015_BORDER_W0, VOC_IGNORE_INDEX
 
-Normalization = Literal["sum", "mean"]
+Normalization = Literal["sum", "mean", "pixels"]
 
 
 class PixelCrossEntropy(nn.Module):
@@ -27,7 +27,9 @@ class PixelCrossEntropy(nn.Module):
         ignore_index: label that contributes neither loss nor gradient (255 in VOC, 11 in CamVid).
         class_weights: optional per-class weights (e.g. median-frequency balancing).
         normalization: "sum" (paper) or "mean" over labelled pixels (with class weights: the
-            weighted mean, as `torch.nn.functional.cross_entropy` defines it).
+            weighted mean, as `torch.nn.functional.cross_entropy` defines it); "pixels": the
+            weighted sum over the number of labelled pixels, as caffe-segnet's SoftmaxWithLoss
+            normalises a class-weighted loss (equal to "mean" without weights).
     """
 
     def __init__(
@@ -37,8 +39,10 @@ class PixelCrossEntropy(nn.Module):
         normalization: Normalization = "mean",
     ) -> None:
         super().__init__()
-        if normalization not in ("sum", "mean"):
-            raise ValueError(f"normalization must be 'sum' or 'mean', not {normalization!r}")
+        if normalization not in ("sum", "mean", "pixels"):
+            raise ValueError(
+                f"normalization must be 'sum', 'mean' or 'pixels', not {normalization!r}"
+            )
         self.ignore_index = ignore_index
         self.normalization = normalization
         weights = (
@@ -52,18 +56,20 @@ class PixelCrossEntropy(nn.Module):
                 f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in size; "
                 "the model must return logits at the mask's resolution"
             )
-        reduction = "sum" if self.normalization == "sum" else "mean"
+        reduction = "mean" if self.normalization == "mean" else "sum"
         weights = None if self.class_weights is None else self.class_weights.to(logits.dtype)
-        if reduction == "mean" and not (target != self.ignore_index).any():
+        labelled = (target != self.ignore_index).sum()
+        if self.normalization != "sum" and not labelled:
             # An all-void batch: zero loss with a graph, instead of the NaN that 0/0 would give.
             return logits.sum() * 0.0
-        return F.cross_entropy(
+        loss = F.cross_entropy(
             logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits,
             target,
             weight=None if weights is None else weights.float(),
             ignore_index=self.ignore_index,
             reduction=reduction,
         )
+        return loss / labelled if self.normalization == "pixels" else loss
 
 
 def border_weight_map(

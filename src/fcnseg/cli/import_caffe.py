@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--release",
         help="the release net the file is (voc-fcn8s, siftflow-fcn16s, nyud-fcn32s-color-hha, "
-        "deeplab-largefov, deeplab-aspp-vgg16, ...): picks --model, its options and --format "
+        "deeplab-largefov, camvid-segnet-basic, ...): picks --model, its options and --format "
         "(docs/paper_fidelity.md lists them)",
     )
     parser.add_argument("--model", help="paper net with the same layers, e.g. fcn8s_vgg16")

@@ -103,15 +103,17 @@ class TrainConfig:
     batch_size: int = 8
     #: Gradient accumulation: optimiser steps happen every `accumulate` batches.
     accumulate: int = 1
-    #: "mean" over labelled pixels, or "sum" per image as the paper's Caffe nets.
-    loss_normalization: Literal["sum", "mean"] = "mean"
+    #: "mean" over labelled pixels (weighted: divided by the sum of their class weights),
+    #: "sum" per image as the paper's Caffe nets, or "pixels": the weighted sum divided by the
+    #: number of labelled pixels (caffe-segnet's SoftmaxWithLoss with class weighting).
+    loss_normalization: Literal["sum", "mean", "pixels"] = "mean"
     #: Learning-rate and weight-decay multipliers of biases (Caffe's per-parameter `lr_mult` /
     #: `decay_mult`; the release nets train biases at lr x 2 without weight decay).
     bias_lr_mult: float = 1.0
     bias_decay_mult: float = 1.0
-    #: Whose biases take those multipliers: "all", or "score" (only the score layers, as in the
-    #: release's AlexNet net).
-    bias_mult_scope: Literal["all", "score"] = "all"
+    #: Whose biases take those multipliers: "all", "score" (only the score layers, as in the
+    #: release's AlexNet net) or "conv" (convolutions' biases, not BN shifts: the SegNet release).
+    bias_mult_scope: Literal["all", "score", "conv"] = "all"
     #: Learning-rate multiplier of the class-scoring layers the model declares
     #: (`class_score_layers`: DeepLab's fc8, whose Caffe `lr_mult` is 10, its bias 10 x
     #: `bias_lr_mult` = 20); 1: every layer at the base rate.

@@ -108,10 +108,12 @@ def preset_values(
     stage's fixed rate); "release" reproduces the release net's solver.prototxt and loss exactly
     (the FCN release: one image per iteration, `iter_size` as gradient accumulation, normalised
     or summed loss, biases at lr x 2 without decay; DeepLab: batch 10, poly rate for `max_iter`
-    steps, fc8 at lr x 10); "modern" sets nothing.
+    steps, fc8 at lr x 10; SegNet: batch 4, `max_iter` steps, caffe-segnet's "pixels" loss
+    normalisation, conv biases only at lr x 2); "modern" sets nothing.
     """
     if preset == "release":
         solver = constants.RELEASE_SOLVERS[release_solver(model_name, model_options)]
+        normalization = solver.loss_normalization or ("mean" if solver.normalize else "sum")
         return {
             "optimizer": "sgd",
             "momentum": solver.momentum,
@@ -120,7 +122,7 @@ def preset_values(
             "encoder_lr_mult": 1.0,
             "warmup_steps": 0,
             "accumulate": solver.iter_size,
-            "loss_normalization": "mean" if solver.normalize else "sum",
+            "loss_normalization": normalization,
             "bias_lr_mult": constants.RELEASE_BIAS_LR_MULT,
             "bias_decay_mult": constants.RELEASE_BIAS_DECAY_MULT,
             "bias_mult_scope": solver.bias_mult_layers,

@@ -214,7 +214,7 @@ def build_distillation(
 
     source = train_cfg.distill_from
     # distill_weight / distill_temperature: finite and in range (config/schema.NUMBER_BOUNDS).
-    if train_cfg.loss_normalization != "mean":
+    if train_cfg.loss_normalization == "sum":
         raise RecipeError(
             "train.distill_from needs train.loss_normalization=mean (the distillation term is a "
             "per-pixel mean)"
@@ -357,7 +357,7 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
             sigma=train_cfg.border_sigma,
         )
     # jaccard_weight: finite and in range (config/schema.NUMBER_BOUNDS).
-    if train_cfg.jaccard_weight > 0 and train_cfg.loss_normalization != "mean":
+    if train_cfg.jaccard_weight > 0 and train_cfg.loss_normalization == "sum":
         raise RecipeError(
             "train.jaccard_weight needs train.loss_normalization=mean (a per-pixel-summed "
             "cross-entropy would dwarf an IoU term in [0, 1])"
