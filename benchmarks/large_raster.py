@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +46,30 @@ def procedural_tile(top: int, left: int, size: int = TILE) -> np.ndarray:
     return np.stack([red, green, blue], axis=-1).astype(np.uint8)
 
 
-def write_raster(path: Path, side: int) -> float:
-    """A side x side procedural tiled TIFF, streamed tile by tile; seconds taken."""
+def compressed_tile(corner: tuple[int, int]) -> bytes:
+    """One procedural tile, zlib level 1, as the TIFF stores it (run in a worker process)."""
+    return zlib.compress(procedural_tile(*corner).tobytes(), 1)
+
+
+def write_raster(path: Path, side: int, workers: int = 1) -> float:
+    """A side x side procedural tiled TIFF, streamed tile by tile; seconds taken. With several
+    workers the tiles are generated and compressed in a process pool (in order) and handed to
+    tifffile as compressed bytes, which is what makes 16x (120000 px a side) practical."""
     import tifffile
 
     started = time.perf_counter()
+    corners = [(top, left) for top in range(0, side, TILE) for left in range(0, side, TILE)]
+    pool = None
 
     def tiles():
-        for top in range(0, side, TILE):
-            for left in range(0, side, TILE):
-                yield procedural_tile(top, left)
+        if workers <= 1:
+            for corner in corners:
+                yield procedural_tile(*corner)
+            return
+        yield from pool.imap(compressed_tile, corners, chunksize=16)
+
+    if workers > 1:
+        pool = multiprocessing.get_context("fork").Pool(workers)
 
     tmp = path.with_suffix(".partial")
     with tifffile.TiffWriter(tmp, bigtiff=True) as writer:
@@ -66,6 +82,9 @@ def write_raster(path: Path, side: int) -> float:
             compressionargs={"level": 1},
             photometric="rgb",
         )
+    if pool is not None:
+        pool.close()
+        pool.join()
     os.replace(tmp, path)
     return time.perf_counter() - started
 
@@ -79,17 +98,18 @@ def child_raster(args: argparse.Namespace) -> None:
 
     def progress(done: int, total: int) -> None:
         now = time.perf_counter() - started
-        if now - last[0] >= 30 or done == total:
+        if now - last[0] >= 10 or done == total:
             last[0] = now
-            print(f"rows {done}/{total} at {now:.0f} s", file=sys.stderr, flush=True)
+            rss = round(peak_rss_bytes() / 2**20)
+            print(f"rows {done}/{total} at {now:.1f} s peak {rss} MiB", file=sys.stderr, flush=True)
 
     run = run_raster_prediction(
         [args.image],
         args.out,
         weights=args.weights,
-        device="cpu",
+        device=args.device,
         engine=args.engine,
-        options={"tile_size": TILE, "tile_stride": args.stride, "tile_batch": 1},
+        options={"tile_size": TILE, "tile_stride": args.stride, "tile_batch": args.tile_batch},
         progress=progress,
         threads=args.threads,
     )
@@ -119,7 +139,7 @@ def child_in_memory(args: argparse.Namespace) -> None:
 
     session = InferenceSession.load(
         weights=args.weights,
-        device="cpu",
+        device=args.device,
         runtime=args.engine,
         mode="sliding",
         options={"tile_size": TILE, "tile_stride": args.stride},
@@ -146,6 +166,30 @@ def child_in_memory(args: argparse.Namespace) -> None:
     )
 
 
+def partial_result(kind: str, image: Path, log_path: Path, limit: float) -> dict:
+    """A child stopped at --time-limit: its rate and peak RSS from its last progress line. The
+    peak is already reached in the first band (memory grows with the width, not the height)."""
+    import re
+
+    lines = [line for line in log_path.read_text().splitlines() if line.startswith("rows ")]
+    if not lines:
+        raise SystemExit(f"{kind} on {image} stopped at {limit} s before its first progress line")
+    found = re.match(r"rows (\d+)/(\d+) at ([\d.]+) s peak (\d+) MiB", lines[-1])
+    done, total, seconds, rss = found.groups()
+    side = int(image.stem.split("_")[-1])
+    megapixels = side * side * int(done) / int(total) / 1e6
+    result = {
+        "path": f"raster (stopped at {limit:.0f} s: rows {done} of {total})",
+        "image": f"{side}x{side}",
+        "megapixels": megapixels,
+        "seconds": float(seconds),
+        "mpx_per_s": round(megapixels / float(seconds), 3),
+        "peak_rss_mib": int(rss),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def run_child(kind: str, image: Path, out: Path, args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     command = [
@@ -165,10 +209,25 @@ def run_child(kind: str, image: Path, out: Path, args: argparse.Namespace) -> di
         str(args.stride),
         "--threads",
         str(args.threads),
+        "--device",
+        args.device,
+        "--tile-batch",
+        str(args.tile_batch),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": str(args.threads)}
-    with open(args.workdir / f"{kind}-{image.stem}.log", "w") as log:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    log_path = args.workdir / f"{kind}-{image.stem}.log"
+    with open(log_path, "w") as log:
+        try:
+            done = subprocess.run(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+                timeout=args.time_limit,
+            )
+        except subprocess.TimeoutExpired:
+            return partial_result(kind, image, log_path, args.time_limit)
     if done.returncode != 0:
         raise SystemExit(f"{kind} on {image} failed (exit {done.returncode}); see the log")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -188,6 +247,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fcnseg-large-raster"))
     parser.add_argument("--keep", action="store_true", help="keep the generated TIFFs")
     parser.add_argument("--reuse", action="store_true", help="reuse a generated TIFF found")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    parser.add_argument("--tile-batch", type=int, default=1)
+    parser.add_argument("--gen-workers", type=int, default=1, help="processes writing the TIFF")
+    parser.add_argument("--time-limit", type=float, default=None, help="seconds per raster run")
     parser.add_argument("--child", choices=("raster", "in-memory"), help=argparse.SUPPRESS)
     parser.add_argument("--image", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -199,13 +262,15 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     base = args.workdir / f"raster_{args.baseline_side}.tif"
-    write_raster(base, args.baseline_side)
+    write_raster(base, args.baseline_side, args.gen_workers)
     rows.append(run_child("in-memory", base, args.workdir / "out-base-memory", args))
     rows.append(run_child("raster", base, args.workdir / "out-base-raster", args))
     for multiple in args.sizes:
         side = round(args.side * math.sqrt(multiple))
         image = args.workdir / f"raster_{side}.tif"
-        seconds = 0.0 if args.reuse and image.is_file() else write_raster(image, side)
+        seconds = (
+            0.0 if args.reuse and image.is_file() else write_raster(image, side, args.gen_workers)
+        )
         print(json.dumps({"generated": image.name, "seconds": round(seconds, 1)}), flush=True)
         rows.append(run_child("raster", image, args.workdir / f"out-{multiple}x", args))
         if not args.keep:

@@ -67,3 +67,86 @@ def tiny_serve_metadata():
         },
         "test",
     )
+
+
+#: The test-only registry name of `BandedNet` (see `banded_weights`).
+BANDED = "test_banded_net"
+
+
+class BandedNet(torch.nn.Module):
+    """Two 3x3 convolutions from `in_channels` bands to class logits at the input size: the
+    smallest model that honours the fcnseg contract for any band count (issue 23 tests)."""
+
+    normalization = "per_channel"
+
+    def __init__(self, num_classes: int = 3, pretrained: bool = False, in_channels: int = 3):
+        super().__init__()
+        torch.manual_seed(3)
+        self.num_classes, self.in_channels, self.head_classes = num_classes, in_channels, {}
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, 6, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(6, num_classes, 3, padding=1),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
+
+
+def banded_metadata_dict(in_channels: int, mean: list[float], std: list[float], classes=3):
+    """The metadata a BandedNet weights file carries: its band count (model_options) and its
+    per-band normalisation numbers, as training writes them."""
+    from fcnseg.engine.checkpoint import weights_metadata
+
+    return weights_metadata(
+        BANDED,
+        {"in_channels": in_channels},
+        num_classes=classes,
+        classes=[f"class{index}" for index in range(classes)],
+        palette=[[(80 * index) % 256, 40, (200 + 60 * index) % 256] for index in range(classes)],
+        normalization="per_channel",
+        ignore_index=255,
+        data_format="folder",
+        normalization_stats={"mean": list(mean), "std": list(std)},
+    )
+
+
+def banded_session(in_channels: int, mean: list[float], std: list[float], spec=None):
+    """An in-memory InferenceSession of a BandedNet and its metadata (no file, no registry)."""
+    from fcnseg.engine.metadata import validate_weights_metadata
+    from fcnseg.engine.session import InferenceSession
+
+    metadata = validate_weights_metadata(banded_metadata_dict(in_channels, mean, std), "test")
+    model = BandedNet(3, in_channels=in_channels).eval()
+    return InferenceSession.for_model(model, metadata, spec=spec)
+
+
+def banded_weights(path, in_channels: int, mean: list[float], std: list[float]):
+    """Save a BandedNet for `in_channels` bands as a weights file (`banded_metadata_dict`);
+    BANDED must be registered while the file is loaded (`registered_banded_net`)."""
+    from fcnseg.engine.checkpoint import save_weights
+
+    model = BandedNet(3, in_channels=in_channels).eval()
+    save_weights(path, model, banded_metadata_dict(in_channels, mean, std))
+    return model
+
+
+def registered_banded_net():
+    """A context in which BANDED names BandedNet in the registry (removed after, so the
+    registry and listing tests see the shipped models only)."""
+    import contextlib
+
+    from fcnseg.models import registry
+
+    @contextlib.contextmanager
+    def context():
+        added = BANDED not in registry.registered_names()
+        if added:
+            registry.register_model(BANDED, description="test-only banded net")(BandedNet)
+        try:
+            yield
+        finally:
+            if added:
+                registry._TABLE.pop(BANDED, None)
+
+    return context()

@@ -426,7 +426,12 @@ def test_every_registered_model_builds_runs_and_keeps_the_contract(name):
     assert isinstance(model, SegmentationModel)
     for attribute in PROTOCOL_ATTRIBUTES:
         assert hasattr(model, attribute), attribute
-    assert model.num_classes == 3 and model.normalization in ("imagenet", "caffe_bgr", "tf_lite")
+    assert model.num_classes == 3 and model.normalization in (
+        "imagenet",
+        "caffe_bgr",
+        "caffe_bgr_raw",
+        "tf_lite",
+    )
     x = torch.randn(1, model.in_channels, *SMOKE_SIZE)
     with torch.no_grad():
         out = model(x)

@@ -147,7 +147,37 @@ def test_page_upload_shows_overlay_and_legend(browser, server, tmp_path):
     assert "can't be segmented" in message and "Traceback" not in message
     page.close()
     assert requests_outside == []
-    assert "POST /v1/segment 200" in log.read_text()
+    assert "POST /v1/segment?crf=0 200" in log.read_text()  # the page sends its CRF toggle
+
+
+def test_page_crf_toggle_segments_again_with_the_crf(browser, server, tmp_path):
+    """The page's dense-CRF toggle re-sends the image with crf=1 and shows the CRF's time;
+    turned off again, the next result says "off"."""
+    from conftest import skip_or_fail_in_ci
+
+    from fcnseg.inference.crf import crf_available
+    from fcnseg.serve.samples import sample_array
+
+    if not crf_available():
+        skip_or_fail_in_ci("pydensecrf2 is not installed (pip install -e '.[crf]')")
+    url, log = server
+    image = tmp_path / "street.png"
+    Image.fromarray(sample_array(1)).resize((160, 120)).save(image)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("#legend li")
+    assert not page.is_checked("#crf")  # the server runs without --crf
+    page.set_input_files("#file", str(image))
+    page.wait_for_function("document.body.dataset.state === 'done'", timeout=60_000)
+    assert page.inner_text("#time-crf") == "off"
+    page.check("#crf")
+    crf_shown = "document.getElementById('time-crf').textContent.endsWith('ms')"
+    page.wait_for_function(crf_shown, timeout=60_000)
+    page.uncheck("#crf")
+    page.wait_for_function("document.getElementById('time-crf').textContent === 'off'")
+    page.close()
+    text = log.read_text()
+    assert "/v1/segment?crf=1 200" in text and "/v1/segment?crf=0 200" in text
 
 
 def test_eval_report_opens_with_images_and_scores(browser, tmp_path):

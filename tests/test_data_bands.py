@@ -50,6 +50,19 @@ def test_eight_band_tiled_tiff_reads_every_band_exactly(tmp_path, planar):
     assert torch.equal(read_image(path, channels=BANDS), image)
 
 
+def test_an_hwc_array_saved_by_plain_tifffile_imwrite_reads_as_bands_last(tmp_path):
+    """`tifffile.imwrite(path, hwc)` with 8 bands and no options stores H pages of W x 8 (axes
+    QYX); the shape tifffile records says H x W x C, so it reads as 8 bands, not 40."""
+    cube = twelve_bit_cube(3, 40, 36)
+    tifffile.imwrite(tmp_path / "plain.tif", cube)
+    image = read_image(tmp_path / "plain.tif", channels=None)
+    assert image.shape == (BANDS, 40, 36)
+    assert torch.equal(image, torch.from_numpy(cube.transpose(2, 0, 1) / 65535.0).float())
+    # A bands-first stack written the same way stays bands-first.
+    tifffile.imwrite(tmp_path / "planar.tif", cube.transpose(2, 0, 1).copy())
+    assert torch.equal(read_image(tmp_path / "planar.tif", channels=None), image)
+
+
 def test_eight_band_tiff_is_not_called_corrupt_and_names_the_fix(tmp_path):
     path = tmp_path / "scene.tif"
     tifffile.imwrite(path, twelve_bit_cube(1), photometric="minisblack", planarconfig="contig")

@@ -81,6 +81,8 @@ def test_optional_fields_default_to_none():
         ({"ignore_index": 70000}, "ignore_index"),
         ({"data_format": 3}, "data_format"),
         ({"config": "recipe.yaml"}, "config"),
+        ({"class_map": ["car", "vehicle"]}, "class_map"),
+        ({"class_map": {"car": 3}}, "class_map"),
         ({"inference": {"mode": "tiled"}}, "inference"),
         ({"inference": {"mode": "whole", "options": {"scales": [1.0]}}}, "inference"),
         ({"inference": {"mode": "multiscale", "options": {"scales": [MAX_SCALE * 2]}}}, "scales"),

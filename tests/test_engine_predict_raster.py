@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from PIL import Image
 from torch import nn
 
 from fcnseg.cli import main
@@ -230,10 +231,10 @@ def test_cli_writes_tiled_labels_and_reports_peak_memory(tmp_path: Path, capsys)
 def test_a_bad_tiff_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"II*\x00" + b"\xff" * 40)
-    gray16 = tmp_path / "gray16.tif"
-    tifffile.imwrite(gray16, np.zeros((40, 40), np.uint16), tile=(16, 16))
+    double = tmp_path / "double.tif"  # float64: not one of the sample types read by window
+    tifffile.imwrite(double, np.zeros((40, 40), np.float64), tile=(16, 16))
     out = tmp_path / "out"
-    for path, words in [(bad, "not a readable TIFF"), (gray16, "8-bit")]:
+    for path, words in [(bad, "not a readable TIFF"), (double, "uint8, uint16 and float32")]:
         argv = ["predict", "--weights", "missing.safetensors", str(path), "--out", str(out)]
         assert main([*argv, "--tiled"]) == 2
         error = capsys.readouterr().err.strip()
@@ -273,12 +274,22 @@ MEMORY_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import torch
     sys.path.insert(0, sys.argv[3])
+    from model_helpers import banded_metadata_dict
     from test_engine_predict_raster import tiny_session
+    from fcnseg.engine.metadata import validate_weights_metadata
     from fcnseg.engine.predict_raster import peak_rss_bytes, predict_raster
+    from fcnseg.engine.session import InferenceSession
     torch.set_num_threads(1)
-    session = tiny_session(torch.nn.Conv2d(3, 4, 1).eval())  # cheap: the blend is measured
+    bands = int(sys.argv[4])
+    model = torch.nn.Conv2d(bands, 4, 1).eval()  # cheap: the blend is measured
+    if bands == 3:
+        session = tiny_session(model)
+    else:
+        stats = ([0.5] * bands, [0.25] * bands)
+        meta = validate_weights_metadata(banded_metadata_dict(bands, *stats, classes=4), "t")
+        session = InferenceSession.for_model(model, meta)
     with torch.no_grad():  # warm up: the allocator and thread pools, one tile's worth
-        session.runnable(torch.zeros(1, 3, 256, 256))
+        session.runnable(torch.zeros(1, bands, 256, 256))
     before = peak_rss_bytes()
     out = Path(sys.argv[2])
     predict_raster(session, Path(sys.argv[1]), (out / "labels.tif", None),
@@ -289,30 +300,35 @@ MEMORY_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_peak_memory_grows_far_less_than_the_decoded_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("dtype", "bands"), [(np.uint8, 3), (np.uint16, 8)])
+def test_peak_memory_grows_far_less_than_the_decoded_image(
+    tmp_path: Path, dtype: type, bands: int
+) -> None:
     height = width = 8000
     path = tmp_path / "big.tif"
 
     def tiles():
         for top in range(0, height, 512):
             for left in range(0, width, 512):
-                tile = np.full((512, 512, 3), (top // 512 * 16) % 256, np.uint8)
+                tile = np.full((512, 512, bands), (top // 512 * 16) % 256, dtype)
                 tile[:, :, 1] = (left // 512) * 16 % 256
                 yield tile
 
     with tifffile.TiffWriter(path, bigtiff=True) as writer:
         writer.write(
             tiles(),
-            shape=(height, width, 3),
-            dtype=np.uint8,
+            shape=(height, width, bands),
+            dtype=dtype,
             tile=(512, 512),
             compression="zlib",
             compressionargs={"level": 1},
-            photometric="rgb",
+            photometric="rgb" if bands == 3 else "minisblack",
+            planarconfig="contig",
         )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    script = [str(path), str(tmp_path), str(ROOT / "tests"), str(bands)]
     done = subprocess.run(
-        [sys.executable, "-c", MEMORY_SCRIPT, str(path), str(tmp_path), str(ROOT / "tests")],
+        [sys.executable, "-c", MEMORY_SCRIPT, *script],
         capture_output=True,
         text=True,
         env=env,
@@ -322,10 +338,74 @@ def test_peak_memory_grows_far_less_than_the_decoded_image(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr[-2000:]
     peaks = json.loads(done.stdout.strip().splitlines()[-1])
     growth = peaks["after"] - peaks["before"]
-    decoded = height * width * 3
-    # The band: 4 classes x 256 rows x 8000 float32 (33 MB) + weights + input rows ~ 50 MB;
-    # decoding the image would take 192 MB, and its logits 1 GB.
+    decoded = height * width * bands * np.dtype(dtype).itemsize
+    # The band: 4 classes x 256 rows x 8000 float32 (33 MB) + weights + input rows (6 MB of
+    # uint8 RGB, 33 MB of 8-band uint16) ~ 50-80 MB; decoding the image would take 192 MB
+    # (1 GB for 8 bands of uint16), and its logits 1 GB.
     print(f"peak RSS grew {growth / 2**20:.0f} MiB over {peaks['before'] / 2**20:.0f} MiB")
     assert growth < decoded / 2, f"peak RSS grew {growth / 2**20:.0f} MiB"
     labels = tifffile.TiffFile(tmp_path / "labels.tif").pages.first
     assert labels.shape == (height, width) and labels.is_tiled
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bands", "channels"),
+    [(np.uint16, 8, 8), (np.float32, 1, 1), (np.float32, 1, 3)],
+)
+def test_uint16_and_float32_rasters_get_the_in_memory_predict_labels(
+    tmp_path: Path, dtype: type, bands: int, channels: int
+) -> None:
+    """Any band count, 16-bit and float samples: the labels of the raster path equal those
+    `predict` writes for the same file decoded whole, with the same sliding options (one
+    band repeated for an RGB model, as training does)."""
+    from model_helpers import banded_session
+
+    from fcnseg.engine.predict import predict_files
+
+    rng = np.random.default_rng(bands)
+    y, x = np.mgrid[0:150, 0:170]
+    ramps = np.stack([(x * (3 + band) + y * (5 - band)) % 4096 for band in range(bands)], -1)
+    data = ramps + rng.integers(0, 700, ramps.shape)
+    data = (data % 4096).astype(np.uint16) if dtype == np.uint16 else (data / 9000.0)
+    data = data.astype(dtype)
+    path = tmp_path / "field.tif"
+    stored = data if bands > 1 else data[..., 0]
+    tifffile.imwrite(
+        path, stored, photometric="minisblack", tile=(32, 48), compression="zlib",
+        **({"planarconfig": "contig"} if bands > 1 else {}),
+    )  # fmt: skip
+    mean = [0.02 + 0.01 * band for band in range(channels)]
+    std = [0.015 + 0.002 * band for band in range(channels)]
+    spec = InferenceSpec.parse("sliding", {"tile_size": 64})
+    session = banded_session(channels, mean, std, spec=spec)
+    options = raster_options(session.spec, {})
+    assert options["tile_size"] == 64  # the weights' (here the session's) sliding options
+    raster = tmp_path / "raster"
+    predict_raster(session, path, (raster / "field_labels.tif", None), options)
+    streamed = tifffile.imread(raster / "field_labels.tif")
+    predict_files(session, [path], tmp_path / "memory", overlay=False)
+    whole = np.asarray(Image.open(tmp_path / "memory" / "field.png"))
+    assert streamed.shape == (150, 170) and np.array_equal(streamed, whole)
+    assert len(np.unique(whole)) > 1
+
+
+def test_cli_tiled_predict_of_an_eight_band_16_bit_raster(tmp_path: Path, capsys) -> None:
+    from model_helpers import banded_weights, registered_banded_net
+
+    weights = tmp_path / "w.safetensors"
+    bands = [0.03 + 0.002 * band for band in range(8)], [0.018] * 8
+    rng = np.random.default_rng(8)
+    data = rng.integers(0, 4096, (90, 120, 8)).astype(np.uint16)
+    path = tmp_path / "scene.tif"
+    tifffile.imwrite(path, data, photometric="minisblack", planarconfig="contig", tile=(32, 32))
+    rgb = write_tiff(tmp_path / "rgb.tif", scene(40, 40), tile=(16, 16))
+    with registered_banded_net():
+        banded_weights(weights, 8, *bands)
+        tiled = ["--weights", str(weights), "--tiled", "--tile-size", "64"]
+        assert main(["predict", str(path), "--out", str(tmp_path / "out"), *tiled]) == 0
+        assert "peak RSS" in capsys.readouterr().out
+        assert main(["predict", str(rgb), "--out", str(tmp_path / "bad"), *tiled]) == 2
+    labels = tifffile.imread(tmp_path / "out" / "scene_labels.tif")
+    assert labels.shape == (90, 120) and labels.max() < 3
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and str(rgb) in error and "3 band(s) but the model takes 8" in error

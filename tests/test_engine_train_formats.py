@@ -73,6 +73,29 @@ def test_class_map_and_augment_from_the_recipe(tmp_path):
     assert "vehicle" in json.dumps(payload) and "car" not in json.dumps(payload)
 
 
+def test_the_weights_carry_the_class_map_to_eval(tmp_path):
+    """`fcnseg eval --weights` on the unmerged data scores the merged classes: the weights file
+    stores the recipe's data.class_map (without it the class counts differ and eval refuses)."""
+    from fcnseg.engine.checkpoint import load_weights
+    from fcnseg.engine.run_eval import run_evaluation
+
+    WRITERS["cvat"](tmp_path / "data")
+    raw = doc_recipes()["cvat"]
+    class_map = {"car": "vehicle", "road": "vehicle"}
+    raw["data"].update(root=str(tmp_path / "data"), class_map=class_map)
+    result, _, _ = _train_and_evaluate(raw, tmp_path)
+    weights = result.run_dir / "model.safetensors"
+    assert dict(load_weights(weights)[1].class_map) == class_map
+    evaluation = run_evaluation(
+        weights=weights,
+        data_root=str(tmp_path / "data"),
+        data_format="cvat",
+        device="cpu",
+        out=tmp_path / "eval-weights.json",
+    )
+    assert evaluation.dataset.classes == ("background", "vehicle")
+
+
 def test_a_bad_augment_path_stops_before_the_run_directory(tmp_path):
     from fcnseg.engine.train import train
     from fcnseg.errors import RecipeError

@@ -54,6 +54,16 @@ def test_crf_with_deeplab_defaults_also_improves() -> None:
     assert after > before + 0.05
 
 
+def test_crf_takes_a_read_only_image() -> None:
+    """`np.asarray(PIL image)` is read-only; pydensecrf's wrapper refused it ("buffer source
+    array is read-only") until crf_refine copied such an image."""
+    image, labels = synthetic_scene(24)
+    image.setflags(write=False)
+    probs = noisy_probs(labels, 3, noise=1.0, seed=5)
+    refined = crf_refine(image, probs, iterations=2)
+    assert refined.shape == probs.shape
+
+
 def test_crf_zero_iterations_keeps_the_labels() -> None:
     image, labels = synthetic_scene(24)
     probs = noisy_probs(labels, 3, noise=1.0, seed=2)

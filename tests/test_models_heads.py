@@ -12,7 +12,7 @@ from fcnseg.models.heads.base import require_features
 
 
 def test_every_row_names_a_decode_head_and_its_presets():
-    assert set(HEADS) == {"fcn", "fpnlite"}
+    assert set(HEADS) == {"fcn", "fpnlite", "aspp", "unet"}
     for row in HEADS.values():
         assert issubclass(row.head, DecodeHead) and row.presets
         for prefix, options in row.presets.items():
@@ -20,6 +20,7 @@ def test_every_row_names_a_decode_head_and_its_presets():
             assert "{prefix}" in row.description or len(row.presets) == 1
     assert HEADS["fcn"].prefix_of({}) == "fcn8s" and HEADS["fcn"].prefix_of({"variant": "4s"})
     assert HEADS["fpnlite"].prefix_of({"pyramid_channels": 8}) == "fpnlite"
+    assert HEADS["aspp"].prefix_of({"rates": [6, 12]}) == "deeplab_aspp"
 
 
 def test_a_head_records_what_it_reads_at_which_stride():

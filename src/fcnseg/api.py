@@ -24,6 +24,8 @@ from fcnseg.data.bands import image_values, match_channels
 from fcnseg.data.io import pil_values, read_image
 from fcnseg.engine.session import InferenceSession
 from fcnseg.errors import DataError, UsageError
+from fcnseg.inference.mc_dropout import DEFAULT_SEED, predictive_entropy
+from fcnseg.models.protocol import primary_output
 
 #: What `Segmenter.predict` accepts.
 ImageLike = Any  # PIL.Image.Image | np.ndarray | str | os.PathLike
@@ -82,22 +84,39 @@ class Segmenter:
         )
 
     def predict(
-        self, image: ImageLike, *, probs: bool = False
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        self,
+        image: ImageLike,
+        *,
+        probs: bool = False,
+        mc_samples: int | None = None,
+        seed: int = DEFAULT_SEED,
+    ) -> np.ndarray | tuple[np.ndarray, ...]:
         """Class ids (H x W int64) of `image`; with `probs=True` also the class probabilities
         (num_classes x H x W float32, softmax of the primary head's logits).
 
         `image`: a PIL image, an H x W or H x W x C NumPy array (uint8 0-255, uint16 divided
         by 65535, or float on the [0, 1] scale), or the path of an image file.
+
+        `mc_samples=N`: Monte-Carlo dropout, as `fcnseg predict --mc-samples N --seed SEED`:
+        the ids and probabilities are those of the mean of N passes with dropout on, and the
+        per-pixel uncertainty (H x W float32 in [0, 1]: the mean's entropy over log C) comes
+        last: `labels, uncertainty = predict(img, mc_samples=8)`, or
+        `labels, probs, uncertainty` with `probs=True`. A model without dropout, or an ONNX
+        runtime, is a UsageError.
         """
         tensor = as_image_tensor(image, self.in_channels)
-        session = self.session
+        session = self.session.with_mc(mc_samples, seed)
         with torch.no_grad():
-            logits = session.logits(session.normalize([tensor]))[0].float().cpu()
-        labels = logits.argmax(0).numpy().astype(np.int64)
-        if not probs:
-            return labels
-        return labels, torch.softmax(logits, dim=0).numpy()
+            batch = session.normalize([tensor])
+            if session.mc is None:
+                logits = session.logits(batch)[0].float().cpu()
+                labels = logits.argmax(0).numpy().astype(np.int64)
+                return (labels, torch.softmax(logits, dim=0).numpy()) if probs else labels
+            # MC dropout: the mean of the passes' probabilities, as `fcnseg predict` computes.
+            mean = primary_output(session.head_probs(batch))[0].float().cpu()
+        labels = mean.argmax(0).numpy().astype(np.int64)
+        uncertainty = predictive_entropy(mean[None])[0].numpy()
+        return (labels, mean.numpy(), uncertainty) if probs else (labels, uncertainty)
 
 
 def as_image_tensor(image: ImageLike, channels: int) -> Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 #: graph, or "auto" (onnxruntime when installed and on the CPU, else torch).
 RUNTIME_CHOICES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
 
-#: Inference modes (`--mode`): one forward of the whole image, overlapping tiles, or several
-#: scales (each optionally flipped) averaged.
-INFERENCE_MODES: tuple[str, ...] = ("whole", "sliding", "multiscale")
+#: Inference modes (`--mode`): one forward of the whole image, overlapping tiles, several
+#: scales (each optionally flipped) averaged, or the U-Net overlap-tile strategy (valid tiles
+#: over the mirrored image, for nets that declare their context).
+INFERENCE_MODES: tuple[str, ...] = ("whole", "sliding", "multiscale", "overlap_tile")

@@ -1,3 +1,4 @@
+# size: every paper and release constant with its source, in one file by design (auditable in one place)
 """Every numeric constant fcnseg takes from a paper or a reference release, once, with its source.
 
 Keeping them here makes the faithfulness to the FCN paper auditable in one file: a reviewer can
@@ -53,6 +54,61 @@ PAPER_LR: dict[str, float] = {
 #: "minibatches of 20 images"); gradient accumulation reproduces it.
 PAPER_EFFECTIVE_BATCH: int = 20
 
+# --- DeepLab front end (Chen, Papandreou, Kokkinos, Murphy, Yuille: "Semantic Image Segmentation
+# --- with Deep Convolutional Nets and Fully Connected CRFs", ICLR 2015 (v1); "DeepLab: ...
+# --- Atrous Convolution, and Fully Connected CRFs", TPAMI 2018 (v2)), from the authors' released
+# --- Caffe prototxts as mirrored on GitHub:
+# ---   v1 DeepLab-LargeFOV: TheLegendAli/DeepLab-Context @ f6d04455499399b778a4fb70ca0a9961efb220c9,
+# ---     config/DeepLab-LargeFOV/test.prototxt (`hole: 12`, pool5a);
+# ---   v2 DeepLab-ASPP VGG16 (the authors' template, `fc8_${EXP}_1` ...): xmojiao/deeplab_v2 @
+# ---     bdec46ce9c1b893e1c8511b56e56e2c0da79e50d, pascal-context/config/deeplab_largeFOV/
+# ---     train.prototxt; instantiated for VOC (EXP=voc12, 21 labels) with its solver:
+# ---     talent518/deeplab-public-ver2 @ 0d878f33a6656d05e3aee824086f8c3eb0d9c2e3,
+# ---     exper/voc12/config/vgg16/train_train.prototxt and solver_train.prototxt.
+#: pool1-3 are 3x3 max pools with stride 2 and pad 1 ("we also change max pooling size in the
+#: first 4 layers from 2 to 3 while retaining stride = 2"); pool4 and pool5 are 3x3, stride 1,
+#: pad 1. Output stride 8. (kernel, stride, pad)
+DEEPLAB_POOL_STRIDE2: tuple[int, int, int] = (3, 2, 1)
+DEEPLAB_POOL_STRIDE1: tuple[int, int, int] = (3, 1, 1)
+DEEPLAB_OUTPUT_STRIDE: int = 8
+#: conv5_1..conv5_3: `pad: 2` `dilation: 2` (v1 `hole: 2`).
+DEEPLAB_CONV5_DILATION: int = 2
+#: LargeFOV: pool5a, a 3x3 average pool (stride 1, pad 1), then fc6 3x3 with `hole: 12`,
+#: `pad: 12`, 1024 outputs; fc7 1x1 1024; dropout 0.5 after each; fc8_${EXP} 1x1 to the labels.
+DEEPLAB_LARGEFOV_RATE: int = 12
+DEEPLAB_FC_CHANNELS: int = 1024
+DEEPLAB_FC6_KERNEL: int = 3
+DEEPLAB_DROPOUT: float = 0.5
+#: ASPP (v2): four fc6_i (3x3, dilation = pad = 6, 12, 18, 24) -> fc7_i -> fc8_${EXP}_i branches
+#: on pool5, summed by an Eltwise SUM named fc8_${EXP}. The ResNet-101 ASPP of v2 scores each
+#: rate directly (fc1_voc12_c0 ... c3: one 3x3 dilated convolution to the labels, `lr_mult`
+#: 10/20, summed as fc1_voc12): DrSleep/tensorflow-deeplab-resnet @
+#: 32d66d4f41e669c96c5f29016672de3648819423, misc/deploy.prototxt (the release's deploy net).
+DEEPLAB_ASPP_RATES: tuple[int, ...] = (6, 12, 18, 24)
+#: The scorer's name suffix of the VOC nets (`fc8_${EXP}` with EXP=voc12).
+DEEPLAB_EXPERIMENT: str = "voc12"
+#: Test-time interpolation: INTERP `zoom_factor: 8`, i.e. (n - 1) * 8 + 1 outputs from n scores
+#: (bilinear between score centres, which lie on input pixels 0, 8, 16, ...).
+DEEPLAB_ZOOM_FACTOR: int = 8
+#: Training crop (`crop_size: 321` = 32 * 10 + 1) and test crop (`crop_size: 513`).
+DEEPLAB_TRAIN_CROP: int = 321
+DEEPLAB_TEST_CROP: int = 513
+#: v2 VGG16 solver (solver_train.prototxt): `lr_policy: "poly"` `power: 0.9` `base_lr: 1e-3`
+#: `max_iter: 20000` `momentum: 0.9` `weight_decay: 0.0005`; `batch_size: 10`; every conv has
+#: `lr_mult: 1`/`2`, `decay_mult: 1`/`0` but fc8_* `lr_mult: 10`/`20`. SoftmaxWithLoss keeps
+#: Caffe's default normalisation (mean over the valid pixels). The v1 LargeFOV solver is
+#: `lr_policy: "step"` over `max_iter: 6000` (TheLegendAli/DeepLab-Context, config/DeepLab-
+#: LargeFOV/solver.prototxt: stepsize 1000 gamma 0.1 @ 4f2de8c7, stepsize 2000 gamma 0.316 @
+#: 12df7fc5); v2 reports poly better than step (TPAMI 2018, its learning-rate policy
+#: comparison on VOC val), so both presets use the v2 solver.
+DEEPLAB_BASE_LR: float = 1e-3
+DEEPLAB_MOMENTUM: float = 0.9
+DEEPLAB_WEIGHT_DECAY: float = 5e-4
+DEEPLAB_POLY_POWER: float = 0.9
+DEEPLAB_MAX_ITER: int = 20000
+DEEPLAB_BATCH_SIZE: int = 10
+DEEPLAB_SCORE_LR_MULT: float = 10.0
+
 # --- The release's solvers (shelhamer/fcn.berkeleyvision.org, each folder's solver.prototxt
 # --- and net.py), reproduced by the `release` training preset.
 #: Every release solver is `lr_policy: "fixed"` with `weight_decay: 0.0005`. `normalize` is the
@@ -71,7 +127,13 @@ RELEASE_WEIGHT_DECAY: float = 5e-4
 
 @dataclass(frozen=True)
 class ReleaseSolver:
-    """One release net's solver.prototxt and loss setting (see the comment above)."""
+    """One release net's solver.prototxt and loss setting (see the comment above).
+
+    The fields after `weight_decay` are what the DeepLab solvers add (their defaults are the FCN
+    release's): `lr_policy: "poly"` with `power`, `max_iter`, the data layer's `batch_size`, and
+    the `lr_mult` of the class scorers' weights (`score_lr_mult`; their biases take it times
+    `RELEASE_BIAS_LR_MULT`, i.e. DeepLab's fc8 `lr_mult: 10` / `lr_mult: 20`).
+    """
 
     base_lr: float
     momentum: float
@@ -79,6 +141,13 @@ class ReleaseSolver:
     normalize: bool
     bias_mult_layers: str = "all"
     weight_decay: float = RELEASE_WEIGHT_DECAY
+    schedule: str = "fixed"
+    poly_power: float = 0.9
+    max_iter: int | None = None
+    batch_size: int = 1
+    score_lr_mult: float = 1.0
+    #: `loss_normalization` of the preset: None derives it from `normalize` ("mean" / "sum").
+    loss_normalization: str | None = None
 
 
 _VGG_32S = ReleaseSolver(base_lr=1e-10, momentum=0.99, iter_size=1, normalize=False)
@@ -108,7 +177,47 @@ RELEASE_SOLVERS: dict[str, ReleaseSolver] = {
     "nyud-fcn32s-hha": _VGG_32S,
     "nyud-fcn32s-color-d": _VGG_32S,
     "nyud-fcn32s-color-hha": _VGG_16S,
+    # DeepLab (the DeepLab section above has the sources): one v2 solver for both VGG16 nets.
+    **{
+        net: ReleaseSolver(
+            base_lr=DEEPLAB_BASE_LR,
+            momentum=DEEPLAB_MOMENTUM,
+            iter_size=1,
+            normalize=True,
+            weight_decay=DEEPLAB_WEIGHT_DECAY,
+            schedule="poly",
+            poly_power=DEEPLAB_POLY_POWER,
+            max_iter=DEEPLAB_MAX_ITER,
+            batch_size=DEEPLAB_BATCH_SIZE,
+            score_lr_mult=DEEPLAB_SCORE_LR_MULT,
+        )
+        for net in ("deeplab-largefov", "deeplab-aspp-vgg16")
+    },
+    **{
+        f"camvid-{net}": ReleaseSolver(
+            base_lr=base_lr,
+            momentum=0.9,
+            iter_size=1,
+            normalize=True,
+            batch_size=4,
+            max_iter=max_iter,
+            loss_normalization="pixels",
+            bias_mult_layers="conv",
+        )
+        for net, base_lr, max_iter in (
+            ("segnet", 1e-3, 40_000),
+            ("segnet-basic", 0.1, 10_000),
+            ("bayesian-segnet", 1e-3, 60_000),
+            ("bayesian-segnet-basic", 0.1, 10_000),
+        )
+    },
 }
+#: The SegNet solvers above (SegNet-Tutorial Models/segnet_solver.prototxt, segnet_basic_solver,
+#: bayesian_segnet_solver, bayesian_segnet_basic_solver): base_lr 0.001 (VGG16) / 0.1 (Basic),
+#: momentum 0.9, weight_decay 0.0005, lr_policy "step" with gamma 1.0 (a fixed rate), max_iter
+#: 40000 / 10000 / 60000 / 10000, batch_size 4 (DenseImageData), no iter_size. Every convolution
+#: declares `param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }`; the BN
+#: layers declare none (scale and shift at lr_mult 1 with weight decay): bias_mult_layers "conv".
 #: The release's parameter count of voc-fcn-alexnet (21 classes), upscore's 21 x 21 x 63 x 63
 #: deconvolution included: conv1-5 2,334,080, fc6 37,752,832, fc7 16,781,312, score_fr 86,037,
 #: upscore 1,750,329.
@@ -184,6 +293,60 @@ CAMVID_SPLIT_SIZES: dict[str, int] = {"train": 367, "val": 101, "test": 233}
 #: Native CamVid (SegNet release) resolution, height x width.
 CAMVID_SIZE_HW: tuple[int, int] = (360, 480)
 
+# --- SegNet (Badrinarayanan, Kendall, Cipolla, TPAMI 2017) and Bayesian SegNet (Kendall,
+# --- Badrinarayanan, Cipolla, BMVC 2017) as released in alexgkendall/SegNet-Tutorial (commit
+# --- bb68b64e72cb004b3ed927fee0f5624dd8097498: Models/segnet_train.prototxt,
+# --- segnet_basic_train.prototxt, bayesian_segnet_train.prototxt, bayesian_segnet_basic_train
+# --- .prototxt and their *_solver.prototxt) on the caffe fork alexgkendall/caffe-segnet (commit
+# --- 344c113bf1832886f1cbe9f33ffe28a3beeaf412: src/caffe/layers/bn_layer.cpp, upsample_layer.cpp,
+# --- softmax_loss_layer.cpp).
+#: SegNet's encoder: VGG16's 13 convolutions (3x3, pad 1), each followed by BN and ReLU, in five
+#: blocks closed by 2x2 stride-2 max pooling whose indices (`poolN_mask`) feed the decoder.
+SEGNET_VGG16_BLOCKS: tuple[tuple[int, ...], ...] = (
+    (64, 64),
+    (128, 128),
+    (256, 256, 256),
+    (512, 512, 512),
+    (512, 512, 512),
+)
+#: SegNet-Basic: four 7x7 (pad 3) convolutions of 64 channels in the encoder and four in the
+#: decoder, an LRN of the input image (local_size 5, alpha 1e-4, beta 0.75; Caffe's k = 1).
+SEGNET_BASIC_CHANNELS: int = 64
+SEGNET_BASIC_DEPTH: int = 4
+SEGNET_BASIC_KERNEL: int = 7
+SEGNET_BASIC_LRN: tuple[int, float, float, float] = (5, 1e-4, 0.75, 1.0)  # size, alpha, beta, k
+#: Initial value of the BN shift (`shift_filler`): 0.001 in the SegNet nets, 0 in the Bayesian
+#: ones; the scale starts at 1 and convolutions use the "msra" filler with zero biases.
+SEGNET_BN_SHIFT_INIT: float = 0.001
+BAYESIAN_SEGNET_BN_SHIFT_INIT: float = 0.0
+#: caffe-segnet's BN layer adds `var_eps_ = 1e-9` to the batch variance. fcnseg keeps PyTorch's
+#: 1e-5 instead: 1e-9 underflows to 0 in float16 (AMP) and only matters for channels of
+#: near-zero variance; an imported caffemodel's folded scale/shift does not depend on it.
+SEGNET_RELEASE_BN_EPS: float = 1e-9
+#: Dropout of Bayesian SegNet ("dropout_ratio: 0.5"): after pool3, pool4, pool5 (encdrop3-5) and
+#: after the ReLU closing decoder blocks 5, 4, 3 (decdrop5-3); Bayesian SegNet-Basic: after
+#: pool3 and pool4 (encdrop3-4) and after conv_decode4_bn and conv_decode3_bn (decdrop4-3).
+BAYESIAN_SEGNET_DROPOUT: float = 0.5
+#: The median-frequency class weights of the release's CamVid loss (`loss_param {
+#: weight_by_label_freqs: true class_weighting: ... }`, identical in all four train prototxts),
+#: in CAMVID_CLASSES order; `ignore_label: 11` (CAMVID_VOID).
+SEGNET_CAMVID_CLASS_WEIGHTS: tuple[float, ...] = (
+    0.2595,
+    0.1826,
+    4.5640,
+    0.1417,
+    0.9051,
+    0.3826,
+    9.6446,
+    1.8418,
+    0.6823,
+    6.2478,
+    7.3614,
+)
+#: caffe-segnet's SoftmaxWithLoss with `weight_by_label_freqs` sums weight x -log p over the
+#: labelled pixels and divides by their count (`normalize` defaults to true), not by the sum of
+#: their weights as torch's weighted mean does: fcnseg's `loss_normalization: pixels`.
+
 # --- Dense CRF post-processing of DeepLab (Chen et al., "DeepLab: Semantic Image Segmentation
 # --- with Deep Convolutional Nets, Atrous Convolution, and Fully Connected CRFs", TPAMI 2018,
 # --- section 3.2 and 4.1; Kraehenbuehl & Koltun, NIPS 2011). Used by fcnseg.inference.crf.
@@ -200,6 +363,15 @@ DEEPLAB_CRF_BILATERAL_SRGB: float = 3.0
 #: DeepLab runs 10 mean-field iterations (TPAMI section 4.1). fcnseg's `crf_refine` defaults to
 #: 5 for speed; pass iterations=DEEPLAB_CRF_ITERATIONS to reproduce DeepLab's setting.
 DEEPLAB_CRF_ITERATIONS: int = 10
+#: DeepLab's parameter search (Chen et al., "Semantic Image Segmentation with Deep Convolutional
+#: Nets and Fully Connected CRFs", ICLR 2015, section 4.1): w2 = 3 and sigma_gamma = 3 fixed, 10
+#: iterations, w1 / sigma_alpha / sigma_beta cross-validated on 100 val images, coarse to fine:
+#: first w1 in [5, 10], sigma_alpha in [50:10:100], sigma_beta in [3:6] (MATLAB notation; w1
+#: taken here in steps of 1), then finer steps around the best. `fcnseg crf-search` defaults.
+DEEPLAB_CRF_SEARCH_W1: tuple[float, ...] = (5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
+DEEPLAB_CRF_SEARCH_THETA_ALPHA: tuple[float, ...] = (50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
+DEEPLAB_CRF_SEARCH_THETA_BETA: tuple[float, ...] = (3.0, 4.0, 5.0, 6.0)
+DEEPLAB_CRF_SEARCH_IMAGES: int = 100
 
 # --- SIFT Flow class lists (Liu, Yuen, Torralba, "Nonparametric scene parsing", CVPR 2009 /
 # --- TPAMI 2011; the dataset's classes.mat). Label files hold 1-based ids, 0 = unlabelled; the
@@ -315,3 +487,19 @@ ADE20K_CLASSES: tuple[str, ...] = (
     "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
     "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
 )
+
+# --- Ronneberger, Fischer, Brox, "U-Net: Convolutional Networks for Biomedical Image
+# --- Segmentation", MICCAI 2015 (arXiv:1505.04597), section 2 and figure 1.
+#: Channels of the five levels of the contracting path (figure 1: 64, 128, 256, 512, 1024).
+UNET2015_CHANNELS: tuple[int, ...] = (64, 128, 256, 512, 1024)
+#: The tile of figure 1: a 572 x 572 input gives a 388 x 388 segmentation map.
+UNET2015_TILE_INPUT: int = 572
+UNET2015_TILE_OUTPUT: int = 388
+#: Pixels of context lost on each side ((572 - 388) / 2): the border the overlap-tile strategy
+#: fills by mirroring the image (section 2, figure 2).
+UNET2015_CONTEXT: int = 92
+#: Dropout at the end of the contracting path (section 3.1; ratio 0.5 as in the release).
+UNET2015_DROPOUT: float = 0.5
+#: The border-weight map of the loss (section 3, equation 2): w0 = 10, sigma ~ 5 pixels.
+UNET2015_BORDER_W0: float = 10.0
+UNET2015_BORDER_SIGMA: float = 5.0

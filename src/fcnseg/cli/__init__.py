@@ -1,5 +1,5 @@
 """The `fcnseg` command: train, eval, predict, models, data check, export, import-caffe, bench,
-demo, serve, report.
+demo, serve, report, crf-search.
 
 One module per command, each with `add_parser(subparsers)` and `run(args) -> int`: it parses,
 calls the library, prints. Why the parser imports nothing heavy: `fcnseg --help`, `fcnseg CMD
@@ -19,6 +19,7 @@ from types import ModuleType
 
 from fcnseg.cli import (
     bench,
+    crf_search,
     data,
     demo,
     eval,
@@ -52,6 +53,7 @@ COMMANDS: dict[str, ModuleType] = {
     "demo": demo,
     "serve": serve,
     "report": report,
+    "crf-search": crf_search,
 }
 
 

@@ -30,8 +30,29 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
         choices=INFERENCE_MODES,
         help="inference mode (default: the one the weights recommend, else whole)",
     )
-    parser.add_argument("--tile-size", type=int, nargs="+", help="sliding-window tile (H [W])")
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        nargs="+",
+        help="sliding-window tile, or the output tile of --mode overlap_tile (H [W])",
+    )
     parser.add_argument("--scales", type=float, nargs="+", help="multi-scale factors")
+
+
+def add_mc_options(parser: argparse.ArgumentParser) -> None:
+    """--mc-samples / --seed: Monte-Carlo dropout (fcnseg.inference.mc_dropout)."""
+    parser.add_argument(
+        "--mc-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Monte-Carlo dropout: N passes with the dropout layers on, probabilities averaged, "
+        "plus a per-pixel uncertainty (entropy of the mean / log C); needs a net with dropout "
+        "and --engine torch or auto",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the --mc-samples dropout masks (default 0)"
+    )
 
 
 def add_engine_option(parser: argparse.ArgumentParser) -> None:
@@ -57,3 +78,48 @@ def inference_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.scales:
         options["scales"] = tuple(args.scales)
     return options
+
+
+#: The --crf-* flags: (flag suffix, CrfParams field, value type, help).
+CRF_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("w1", "w1", float, "appearance (bilateral) kernel weight"),
+    ("theta-alpha", "theta_alpha", float, "appearance kernel position width (pixels)"),
+    ("theta-beta", "theta_beta", float, "appearance kernel colour width (RGB levels)"),
+    ("w2", "w2", float, "smoothness kernel weight"),
+    ("theta-gamma", "theta_gamma", float, "smoothness kernel width (pixels)"),
+    ("iterations", "iterations", int, "mean-field iterations"),
+)
+
+
+def add_crf_options(parser: argparse.ArgumentParser) -> None:
+    """--crf / --no-crf and the --crf-* parameters of the dense CRF after the net."""
+    switch = parser.add_mutually_exclusive_group()
+    switch.add_argument(
+        "--crf",
+        dest="crf",
+        action="store_const",
+        const=True,
+        default=None,
+        help="refine the scores with the fully connected CRF (needs the crf extra): the "
+        "parameters stored in the weights (`fcnseg crf-search`), else DeepLab's defaults "
+        "(w1 4, theta_alpha 67, theta_beta 3, w2 3, theta_gamma 3, 10 iterations)",
+    )
+    switch.add_argument(
+        "--no-crf",
+        dest="crf",
+        action="store_const",
+        const=False,
+        help="no CRF, even when the weights store one as their default",
+    )
+    for flag, _, kind, text in CRF_FLAGS:
+        parser.add_argument(f"--crf-{flag}", type=kind, default=None, metavar="V", help=text)
+
+
+def crf_arguments(args: argparse.Namespace) -> tuple[bool | None, dict[str, Any]]:
+    """(--crf True / --no-crf False / neither None, the --crf-* values given by field name)."""
+    overrides = {
+        name: getattr(args, f"crf_{flag.replace('-', '_')}")
+        for flag, name, _, _ in CRF_FLAGS
+        if getattr(args, f"crf_{flag.replace('-', '_')}") is not None
+    }
+    return args.crf, overrides

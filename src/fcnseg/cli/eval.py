@@ -6,9 +6,12 @@ import argparse
 import sys
 
 from fcnseg.cli.arguments import (
+    add_crf_options,
     add_engine_option,
     add_inference_options,
+    add_mc_options,
     add_model_source,
+    crf_arguments,
     inference_options,
 )
 
@@ -38,7 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(default widths: 2,5,10,20)",
     )
     add_inference_options(parser)
+    add_mc_options(parser)
     add_engine_option(parser)
+    add_crf_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.report.eval_report import evaluate_with_report
 
     trimap = parse_widths(args.trimap) if args.trimap is not None else None
+    crf, crf_options = crf_arguments(args)
     result, index = evaluate_with_report(
         args.report,
         force=args.force,
@@ -63,8 +69,16 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         engine=args.engine,
         trimap=trimap,
+        mc_samples=args.mc_samples,
+        seed=args.seed,
+        crf=crf,
+        crf_options=crf_options,
     )
     print(result.session.runtime.summary())
+    if result.session.mc is not None:
+        print(result.session.mc.summary())
+    if result.session.crf is not None:
+        print(result.session.crf_line())
     print(result.report())
     if index is not None:
         print(f"report written to {index}")

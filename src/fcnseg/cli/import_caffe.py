@@ -1,4 +1,4 @@
-"""`fcnseg import-caffe`: a Caffe .caffemodel (the FCN release) -> .safetensors weights."""
+"""`fcnseg import-caffe`: a Caffe .caffemodel (the FCN or DeepLab release) -> .safetensors weights."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from fcnseg.errors import UsageError
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "import-caffe", help="a Caffe .caffemodel (the FCN release) -> .safetensors weights"
+        "import-caffe",
+        help="a Caffe .caffemodel (the FCN or DeepLab release) -> .safetensors weights",
     )
     parser.add_argument("caffemodel", help="the .caffemodel file")
     parser.add_argument(
         "--release",
         help="the release net the file is (voc-fcn8s, siftflow-fcn16s, nyud-fcn32s-color-hha, "
-        "...): picks --model, its options and --format (docs/paper_fidelity.md lists them)",
+        "deeplab-largefov, camvid-segnet-basic, ...): picks --model, its options and --format "
+        "(docs/paper_fidelity.md lists them)",
     )
     parser.add_argument("--model", help="paper net with the same layers, e.g. fcn8s_vgg16")
     parser.add_argument(

@@ -6,12 +6,16 @@ import argparse
 import sys
 
 from fcnseg.cli.arguments import (
+    add_crf_options,
     add_engine_option,
     add_inference_options,
+    add_mc_options,
     add_model_source,
+    crf_arguments,
     inference_options,
 )
 from fcnseg.cli.predict_raster import add_raster_options, run_raster, wants_raster
+from fcnseg.errors import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="write outputs in the main thread (the one-image loop, for comparisons)",
     )
     add_inference_options(parser)
+    add_mc_options(parser)
     add_engine_option(parser)
+    add_crf_options(parser)
     add_raster_options(parser)  # --tiled, --probs: rasters larger than memory
 
 
@@ -45,7 +51,15 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.engine.distributed import PeerFailed
     from fcnseg.engine.predict import run_prediction
 
+    crf, crf_options = crf_arguments(args)
     if wants_raster(args):
+        if args.mc_samples is not None:
+            raise UsageError("--mc-samples does not work with --tiled / --probs rasters; drop one")
+        if crf or crf_options:
+            raise UsageError(
+                "--crf: not for raster inputs (--tiled, --probs or large TIFFs, predicted tile "
+                "by tile); predict them without --crf"
+            )
         return run_raster(args)
     try:
         result = run_prediction(
@@ -60,11 +74,15 @@ def run(args: argparse.Namespace) -> int:
             overlay=not args.no_overlay,
             progress=sys.stderr.isatty(),
             engine=args.engine,
+            mc_samples=args.mc_samples,
+            seed=args.seed,
             batch_size=args.batch_size,
             num_workers=args.workers,
             background_writes=not args.foreground_writes,
             on_error=_say_error,
             announce=lambda report: _print_summary(report, args.out),
+            crf=crf,
+            crf_options=crf_options,
         )
     except PeerFailed:
         return 2  # under torchrun: the failing rank printed the one line
@@ -92,3 +110,7 @@ def _print_summary(result, out: str) -> None:
         summary += f"; {failed} failed (listed on stderr)"
     print(summary)
     print(result.runtime.summary(), flush=True)  # after the summary line, which scripts read first
+    if result.mc is not None:
+        print(result.mc.summary(), flush=True)
+    if result.crf_line:
+        print(result.crf_line, flush=True)

@@ -11,9 +11,12 @@ import argparse
 import math
 
 from fcnseg.cli.arguments import (
+    add_crf_options,
     add_engine_option,
     add_inference_options,
+    add_mc_options,
     add_model_source,
+    crf_arguments,
     inference_options,
 )
 from fcnseg.errors import UsageError
@@ -62,6 +65,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"connections at once (default {DEFAULT_MAX_CONNECTIONS}; more get 503)",
     )
     add_inference_options(parser)
+    add_mc_options(parser)
+    add_crf_options(parser)  # the default; each request may say crf=0 or crf=1
 
 
 def positive_number(text: str, flag: str, whole: bool = False) -> float:
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-pixels must be at most 10000000000, got {args.max_pixels!r}")
     body_timeout = positive_number(args.body_timeout, "--body-timeout")
     sizes = graph_sizes(args.graph_sizes)
+    crf, crf_options = crf_arguments(args)
 
     from fcnseg.serve import ServeLimits, load_pool, prepare_graph_sizes, run_server
 
@@ -121,8 +127,16 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         options=inference_options(args),
         device=args.device,
+        mc_samples=args.mc_samples,
+        seed=args.seed,
+        crf=crf,
+        crf_options=crf_options,
     )
     print(pool.session.runtime.summary(), flush=True)
+    if pool.session.mc is not None:
+        print(pool.session.mc.summary(), flush=True)
+    if pool.session.crf is not None:
+        print(f"crf by default: {pool.session.crf.describe()} (crf=0 turns it off)", flush=True)
     for line in prepare_graph_sizes(pool, sizes, limits.max_pixels):
         print(line, flush=True)
     run_server(pool, limits, host=args.host, port=args.port)

@@ -107,17 +107,29 @@ class TrainConfig:
     batch_size: int = 8
     #: Gradient accumulation: optimiser steps happen every `accumulate` batches.
     accumulate: int = 1
-    #: "mean" over labelled pixels, or "sum" per image as the paper's Caffe nets.
-    loss_normalization: Literal["sum", "mean"] = "mean"
+    #: "mean" over labelled pixels (weighted: divided by the sum of their class weights),
+    #: "sum" per image as the paper's Caffe nets, or "pixels": the weighted sum divided by the
+    #: number of labelled pixels (caffe-segnet's SoftmaxWithLoss with class weighting).
+    loss_normalization: Literal["sum", "mean", "pixels"] = "mean"
     #: Learning-rate and weight-decay multipliers of biases (Caffe's per-parameter `lr_mult` /
     #: `decay_mult`; the release nets train biases at lr x 2 without weight decay).
     bias_lr_mult: float = 1.0
     bias_decay_mult: float = 1.0
-    #: Whose biases take those multipliers: "all", or "score" (only the score layers, as in the
-    #: release's AlexNet net).
-    bias_mult_scope: Literal["all", "score"] = "all"
+    #: Whose biases take those multipliers: "all", "score" (only the score layers, as in the
+    #: release's AlexNet net) or "conv" (convolutions' biases, not BN shifts: the SegNet release).
+    bias_mult_scope: Literal["all", "score", "conv"] = "all"
+    #: Learning-rate multiplier of the class-scoring layers the model declares
+    #: (`class_score_layers`: DeepLab's fc8, whose Caffe `lr_mult` is 10, its bias 10 x
+    #: `bias_lr_mult` = 20); 1: every layer at the base rate.
+    score_lr_mult: float = 1.0
     #: Weight of a soft-Jaccard (mean IoU) term added to the cross-entropy (0: plain paper loss).
     jaccard_weight: float = 0.0
+    #: U-Net's border-weight map (Ronneberger et al. 2015, eq. 2): w0 of the term added to each
+    #: pixel's class weight in the gaps between objects (the paper's 10; 0: off), and its sigma
+    #: in pixels (the paper's 5). Objects: connected components of every class but 0
+    #: (losses.border_weight_map).
+    border_weight: float = 0.0
+    border_sigma: float = 5.0
     #: Knowledge distillation: a trained weights file (same classes) whose softened per-pixel
     #: predictions the model also learns from (see losses.DistillationLoss); null: none.
     distill_from: str | None = None
@@ -226,7 +238,10 @@ NUMBER_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "train.poly_power": (0.0, 100.0, True),
     "train.bias_lr_mult": (0.0, 100.0, True),
     "train.bias_decay_mult": (0.0, 100.0, True),
+    "train.score_lr_mult": (0.0, 1000.0, True),
     "train.jaccard_weight": (0.0, 1000.0, True),
+    "train.border_weight": (0.0, 1000.0, True),
+    "train.border_sigma": (0.0, 1000.0, False),
     "train.distill_weight": (0.0, 1000.0, True),
     "train.distill_temperature": (0.0, 100.0, False),
     "train.max_minutes": (0.0, 1e7, True),

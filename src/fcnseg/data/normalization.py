@@ -14,7 +14,8 @@ The rule, for every input, whatever its band count or bit depth:
 
 The presets are these numbers: "imagenet" (torchvision/timm), "tf_lite" (TensorFlow
 EfficientNet-Lite, [-1, 1]) and "caffe_bgr" (BGR minus the Caffe mean pixel on the 0-255 scale,
-i.e. mean = mean_pixel / 255 and std = 1 / 255). "per_channel" names numbers measured on a
+i.e. mean = mean_pixel / 255 and std = 1 / 255); "caffe_bgr_raw" is BGR on the 0-255 scale with
+nothing subtracted (the SegNet release's input: mean 0, std 1 / 255). "per_channel" names numbers measured on a
 training set (`fcnseg.data.stats.channel_statistics`); it has no numbers of its own.
 """
 
@@ -126,6 +127,9 @@ PRESETS: dict[str, Normalization] = {
         (1.0 / _UINT8_MAX,) * 3,
         channel_order=(2, 1, 0),
         name="caffe_bgr",
+    ),
+    "caffe_bgr_raw": Normalization(
+        (0.0, 0.0, 0.0), (1.0 / _UINT8_MAX,) * 3, channel_order=(2, 1, 0), name="caffe_bgr_raw"
     ),
 }
 

@@ -27,6 +27,13 @@ MAX_SEGMENT_BYTES = 256 * 1024 * 1024
 OUTPUT_TILE = 256
 #: Tile rows that may wait for the writer thread before the producer blocks.
 QUEUE_ROWS = 2
+#: Sample types read by window: 8- and 16-bit unsigned integers and 32-bit floats (the values
+#: then follow `fcnseg.data.bands.image_values`, as in training).
+READABLE_DTYPES: tuple[np.dtype, ...] = (
+    np.dtype(np.uint8),
+    np.dtype(np.uint16),
+    np.dtype(np.float32),
+)
 #: How to convert a raster that fcnseg cannot read by window.
 RETILE_HINT = (
     "store it as a tiled TIFF (e.g. `gdal_translate -co TILED=YES in.tif out.tif` or "
@@ -43,6 +50,8 @@ def _tifffile() -> Any:
 class TiffRowReader:
     """The first image of a TIFF, read by bands of rows: `read_rows(top, bottom)` -> rows x W x S.
 
+    Any number of samples (bands) per pixel, stored as uint8, uint16 or float32
+    (READABLE_DTYPES); rows come back in the file's sample type (`dtype`, native byte order).
     Decodes only the segments (tiles or strips) crossing the band; uncompressed contiguous data
     is read by byte range. Any problem with the file is a one-line `DataError` naming it.
     """
@@ -63,6 +72,8 @@ class TiffRowReader:
         self.samples = int(page.samplesperpixel)
         self.dtype = np.dtype(page.dtype) if page.dtype is not None else None
         self._check()
+        #: The samples as stored (the file's byte order), for byte-range reads.
+        self._stored = self.dtype.newbyteorder(self._file.byteorder)
         self._separate = self.samples > 1 and page.planarconfig == 2
         self._contiguous = page.is_memmappable and not self._separate and page.compression == 1
         self._segment = (
@@ -70,7 +81,7 @@ class TiffRowReader:
             if page.is_tiled
             else (min(int(page.rowsperstrip), self.height), self.width)
         )
-        segment_bytes = self._segment[0] * self._segment[1] * self.samples
+        segment_bytes = self._segment[0] * self._segment[1] * self.samples * self.dtype.itemsize
         if not self._contiguous and segment_bytes > MAX_SEGMENT_BYTES:
             raise DataError(
                 f"{self.path}: stored in {self._segment[0]}-row strips of "
@@ -95,9 +106,10 @@ class TiffRowReader:
 
     def _check(self) -> None:
         page = self._page
-        if self.dtype != np.uint8:
+        if self.dtype not in READABLE_DTYPES:
             raise DataError(
-                f"{self.path}: {self.dtype} samples; the tiled predict path reads 8-bit images"
+                f"{self.path}: {self.dtype} samples; the tiled predict path reads uint8, uint16 "
+                "and float32 images: convert it (e.g. gdal_translate -ot Float32)"
             )
         if int(page.imagedepth) != 1 or self.height < 1 or self.width < 1:
             raise DataError(f"{self.path}: a {page.shape} volume is not a 2-D image")
@@ -112,12 +124,12 @@ class TiffRowReader:
         self.close()
 
     def read_rows(self, top: int, bottom: int) -> np.ndarray:
-        """Rows [top, bottom) as a (bottom - top) x width x samples uint8 array."""
+        """Rows [top, bottom) as a (bottom - top) x width x samples array of `dtype`."""
         if not 0 <= top < bottom <= self.height:
             raise ValueError(f"rows {top}:{bottom} outside 0:{self.height}")
         if self._contiguous:
             return self._read_contiguous(top, bottom)
-        band = np.zeros((bottom - top, self.width, self.samples), np.uint8)
+        band = np.zeros((bottom - top, self.width, self.samples), self.dtype)
         seg_h, seg_w = self._segment
         across = -(-self.width // seg_w)
         per_plane = across * -(-self.height // seg_h)
@@ -130,13 +142,14 @@ class TiffRowReader:
         return band
 
     def _read_contiguous(self, top: int, bottom: int) -> np.ndarray:
-        row_bytes = self.width * self.samples
+        row_bytes = self.width * self.samples * self.dtype.itemsize
         handle = self._file.filehandle
         handle.seek(int(self._page.dataoffsets[0]) + top * row_bytes)
         data = handle.read((bottom - top) * row_bytes)
         if len(data) != (bottom - top) * row_bytes:
             raise DataError(f"{self.path}: truncated at row {top}; the file is incomplete")
-        return np.frombuffer(data, np.uint8).reshape(bottom - top, self.width, self.samples)
+        rows = np.frombuffer(data, self._stored).reshape(bottom - top, self.width, self.samples)
+        return rows if self._stored == self.dtype else rows.astype(self.dtype)
 
     def _paste(self, band: np.ndarray, top: int, index: int, plane: int | None) -> None:
         """Decode segment `index` and copy the part of it inside the band."""

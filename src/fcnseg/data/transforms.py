@@ -11,6 +11,7 @@ Normalisation presets (the `normalization` attribute of every fcnseg model names
 - "imagenet": RGB in [0, 1], minus the ImageNet mean, divided by its std (torchvision/timm).
 - "tf_lite": RGB in [0, 1], minus 0.5, divided by 0.5 (TensorFlow EfficientNet-Lite weights).
 - "caffe_bgr": BGR in [0, 255] minus the Caffe VGG mean pixel (the original FCN release).
+- "caffe_bgr_raw": BGR in [0, 255], nothing subtracted (the SegNet release).
 Each preset is an alias of per-channel numbers; other inputs (1 or N bands) are normalised by
 numbers measured on their training data (fcnseg.data.normalization states the rule).
 """

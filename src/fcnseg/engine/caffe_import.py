@@ -41,7 +41,8 @@ def import_caffe_release(
 
     `release` (a release folder name such as voc-fcn8s) picks the model, its options and the
     dataset format; `model`, `data_format` and `options` override or replace it. The net is built
-    with Caffe's BGR mean-pixel normalisation unless `options` say otherwise. `partial` keeps the
+    with Caffe's BGR mean-pixel normalisation unless `options` say otherwise (or the net's own
+    default is a Caffe input: SegNet's raw BGR). `partial` keeps the
     initialisation of layers the file lacks (e.g. the ILSVRC VGG16 net has no score layers).
     """
     from fcnseg.data.datasets.registry import get_dataset_class
@@ -55,7 +56,7 @@ def import_caffe_release(
         raise UsageError("import-caffe: pass --release NET (e.g. voc-fcn8s) or --model NAME")
     built_options: dict[str, Any] = dict(net.options) if net and model_name == net.model else {}
     built_options.update(options or {})
-    built_options.setdefault("normalization", "caffe_bgr")  # what every Caffe FCN was trained on
+    built_options.setdefault("normalization", _caffe_normalization(model_name))
     data_format = data_format or (net.data_format if net else "voc")
     info = get_dataset_class(data_format).class_info
     leading = net.leading_classes if net and data_format == net.data_format else ()
@@ -77,3 +78,15 @@ def import_caffe_release(
     )
     save_weights(Path(out), network, meta)
     return CaffeImport(Path(out), model_name, loaded, unused)
+
+
+def _caffe_normalization(model_name: str) -> str:
+    """The input a Caffe-trained `model_name` expects: its builder's default when that is a Caffe
+    preset (SegNet: "caffe_bgr_raw"), else the FCN release's BGR minus the mean pixel."""
+    import inspect
+
+    from fcnseg.models import model_info
+
+    parameter = inspect.signature(model_info(model_name).builder).parameters.get("normalization")
+    default = parameter.default if parameter is not None else None
+    return default if isinstance(default, str) and default.startswith("caffe_") else "caffe_bgr"

@@ -60,12 +60,18 @@ def evaluate_heads(
     amp: bool = False,
     progress: bool = False,
     on_batch: Callable[[Tensor, Tensor], None] | None = None,
+    forward: Callable[[Tensor], Tensor | dict[str, Tensor]] | None = None,
+    refine: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, SegmentationScores]:
     """Scores per output head (one entry, "semantic", for single-head models).
 
+    `refine(images, logits)` replaces the primary head's logits of each batch before scoring
+    (`fcnseg eval --crf`: the dense CRF, which needs the images' colours).
+
     `on_batch(predicted_ids, target)` is called for every batch of the primary head, in loader
     order: the HTML report (fcnseg.report) takes per-image scores and the worst images from it
-    without a second pass over the data.
+    without a second pass over the data. `forward(images)` gives a batch's logits in place of
+    `predict_logits(model, mode, options)`: an inference session's own (its MC dropout).
 
     Multi-head models (SIFT Flow: semantic + geometric) are scored on every head for which the
     dataset gives a label map; `num_classes` is the primary head's, the others take their class
@@ -91,7 +97,13 @@ def evaluate_heads(
     with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         for images, masks in batches:
             images = images.to(device, non_blocking=True)
-            outputs = as_heads(predict_logits(model, images, mode=mode, **(options or {})))
+            if forward is not None:
+                outputs = as_heads(forward(images))
+            else:
+                outputs = as_heads(predict_logits(model, images, mode=mode, **(options or {})))
+            if refine is not None:
+                primary = primary_head_name(outputs)
+                outputs[primary] = refine(images, outputs[primary])
             seen |= _score_batch(outputs, masks, confusions, (num_classes, ignore_index), on_batch)
     for head in sorted(confusions):  # the same order on every rank
         confusions[head].reduce_()

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from fcnseg.data.normalization import PRESETS, Normalization, from_numbers
 from fcnseg.errors import WeightsError
+from fcnseg.inference.crf_params import CrfParams
 from fcnseg.inference.spec import (
     MAX_FORWARD_PIXELS,
     MAX_FORWARD_PIXELS_ENV,
@@ -92,6 +93,12 @@ class WeightsMetadata(Mapping[str, Any]):
     #: The normalisation as numbers ("normalization_stats"); None in files written before
     #: they were stored, whose preset name stands for them (see `input_normalization`).
     normalization_stats: Normalization | None = None
+    #: The recipe's `data.class_map` the model was trained with (source class -> target class
+    #: or "ignore"); `fcnseg eval` applies it to the weights' own dataset format, so a model
+    #: trained on merged classes scores on the unmerged data without its recipe.
+    class_map: Mapping[str, str] | None = None
+    #: The dense CRF the weights run by default after the net ("crf"; `fcnseg crf-search`).
+    crf: CrfParams | None = None
 
     def input_normalization(self) -> Normalization:
         """The numbers inputs are normalised with: stored ones, else the preset's."""
@@ -208,7 +215,8 @@ def validate_weights_metadata(meta: Any, source: object) -> WeightsMetadata:
     many [r, g, b] with 0..255), normalization (a known preset). Optional, checked when present:
     model_options (a mapping of plain JSON values), normalization_stats ({mean, std} per
     channel; required for "per_channel"), ignore_index (int), data_format (string),
-    inference ({mode, options} within InferenceSpec's bounds), config (mapping).
+    inference ({mode, options} within InferenceSpec's bounds), config (mapping), class_map
+    (class name -> class name), crf (the default dense-CRF parameters, inference.crf_params).
     """
     from fcnseg.models.protocol import NORMALIZATIONS
 
@@ -235,6 +243,7 @@ def validate_weights_metadata(meta: Any, source: object) -> WeightsMetadata:
     if "ignore_index" in meta and not (is_int(ignore_index) and -1 <= ignore_index <= 65535):
         fail("ignore_index", f"expected a whole number in -1..65535, got {short(ignore_index)}")
     data_format = _string(meta, "data_format", fail, required=False)
+    class_map = _class_map(meta, fail)
     recipe = meta.get("config")
     if recipe is not None and not isinstance(recipe, dict):
         fail("config", f"expected a mapping (the training recipe), got {short(recipe)}")
@@ -251,7 +260,38 @@ def validate_weights_metadata(meta: Any, source: object) -> WeightsMetadata:
         recipe=recipe,
         raw=MappingProxyType(dict(meta)),
         normalization_stats=stats,
+        class_map=MappingProxyType(dict(class_map)) if class_map else None,
+        crf=_crf(meta, source),
     )
+
+
+def _class_map(meta: dict[str, Any], fail: Fail) -> dict[str, str] | None:
+    """The stored `data.class_map` (class name -> class name), or None when absent."""
+    class_map = meta.get("class_map")
+    if class_map is not None and not (
+        isinstance(class_map, dict)
+        and len(class_map) <= MAX_CLASSES
+        and all(
+            isinstance(key, str)
+            and isinstance(value, str)
+            and 0 < len(key) <= MAX_STRING
+            and 0 < len(value) <= MAX_STRING
+            for key, value in class_map.items()
+        )
+    ):
+        fail(
+            "class_map", f"expected a mapping of class names to class names, got {short(class_map)}"
+        )
+    return class_map
+
+
+def _crf(meta: dict[str, Any], source: object) -> CrfParams | None:
+    """The stored default CRF parameters ({w1, theta_alpha, ...}), within the command line's
+    bounds; a partial entry takes DeepLab's values for the rest."""
+    stored = meta.get("crf")
+    if stored is None:
+        return None
+    return CrfParams.parse(stored, f"{source}: metadata field 'crf'", WeightsError)
 
 
 def _normalization_stats(meta: dict[str, Any], fail: Fail) -> Normalization | None:

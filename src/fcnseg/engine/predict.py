@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcnseg.data.bands import check_bands
 from fcnseg.engine import distributed, predict_outputs
 from fcnseg.engine.device import resolve_device
 from fcnseg.engine.predict_inputs import collect_inputs, output_names
@@ -31,10 +32,16 @@ from fcnseg.engine.predict_loader import (
     same_size_groups,
     shard,
 )
-from fcnseg.engine.predict_outputs import check_out_folder, check_targets, output_targets
+from fcnseg.engine.predict_outputs import (
+    Targets,
+    check_out_folder,
+    check_targets,
+    output_targets,
+)
 from fcnseg.engine.render import overlay_image, palette_image
 from fcnseg.engine.session import InferenceSession
 from fcnseg.errors import FcnsegError, UsageError
+from fcnseg.inference.mc_dropout import DEFAULT_SEED
 
 __all__ = [
     "PredictionRun",
@@ -55,10 +62,14 @@ class PredictionRun:
     mirrored_from: Path | None = None
     #: The runtime that ran the model (fcnseg.inference.runtimes.ResolvedRuntime).
     runtime: Any = None
+    #: Monte-Carlo dropout settings and time (inference.mc_dropout.MCDropout), else None.
+    mc: Any = None
     #: This process's rank under torchrun (0 otherwise); only rank 0 prints the summary.
     rank: int = 0
     #: (files written, inputs failed) summed over all ranks under torchrun, else None.
     world_counts: tuple[int, int] | None = None
+    #: `crf: <parameters>; N ms per image` when the dense CRF ran (this rank's images), else "".
+    crf_line: str = ""
 
     def counts(self) -> tuple[int, int]:
         """(files written, inputs failed) over every process: what the summary line reports."""
@@ -74,7 +85,7 @@ class _Predictor:
         self,
         session: InferenceSession,
         out_dir: Path,
-        targets: dict[Path, tuple[Path, Path | None]],
+        targets: Targets,
         report: PredictionRun | None,
     ) -> None:
         self.session, self.out_dir, self.targets = session, out_dir, targets
@@ -108,12 +119,13 @@ class _Predictor:
             ready.append(item)
         return ready
 
-    def labels(self, ready: list[Decoded]) -> list[tuple[Decoded, np.ndarray]]:
-        """(input, class ids) for the inputs that could be predicted: one forward for the
-        group, or, when it fails, one per input so the failure is charged to its cause."""
+    def labels(self, ready: list[Decoded]) -> list[tuple[Decoded, np.ndarray, Any]]:
+        """(input, class ids, uncertainty or None) for the inputs that could be predicted: one
+        forward for the group, or, when it fails, one per input so the failure is charged to
+        its cause. The uncertainty comes with MC dropout only (InferenceSession.segment)."""
         try:
-            labels = self.session.labels([item.image for item in ready]).numpy()
-            return list(zip(ready, labels, strict=True))
+            results = self.session.segment_each([item.image for item in ready])
+            return [(item, *result) for item, result in zip(ready, results, strict=True)]
         except (FcnsegError, OSError) as error:
             if len(ready) == 1:
                 self.skip(ready[0].path, error)
@@ -121,26 +133,35 @@ class _Predictor:
         done = []
         for item in ready:
             try:
-                done.append((item, self.session.labels([item.image]).numpy()[0]))
+                done.append((item, *self.session.segment_each([item.image])[0]))
             except (FcnsegError, OSError) as error:
                 self.skip(item.path, error)
         return done
 
-    def write_job(self, path: Path, labels: np.ndarray, image: torch.Tensor):
-        """The job writing `path`'s PNG (and overlay), each atomically and never through a link
-        (engine.predict_outputs); the files are counted as written now."""
-        target, overlay_path = self.targets[path]
+    def write_job(
+        self,
+        path: Path,
+        labels: np.ndarray,
+        image: torch.Tensor,
+        uncertainty: np.ndarray | None = None,
+    ):
+        """The job writing `path`'s PNG (and overlay, and uncertainty maps), each atomically and
+        never through a link (engine.predict_outputs); the files are counted as written now."""
+        target, overlay_path, heat_path, raw_path = self.targets[path]
+        assert target is not None
         palette, out_dir = self.palette, self.out_dir
 
         def job() -> None:
             predict_outputs.ensure_folder(out_dir, target.parent)
             predict_outputs.save_image(palette_image(labels, palette), target, "PNG")
-            if overlay_path is not None:
-                rgb = image.permute(1, 2, 0).numpy()
-                overlay = overlay_image(rgb, labels, palette)
+            if overlay_path is not None:  # any band count: render.preview_rgb's picture
+                overlay = overlay_image(image.permute(1, 2, 0).numpy(), labels, palette)
                 predict_outputs.save_image(overlay, overlay_path, "JPEG", quality=90)
+            if uncertainty is not None:
+                predict_outputs.save_uncertainty(uncertainty, heat_path, raw_path)
 
-        self.written += [target] if overlay_path is None else [target, overlay_path]
+        paths = [target, overlay_path] + ([heat_path, raw_path] if uncertainty is not None else [])
+        self.written += [written for written in paths if written is not None]
         return job
 
 
@@ -165,6 +186,9 @@ def predict_files(
     input that cannot be used (unreadable, a decompression bomb, wrong channels, too many pixels
     for one forward) is reported on stderr in one line and skipped; the others are still written.
     Its reason is added to `report.failed` when a report is given, otherwise the error is raised.
+    Inputs are decoded to the model's band count (`session.in_channels`); one whose header
+    shows bands that cannot become it is refused before any is predicted (a DataError naming
+    the file and the fix: the inputs are made for another model, so none would do).
 
     Speed (engine.predict_loader): inputs decode in `num_workers` DataLoader workers (None: the
     default for this many inputs), consecutive images of one size share a forward of up to
@@ -173,12 +197,16 @@ def predict_files(
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: must be 1 or more")
-    predictor = _Predictor(
-        session, out_dir, _checked_targets(files, out_dir, overlay, names), report
-    )
+    channels = session.in_channels
+    for path in files:  # before any output folder is made: the inputs fit this model
+        check_bands(path, channels)
+    targets = _checked_targets(files, out_dir, overlay, names, session.mc is not None)
+    predictor = _Predictor(session, out_dir, targets, report)
     workers = default_workers(len(files)) if num_workers is None else num_workers
     # Without a report an error is raised, as before: decode in-process so it is the original one.
-    decoded = decoded_inputs(files, workers if report is not None else 0, report is None)
+    decoded = decoded_inputs(
+        files, workers if report is not None else 0, report is None, channels=channels
+    )
     bar = None
     if progress:
         from tqdm import tqdm
@@ -206,8 +234,8 @@ def _predict_groups(
             if bar is not None:
                 bar.update(len(group))
             ready = predictor.usable(group)
-            for item, labels in predictor.labels(ready) if ready else []:
-                writer.submit(predictor.write_job(item.path, labels, item.image))
+            for item, labels, uncertainty in predictor.labels(ready) if ready else []:
+                writer.submit(predictor.write_job(item.path, labels, item.image, uncertainty))
     except BaseException:
         writer.foreground = True  # stop taking jobs; drain what is queued, keep the first error
         try:
@@ -218,17 +246,22 @@ def _predict_groups(
 
 
 def _checked_targets(
-    files: list[Path], out_dir: Path, overlay: bool, names: dict[Path, Path] | None
-) -> dict[Path, tuple[Path, Path | None]]:
+    files: list[Path],
+    out_dir: Path,
+    overlay: bool,
+    names: dict[Path, Path] | None,
+    uncertainty: bool = False,
+) -> Targets:
     """Every output path of `files`, checked (engine.predict_outputs); --out created after."""
     check_out_folder(out_dir)
     names = names or output_names(files)[0]
-    targets = output_targets(out_dir, {path: names[path] for path in files}, overlay)
+    targets = output_targets(out_dir, {path: names[path] for path in files}, overlay, uncertainty)
     check_targets(out_dir, targets, files)
     out_dir.mkdir(parents=True, exist_ok=True)
     return targets
 
 
+# size: one call per step; the inference options (MC dropout --mc-samples/--seed) add lines
 def run_prediction(
     inputs: list[str],
     out_dir: str | Path,
@@ -242,18 +275,24 @@ def run_prediction(
     overlay: bool = True,
     progress: bool = False,
     engine: str = "torch",
+    mc_samples: int | None = None,
+    seed: int = DEFAULT_SEED,
     batch_size: int = 1,
     num_workers: int | None = None,
     background_writes: bool = True,
     on_error: Callable[[BaseException], None] | None = None,
     announce: Callable[[PredictionRun], None] | None = None,
+    crf: bool | None = None,
+    crf_options: dict[str, Any] | None = None,
 ) -> PredictionRun:
     """`fcnseg predict` as a function: the inputs, the files written and the inputs that failed.
 
     Inputs (collect_inputs) and every output path (engine.predict_outputs) are checked before
     the model loads (InferenceSession.load: `mode`/`options` default to what the weights
-    recommend; `engine` is the runtime). A bad input is skipped and reported (predict_files,
-    which takes the speed options); the caller decides the exit status. Under torchrun rank r
+    recommend, `crf`/`crf_options` too; `engine` is the runtime). A bad input is skipped and
+    reported (predict_files, which takes the speed options); the caller decides the exit status.
+    `mc_samples`/`seed`: MC dropout (InferenceSession.load; adds the uncertainty files). Under
+    torchrun rank r
     predicts inputs i with i % world == r under the names of all inputs, so each is written
     once; `report.counts()` sums the ranks. `announce(report)` runs on rank 0 only and
     `on_error(error)` on the lowest failing rank only, both before the ranks part (`_agree`), so
@@ -270,6 +309,10 @@ def run_prediction(
         "runtime": engine,
         "mode": mode,
         "options": options,
+        "mc_samples": mc_samples,
+        "seed": seed,
+        "crf": crf,
+        "crf_options": crf_options,
     }
     speed = {
         "batch_size": batch_size,
@@ -299,10 +342,13 @@ def _predict_this_rank(
     files = collect_inputs(inputs)
     names, mirrored_from = output_names(files)
     check_out_folder(out_dir, inputs)
-    check_targets(out_dir, output_targets(out_dir, names, overlay), files)
+    uncertainty = session_args.get("mc_samples") is not None
+    check_targets(out_dir, output_targets(out_dir, names, overlay, uncertainty), files)
     session = InferenceSession.load(**session_args)
     rank, world = distributed.rank(), distributed.world_size()
-    report = PredictionRun(files, mirrored_from=mirrored_from, runtime=session.runtime, rank=rank)
+    report = PredictionRun(
+        files, mirrored_from=mirrored_from, runtime=session.runtime, rank=rank, mc=session.mc
+    )
     predict_files(
         session,
         shard(files, rank, world),
@@ -313,6 +359,7 @@ def _predict_this_rank(
         names=names,
         **speed,
     )
+    report.crf_line = session.crf_line()
     return report
 
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 #: Image file suffixes taken from a folder given as an input.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy")
 _MAGIC = "*?["
 
 

@@ -67,15 +67,17 @@ class Decoded:
 
 
 class DecodeDataset(Dataset):
-    """Decodes `files[i]`; with `raise_errors` False, a bad file yields a failure record.
+    """Decodes `files[i]` to `channels` bands (the model's; `io.read_image`'s rules, as
+    training decodes); with `raise_errors` False, a bad file yields a failure record.
 
     Why records and not exceptions: an exception in a DataLoader worker is re-raised in the main
     process and ends the iteration, so every input after a corrupt one would be lost.
     """
 
-    def __init__(self, files: list[Path], raise_errors: bool = False) -> None:
+    def __init__(self, files: list[Path], raise_errors: bool = False, channels: int = 3) -> None:
         self.files = files
         self.raise_errors = raise_errors
+        self.channels = channels
 
     def __len__(self) -> int:
         return len(self.files)
@@ -85,7 +87,7 @@ class DecodeDataset(Dataset):
 
         path = self.files[index]
         try:
-            return Decoded(index, path, read_image(path))
+            return Decoded(index, path, read_image(path, self.channels))
         except (FcnsegError, OSError) as error:
             if self.raise_errors:
                 raise
@@ -97,10 +99,11 @@ def _identity(item: Decoded) -> Decoded:
 
 
 def decoded_inputs(
-    files: list[Path], num_workers: int, raise_errors: bool = False
+    files: list[Path], num_workers: int, raise_errors: bool = False, channels: int = 3
 ) -> Iterator[Decoded]:
-    """The inputs decoded in order, by `num_workers` DataLoader workers (0: in this process)."""
-    dataset = DecodeDataset(files, raise_errors=raise_errors)
+    """The inputs decoded in order to `channels` bands, by `num_workers` DataLoader workers
+    (0: in this process)."""
+    dataset = DecodeDataset(files, raise_errors=raise_errors, channels=channels)
     if num_workers <= 0:
         yield from (dataset[index] for index in range(len(dataset)))
         return

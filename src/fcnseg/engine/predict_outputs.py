@@ -30,10 +30,16 @@ __all__ = [
     "ensure_folder",
     "output_targets",
     "save_image",
+    "save_uncertainty",
 ]
 
 #: Suffixes of the two files written per input (see engine.predict.write_job).
 MASK_SUFFIX, OVERLAY_SUFFIX = ".png", "_overlay.jpg"
+#: With --mc-samples: the uncertainty heat map and its 16-bit raw values (engine.render).
+UNCERTAINTY_SUFFIX, UNCERTAINTY_RAW_SUFFIX = "_uncertainty.png", "_uncertainty16.png"
+#: Input -> (mask PNG, overlay JPEG, uncertainty heat map, uncertainty 16-bit PNG); None: not
+#: written.
+Targets = dict[Path, tuple[Path | None, ...]]
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -80,14 +86,22 @@ def check_out_folder(out_dir: Path, inputs: Iterable[str] = ()) -> None:
 
 
 def output_targets(
-    out_dir: Path, names: dict[Path, Path], overlay: bool
-) -> dict[Path, tuple[Path, Path | None]]:
-    """Input -> (its mask PNG, its overlay JPEG or None) under `out_dir`, from `names`."""
-    targets: dict[Path, tuple[Path, Path | None]] = {}
+    out_dir: Path, names: dict[Path, Path], overlay: bool, uncertainty: bool = False
+) -> Targets:
+    """Input -> (its mask PNG, its overlay JPEG, its uncertainty heat map and 16-bit PNG; each
+    of the last three None when not written) under `out_dir`, from `names`."""
+    targets: Targets = {}
     for path, name in names.items():
-        mask = out_dir / name.with_name(name.name + MASK_SUFFIX)
-        extra = out_dir / name.with_name(name.name + OVERLAY_SUFFIX) if overlay else None
-        targets[path] = (mask, extra)
+
+        def beside(suffix: str, wanted: bool = True, name: Path = name) -> Path | None:
+            return out_dir / name.with_name(name.name + suffix) if wanted else None
+
+        targets[path] = (
+            beside(MASK_SUFFIX),
+            beside(OVERLAY_SUFFIX, overlay),
+            beside(UNCERTAINTY_SUFFIX, uncertainty),
+            beside(UNCERTAINTY_RAW_SUFFIX, uncertainty),
+        )
     return targets
 
 
@@ -149,7 +163,7 @@ def _check_target(out_dir: Path, target: Path, inputs: dict[tuple[int, int], Pat
 
 
 def check_targets(
-    out_dir: Path, targets: dict[Path, tuple[Path, Path | None]], inputs: Iterable[Path]
+    out_dir: Path, targets: dict[Path, tuple[Path | None, ...]], inputs: Iterable[Path]
 ) -> None:
     """Every target checked (see the module doc) before the first is written; OutputError."""
     identities = {identity: path for path in inputs if (identity := _identity(path)) is not None}
@@ -172,6 +186,17 @@ def ensure_folder(out_dir: Path, folder: Path) -> None:
                 "links; remove it"
             )
         current.mkdir(exist_ok=True)
+
+
+def save_uncertainty(uncertainty: Any, heat_map: Path | None, raw: Path | None) -> None:
+    """H x W uncertainty in [0, 1] saved as its heat map and its 16-bit PNG (engine.render),
+    each by `save_image`; a target that is None is not written."""
+    from fcnseg.engine.render import uncertainty_image, uncertainty_raw  # PIL: only here
+
+    if heat_map is not None:
+        save_image(uncertainty_image(uncertainty), heat_map, "PNG")
+    if raw is not None:
+        save_image(uncertainty_raw(uncertainty), raw, "PNG")
 
 
 def save_image(image: Any, target: Path, image_format: str, **params: Any) -> None:

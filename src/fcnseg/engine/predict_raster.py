@@ -8,6 +8,10 @@ labels (and, with `probs`, class probabilities) are streamed into tiled, zlib-co
 (`data.raster_io.TiledTiffSink`). Peak memory is O(tile height x image width), independent of
 the image's height; `peak_rss_bytes` reports it.
 
+Inputs: any band count the model takes (one band repeated for an RGB model) of uint8, uint16
+or float32 samples, each tile's values computed by training's rules (`_prepare`), so the labels
+are those `predict` computes on the decoded image with the same sliding options.
+
 Outputs, per input `<name>.tif`: `<name>_labels.tif` (uint8 class ids with the model's palette
 as the TIFF colour map; uint16 without one above 256 classes) and, with `probs`,
 `<name>_probs.tif` (H x W x C: "uint8" = round(255 p) per class, "float16" = p). Each is written
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcnseg.data.bands import image_values, match_channels
 from fcnseg.data.raster_io import TiffRowReader, TiledTiffSink
 from fcnseg.engine.predict_inputs import collect_inputs, output_names
 from fcnseg.engine.predict_outputs import check_out_folder, check_targets, ensure_folder
@@ -129,9 +134,16 @@ def _probability_rows(logits: torch.Tensor, probs: str) -> np.ndarray:
     return p.to(torch.float16).cpu().numpy()
 
 
-def _prepare(session: InferenceSession):
+def _prepare(session: InferenceSession, source: Path):
+    """Crop -> the normalised batch, by training's rules: the crop's values (`image_values`:
+    uint8 as it is, uint16 / 65535, float32 as it is), its bands matched to the model's
+    (`match_channels`: one band repeated for an RGB model), then the stored normalisation.
+    Elementwise, so a crop's values are those of the same pixels of the whole decoded image."""
+    channels = session.in_channels
+
     def prepare(crop: np.ndarray) -> torch.Tensor:
-        return session.normalize([torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)])
+        values = match_channels(image_values(crop, source), channels, source)
+        return session.normalize([torch.from_numpy(np.ascontiguousarray(values)).permute(2, 0, 1)])
 
     return prepare
 
@@ -162,7 +174,7 @@ def _stream(
         forward,
         reader.read_rows,
         grid,
-        _prepare(session),
+        _prepare(session, reader.path),
         blend=options.get("blend", "gaussian"),
         tile_batch=options.get("tile_batch", 1),
         device=session.device,
@@ -243,11 +255,8 @@ def predict_raster(
 
 
 def _check_channels(session: InferenceSession, reader: TiffRowReader) -> None:
-    channels = int(getattr(session.loaded.model, "in_channels", 3))
-    if reader.samples != channels:
-        raise DataError(
-            f"{reader.path}: {reader.samples} samples per pixel; the model takes {channels}"
-        )
+    """The raster's bands can become the model's (`match_channels`' rule and one-line error)."""
+    match_channels(np.empty((1, 1, reader.samples), np.uint8), session.in_channels, reader.path)
 
 
 def raster_targets(
@@ -280,7 +289,9 @@ def run_raster_prediction(
     threads: int | None = None,
 ) -> RasterRun:
     """`fcnseg predict --tiled` as a function. Every input's header is checked before the model
-    loads, so a file that is not a readable 8-bit TIFF stops the command before any work."""
+    loads, so a file that is not a readable TIFF of uint8, uint16 or float32 samples stops the
+    command before any work; one whose band count does not fit the model stops it before the
+    first tile."""
     if mode not in (None, "sliding"):
         raise UsageError(f"--tiled runs sliding-window inference; drop --mode {mode}")
     if probs is not None and probs not in PROBABILITY_FORMATS:

@@ -106,25 +106,32 @@ def preset_values(
 
     "paper" follows the paper's text (section 4.1: batches of 20 images, momentum 0.99, the
     stage's fixed rate); "release" reproduces the release net's solver.prototxt and loss exactly
-    (one image per iteration, `iter_size` as gradient accumulation, normalised or summed loss,
-    biases at lr x 2 without decay); "modern" sets nothing.
+    (the FCN release: one image per iteration, `iter_size` as gradient accumulation, normalised
+    or summed loss, biases at lr x 2 without decay; DeepLab: batch 10, poly rate for `max_iter`
+    steps, fc8 at lr x 10; SegNet: batch 4, `max_iter` steps, caffe-segnet's "pixels" loss
+    normalisation, conv biases only at lr x 2); "modern" sets nothing.
     """
     if preset == "release":
         solver = constants.RELEASE_SOLVERS[release_solver(model_name, model_options)]
+        normalization = solver.loss_normalization or ("mean" if solver.normalize else "sum")
         return {
             "optimizer": "sgd",
             "momentum": solver.momentum,
             "weight_decay": solver.weight_decay,
             "lr": solver.base_lr,
             "encoder_lr_mult": 1.0,
-            "schedule": "fixed",
             "warmup_steps": 0,
-            "batch_size": 1,
             "accumulate": solver.iter_size,
-            "loss_normalization": "mean" if solver.normalize else "sum",
+            "loss_normalization": normalization,
             "bias_lr_mult": constants.RELEASE_BIAS_LR_MULT,
             "bias_decay_mult": constants.RELEASE_BIAS_DECAY_MULT,
             "bias_mult_scope": solver.bias_mult_layers,
+            # What the DeepLab solvers add (the FCN release's: fixed rate, batch 1, no limit).
+            "schedule": solver.schedule,
+            "poly_power": solver.poly_power,
+            "batch_size": solver.batch_size,
+            "max_steps": solver.max_iter,
+            "score_lr_mult": solver.score_lr_mult,
         }
     if preset == "paper":
         return {

@@ -74,13 +74,73 @@ def palette_image(
     return image
 
 
+#: Samples per band the preview stretch looks at (a strided subset of larger images).
+PREVIEW_SAMPLES: int = 1_000_000
+#: Percentiles each band of a non-8-bit preview is stretched between (robust to hot pixels).
+PREVIEW_PERCENTILES: tuple[float, float] = (2.0, 98.0)
+
+
+def preview_rgb(image: np.ndarray) -> np.ndarray:
+    """An H x W x 3 uint8 picture of an H x W x C input, for overlays of any band count.
+
+    The rule: 8-bit RGB is shown as it is (the usual case, unchanged); one or two bands show
+    the first band as grey; three or more show the first three bands as red, green and blue
+    (a multispectral image's first three bands, whatever they measure). 8-bit bands are shown
+    at their own values; other data (16-bit, float) is stretched per band, linearly from its
+    2nd to its 98th percentile onto 0-255, since 12-bit data on a 16-bit scale or reflectances
+    in [0, 0.3] would otherwise be black.
+    """
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.dtype == np.uint8 and image.shape[2] == 3:
+        return image
+    shown = image[..., :3] if image.shape[2] >= 3 else np.repeat(image[..., :1], 3, axis=2)
+    if shown.dtype == np.uint8:
+        return np.ascontiguousarray(shown)
+    return np.stack([_stretch(shown[..., band]) for band in range(3)], axis=-1)
+
+
+def _stretch(band: np.ndarray) -> np.ndarray:
+    """One band linearly onto 0-255 between its PREVIEW_PERCENTILES (a flat band is black)."""
+    values = band.astype(np.float32, copy=False)
+    step = max(1, int(np.sqrt(values.size / PREVIEW_SAMPLES)))
+    low, high = np.percentile(values[::step, ::step], PREVIEW_PERCENTILES)
+    if not high > low:
+        return np.zeros(values.shape, np.uint8)
+    scaled = (values - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
 def overlay_image(
     rgb: np.ndarray, labels: np.ndarray, palette, alpha: float = OVERLAY_ALPHA
 ) -> Image.Image:
     """The input and, beside it, the input blended with the overlay colours of the classes
-    (`overlay_palette` of the dataset palette `palette`), for eyeballing."""
+    (`overlay_palette` of the dataset palette `palette`), for eyeballing. `rgb` is any
+    H x W x C input, shown by `preview_rgb` (8-bit RGB as it is)."""
+    rgb = preview_rgb(rgb)
     table = np.asarray(overlay_palette(palette), dtype=np.float32)
     colours = table[np.clip(labels, 0, len(table) - 1)]
     blended = (1 - alpha) * rgb.astype(np.float32) + alpha * colours
     side_by_side = np.concatenate([rgb.astype(np.float32), blended], axis=1)
     return Image.fromarray(side_by_side.clip(0, 255).astype(np.uint8), mode="RGB")
+
+
+#: The perceptual colour map of the uncertainty heat maps (matplotlib's "inferno": monotonic in
+#: lightness, readable in grey and by colour-blind eyes): black = certain, pale yellow = unsure.
+UNCERTAINTY_COLOURMAP: str = "inferno"
+
+
+def uncertainty_image(uncertainty: np.ndarray) -> Image.Image:
+    """An RGB heat map of H x W uncertainty in [0, 1] (`UNCERTAINTY_COLOURMAP`, 0 -> 1)."""
+    from matplotlib import colormaps
+
+    table = colormaps[UNCERTAINTY_COLOURMAP].resampled(256)(np.linspace(0.0, 1.0, 256))
+    lut = (table[:, :3] * 255).round().astype(np.uint8)
+    index = (np.clip(uncertainty, 0.0, 1.0) * 255).round().astype(np.intp)
+    return Image.fromarray(lut[index], mode="RGB")
+
+
+def uncertainty_raw(uncertainty: np.ndarray) -> Image.Image:
+    """H x W uncertainty in [0, 1] as a 16-bit greyscale PNG: value = round(u x 65535)."""
+    values = (np.clip(uncertainty, 0.0, 1.0) * 65535).round().astype(np.uint16)
+    return Image.fromarray(values)

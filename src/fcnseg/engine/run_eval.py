@@ -28,10 +28,12 @@ from fcnseg.engine.evaluate import (
     write_scores,
 )
 from fcnseg.engine.loading import LoadedModel, load_model
-from fcnseg.engine.session import InferenceSession, choose_spec
+from fcnseg.engine.session import InferenceSession, choose_spec, session_crf
 from fcnseg.engine.setup import build_eval_dataset
 from fcnseg.engine.trimap_eval import format_trimap, trimap_json
 from fcnseg.errors import OutputError, UsageError, WeightsError
+from fcnseg.inference.mc_dropout import DEFAULT_SEED
+from fcnseg.inference.mc_dropout import check_request as check_mc_request
 from fcnseg.metrics import SegmentationScores, TrimapScores
 from fcnseg.models.protocol import primary_head_name
 from fcnseg.paths import safe_name
@@ -111,6 +113,10 @@ def eval_split(
             "pass --format and --split"
         )
     options = eval_options(recipe) if data_format == recipe.get("format") else {}
+    stored_map = loaded.metadata.class_map
+    if stored_map and "class_map" not in options and data_format == loaded.metadata.data_format:
+        # Trained with data.class_map: score on the same merged classes (weights carry the map).
+        options = {**options, "class_map": dict(stored_map)}
     dataset = build_eval_dataset(
         data_format,
         root,
@@ -163,9 +169,19 @@ def _score(
     progress: bool,
     on_batch: Callable[[Tensor, Tensor], None] | None,
 ) -> dict[str, SegmentationScores]:
-    """Scores per head of the session's model on `loader`, with the session's inference."""
+    """Scores per head of the session's model on `loader`, with the session's inference and
+    its dense CRF, if any (on the images behind the normalised batches)."""
+    refine = None
+    if session.crf is not None:
+        from fcnseg.inference.crf import refine_logits, uint8_images
+
+        crf, numbers = session.crf, session.metadata.input_normalization()
+
+        def refine(images: Tensor, logits: Tensor) -> Tensor:
+            return refine_logits(uint8_images(images, numbers), logits, crf, session.crf_timer)
+
     return evaluate_heads(
-        session.runnable,
+        session.predictor,
         loader,
         dataset.num_classes,
         dataset.ignore_index,
@@ -174,6 +190,8 @@ def _score(
         options=session.spec.options(),
         progress=progress,
         on_batch=on_batch,
+        forward=session.head_logits,
+        refine=refine,
     )
 
 
@@ -190,8 +208,12 @@ def _payload(result: EvalRun) -> dict[str, Any]:
         "inference_options": session.spec.options(),
         "engine": session.runtime.name,
         "engine_details": session.runtime.as_json(),
+        "crf": session.crf.as_dict() if session.crf is not None else None,
+        "crf_ms_per_image": session.crf_timer.ms_per_image(),
         **scores_json(result.per_head[result.primary], result.dataset.classes),
     }
+    if session.mc is not None:
+        payload["mc_dropout"] = session.mc.as_json()
     if len(result.per_head) > 1:
         payload["heads"] = {
             head: scores_json(scores, result.head_classes(head))
@@ -232,6 +254,7 @@ def _trimap_entry(bands: TrimapScores | None) -> dict[str, Any]:
     return {"trimap": trimap_json(bands)}
 
 
+# size: one call per step; the inference options (MC dropout --mc-samples/--seed) add lines
 def run_evaluation(
     *,
     weights: str | Path | None = None,
@@ -250,6 +273,10 @@ def run_evaluation(
     payload_extras: Callable[[EvalRun], dict[str, Any]] | None = None,
     engine: str = "torch",
     trimap: tuple[int, ...] | None = None,
+    mc_samples: int | None = None,
+    seed: int = DEFAULT_SEED,
+    crf: bool | None = None,
+    crf_options: dict[str, Any] | None = None,
 ) -> EvalRun:
     """Score the model from exactly one of weights / checkpoint / run on a split; write the JSON.
 
@@ -264,15 +291,22 @@ def run_evaluation(
     JSON's "engine". The split is checked before the runtime is resolved (an export takes time).
     `trimap`: band widths in pixels; the primary head's scores within each band around the
     ground truth's label boundaries go to the JSON's "trimap" (engine/trimap_eval.py).
+    `mc_samples`/`seed`: MC dropout (InferenceSession.start), checked before the split is read.
+    `crf`/`crf_options`: --crf, --no-crf, --crf-* (session_crf).
     """
     torch_device = resolve_device(device, engine)
     loaded = load_model(weights, checkpoint, run)
     spec = choose_spec(loaded.metadata, mode, options)
+    check_mc_request(mc_samples, seed, engine, loaded.model, loaded.metadata.model)
+    crf_params = session_crf(loaded, crf, crf_options)
     dataset, data_format, split = eval_split(
         loaded, data_format=data_format, data_root=data_root, split=split, size=size
     )
     check_num_classes(loaded.source, loaded.metadata.num_classes, dataset.num_classes)
-    session = InferenceSession.start(loaded, spec, runtime=engine, device=torch_device)
+    started = InferenceSession.start(
+        loaded, spec, runtime=engine, device=torch_device, mc_samples=mc_samples, seed=seed
+    )
+    session = started.with_crf(crf_params)
     loader = eval_loader(dataset)
     on_batch = batch_hook(dataset, loader) if batch_hook is not None else None
     bands = _trimap_counter(dataset, trimap, session.device)

@@ -26,7 +26,13 @@ from fcnseg.data.roots import resolve_data_root
 from fcnseg.engine.checkpoint import unwrap, weights_metadata
 from fcnseg.engine.optim import build_optimizer
 from fcnseg.errors import RecipeError
-from fcnseg.losses import DistillationLoss, PixelCrossEntropy, SoftJaccardLoss, WeightedSumLoss
+from fcnseg.losses import (
+    BorderWeightedCrossEntropy,
+    DistillationLoss,
+    PixelCrossEntropy,
+    SoftJaccardLoss,
+    WeightedSumLoss,
+)
 from fcnseg.models import build_model, check_model_contract
 from fcnseg.models.protocol import primary_head_name
 
@@ -208,7 +214,7 @@ def build_distillation(
 
     source = train_cfg.distill_from
     # distill_weight / distill_temperature: finite and in range (config/schema.NUMBER_BOUNDS).
-    if train_cfg.loss_normalization != "mean":
+    if train_cfg.loss_normalization == "sum":
         raise RecipeError(
             "train.distill_from needs train.loss_normalization=mean (the distillation term is a "
             "per-pixel mean)"
@@ -300,6 +306,7 @@ def model_metadata(
         ignore_index=dataset.ignore_index,
         data_format=config.data.format,
         normalization_stats=numbers.as_dict(),
+        **({"class_map": dict(config.data.class_map)} if config.data.class_map else {}),
     )
 
 
@@ -324,8 +331,8 @@ def median_frequency_weights_by_head(dataset: Any) -> dict[str, list[float]]:
 
 
 def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Module:
-    """Pixel cross-entropy (class-weighted as the recipe says), plus a soft-Jaccard term when
-    `train.jaccard_weight` > 0; recipe errors here are one line, raised before anything runs."""
+    """Pixel cross-entropy (class-weighted as the recipe says; U-Net's border-weight map when
+    `train.border_weight` > 0), plus a soft-Jaccard term when `train.jaccard_weight` > 0; recipe errors here are one line, raised before anything runs."""
     train_cfg = config.train
     class_weights = config.data.class_weights
     head_weights: dict[str, list[float]] = {}
@@ -343,8 +350,16 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
         class_weights=class_weights,
         normalization=train_cfg.loss_normalization,
     )
+    if train_cfg.border_weight > 0:
+        criterion = BorderWeightedCrossEntropy(
+            ignore_index=ignore_index,
+            class_weights=class_weights,
+            normalization=train_cfg.loss_normalization,
+            w0=train_cfg.border_weight,
+            sigma=train_cfg.border_sigma,
+        )
     # jaccard_weight: finite and in range (config/schema.NUMBER_BOUNDS).
-    if train_cfg.jaccard_weight > 0 and train_cfg.loss_normalization != "mean":
+    if train_cfg.jaccard_weight > 0 and train_cfg.loss_normalization == "sum":
         raise RecipeError(
             "train.jaccard_weight needs train.loss_normalization=mean (a per-pixel-summed "
             "cross-entropy would dwarf an IoU term in [0, 1])"

@@ -6,6 +6,9 @@ benchmarks call, so the choice of inference mode is an argument, not a code path
 - ``"whole"``: one forward pass on the full image (an FCN takes any size; the paper's way).
 - ``"sliding"``: tiles of ``tile_size`` with overlap, blended (see `fcnseg.inference.sliding`);
   memory is bounded by the tile, not the image.
+- ``"overlap_tile"``: the U-Net's overlap-tile strategy for nets of valid convolutions
+  (`unet2015`): output tiles of ``tile_size`` edge to edge, each predicted from the tile plus
+  the net's context cut from the mirrored image (see `fcnseg.inference.overlap_tile`).
 - ``"multiscale"``: the image at several ``scales`` (and mirrored when ``flip``), softmax scores
   averaged (see `fcnseg.inference.tta`); with ``inner="sliding"`` every scale is itself
   predicted by sliding window.
@@ -28,6 +31,7 @@ from torch import Tensor
 
 from fcnseg.choices import INFERENCE_MODES
 from fcnseg.errors import DataError, UsageError
+from fcnseg.inference.overlap_tile import overlap_tile_logits
 from fcnseg.inference.sliding import (
     DEFAULT_OVERLAP,
     Blend,
@@ -38,7 +42,7 @@ from fcnseg.inference.sliding import (
 from fcnseg.inference.tta import DEFAULT_SCALES, multiscale_flip_probs
 from fcnseg.models.protocol import map_heads
 
-Mode = Literal["whole", "sliding", "multiscale"]
+Mode = Literal["whole", "sliding", "multiscale", "overlap_tile"]
 MODES: tuple[str, ...] = INFERENCE_MODES
 #: Floor of probabilities before taking their log, so that log-probabilities stay finite.
 _LOG_FLOOR: float = 1e-12
@@ -106,6 +110,8 @@ def _scores(
     if mode == "sliding":
         sliding = _sliding_predictor(model, tile_size, tile_stride, overlap, blend, tile_batch)
         return sliding(images), False
+    if mode == "overlap_tile":
+        return overlap_tile_logits(model, images, tile_size), False
     if inner not in ("whole", "sliding"):
         raise UsageError(f"inner must be 'whole' or 'sliding', got {inner!r}")
     predictor = (
@@ -132,7 +138,7 @@ def predict_logits(
 ) -> ModelOutput:
     """Class scores N x C x H x W (float32) of `image_batch` under inference `mode`.
 
-    For "whole" and "sliding" these are the model's logits. For "multiscale" they are the log
+    For "whole", "sliding" and "overlap_tile" these are the model's logits. For "multiscale" they are the log
     of the averaged probabilities: softmax of the result gives back those probabilities and
     argmax is unchanged, so callers can treat every mode alike.
 
@@ -140,7 +146,8 @@ def predict_logits(
         model: eval-mode model or any callable image batch -> logits (or dict of logits), e.g.
             an `OnnxRuntimeModel` from `fcnseg.export.load_exported`.
         image_batch: normalised float N x 3 x H x W.
-        mode: "whole", "sliding" or "multiscale".
+        mode: "whole", "sliding", "multiscale" or "overlap_tile" (`tile_size` is then the
+            output tile, default the model's; other options do not apply).
         tile_size, tile_stride, overlap, blend, tile_batch: sliding-window options (used by
             "sliding" and by "multiscale" with inner="sliding"); see `sliding_window_logits`.
         scales, flip: multi-scale options; see `multiscale_flip_probs`.

@@ -13,6 +13,10 @@ fcnseg[crf]`); this module imports it lazily so fcnseg works without it.
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -24,6 +28,10 @@ from fcnseg.constants import (
     DEEPLAB_CRF_GAUSSIAN_COMPAT,
     DEEPLAB_CRF_GAUSSIAN_SXY,
 )
+from fcnseg.inference.crf_params import CrfParams
+
+if TYPE_CHECKING:
+    from fcnseg.data.normalization import Normalization
 
 #: Probabilities are clipped to this floor before -log: a zero probability would make a label
 #: impossible however strongly the pairwise terms vote for it.
@@ -96,11 +104,18 @@ def crf_refine(
     crf.addPairwiseBilateral(
         sxy=bilateral_sxy,
         srgb=bilateral_srgb,
-        rgbim=np.ascontiguousarray(image),
+        rgbim=_writable(image),
         compat=bilateral_compat,
     )
     refined = np.asarray(crf.inference(iterations), dtype=np.float32)
     return refined.reshape(num_classes, height, width)
+
+
+def _writable(image: np.ndarray) -> np.ndarray:
+    """`image` as a C-contiguous array pydensecrf accepts: its Cython wrapper takes a writable
+    buffer only, and `np.asarray(PIL image)` is read-only, so such an image is copied."""
+    rgb = np.ascontiguousarray(image)
+    return rgb if rgb.flags.writeable else rgb.copy()
 
 
 def crf_refine_batch(images_uint8_nchw: Tensor, probs_nchw: Tensor, **options: float) -> Tensor:
@@ -112,3 +127,72 @@ def crf_refine_batch(images_uint8_nchw: Tensor, probs_nchw: Tensor, **options: f
         for image, probs in zip(images_uint8_nchw, probs_nchw, strict=True)
     ]
     return torch.stack(refined).to(probs_nchw.device)
+
+
+def require_crf(where: str = "--crf") -> None:
+    """UsageError in one line when pydensecrf2 is missing (the `crf` extra not installed)."""
+    if not crf_available():
+        from fcnseg.errors import UsageError
+        from fcnseg.inference.crf_params import INSTALL_HINT
+
+        raise UsageError(f"{where}: the dense CRF needs pydensecrf2, not installed; {INSTALL_HINT}")
+
+
+class CrfTimer:
+    """Seconds spent in the CRF and images refined, summed over threads (eval, predict, serve
+    print or return the time per image)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.images = 0
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float, images: int) -> None:
+        with self._lock:
+            self.seconds += seconds
+            self.images += images
+
+    def ms_per_image(self) -> float | None:
+        """Mean milliseconds per image, None before the first image."""
+        return 1000 * self.seconds / self.images if self.images else None
+
+
+def refine_logits(
+    images_uint8_nchw: Tensor,
+    logits_nchw: Tensor,
+    params: CrfParams,
+    timer: CrfTimer | None = None,
+) -> Tensor:
+    """The log of the CRF-refined probabilities of a batch of logits (same shape and device).
+
+    Why logs: callers take the argmax of logits or resize them, and the log keeps both
+    meanings. Logits at another size than the images are resized to the images first (the CRF
+    compares image colours pixel by pixel). The time is added to `timer`.
+    """
+    started = time.perf_counter()
+    size = images_uint8_nchw.shape[-2:]
+    logits = logits_nchw.float()
+    if logits.shape[-2:] != size:
+        logits = torch.nn.functional.interpolate(
+            logits, size=size, mode="bilinear", align_corners=False
+        )
+    probs = torch.softmax(logits, dim=1).cpu()
+    refined = crf_refine_batch(images_uint8_nchw.cpu(), probs, **params.kernel_options())
+    result = torch.log(refined.clamp_min(PROB_FLOOR)).to(logits_nchw.device)
+    if timer is not None:
+        timer.add(time.perf_counter() - started, int(logits.shape[0]))
+    return result
+
+
+def uint8_images(normalized: Tensor, normalization: Normalization) -> Tensor:
+    """The uint8 RGB images N x 3 x H x W behind a normalised batch (eval's dataset gives only
+    those): `Normalization.invert`, back to 0-255, rounded."""
+    restored = normalization.invert(normalized.float().cpu()) * 255.0
+    return restored.round().clamp(0, 255).to(torch.uint8)
+
+
+def as_uint8(image: Tensor) -> Tensor:
+    """A C x H x W image as uint8 0-255 (a float image is on the 0-1 scale, as sessions take)."""
+    if image.dtype == torch.uint8:
+        return image
+    return (image.float() * 255.0).round().clamp(0, 255).to(torch.uint8)

@@ -10,7 +10,7 @@ bit-identical to the in-memory sliding mode's (tile_batch 1; batching changes on
 share a forward call).
 
 Memory: the band's sums (C x tile_h x W float32), its weights (tile_h x W), the input rows of
-one tile row (tile_h x W x S uint8) and one block of RELEASE_ROWS finished rows (C x 64 x W
+one tile row (tile_h x W x S samples of the file's type: uint8, uint16 or float32) and one block of RELEASE_ROWS finished rows (C x 64 x W
 float32): O(tile_h x W), whatever the image's height.
 """
 
@@ -38,9 +38,9 @@ from fcnseg.inference.sliding import (
 
 #: Rows of blended logits handed over at a time: bounds the quotient's C x rows x W floats.
 RELEASE_ROWS = 64
-#: rows [top, bottom) of the image -> (bottom - top) x W x S uint8.
+#: rows [top, bottom) of the image -> (bottom - top) x W x S samples (uint8, uint16, float32).
 ReadRows = Callable[[int, int], np.ndarray]
-#: an h x w x S uint8 crop -> the normalised 1 x S x h x w float batch the model takes.
+#: an h x w x S crop -> the normalised 1 x C x h x w float batch the model takes.
 Prepare = Callable[[np.ndarray], Tensor]
 #: a normalised batch -> logits (one head) at its input size.
 TileForward = Callable[[Tensor], Tensor]

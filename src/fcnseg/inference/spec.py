@@ -40,7 +40,11 @@ RECOMMENDABLE_OPTIONS: dict[str, frozenset[str]] = {
     "whole": frozenset(),
     "sliding": frozenset({"tile_size", "overlap", "blend"}),
     "multiscale": frozenset({"scales", "flip"}),
+    "overlap_tile": frozenset({"tile_size"}),
 }
+#: Input pixels an overlap tile adds per side beyond its output tile (the U-Net's 92 px of
+#: context), and the output tile used when none is given (figure 1's 388): for the pixel cap.
+OVERLAP_TILE_CONTEXT, OVERLAP_TILE_DEFAULT = 92, 388
 
 
 def is_int(value: Any) -> bool:
@@ -183,6 +187,11 @@ class InferenceSpec:
             sides = list(tile) if isinstance(tile, tuple) else [tile, tile]
             height, width = min(height, int(sides[0])), min(width, int(sides[-1]))
             return _scaled_area(height, width, input_scale)
+        if self.mode == "overlap_tile":
+            tile = self.tile_size or OVERLAP_TILE_DEFAULT
+            sides = list(tile) if isinstance(tile, tuple) else [tile, tile]
+            margin = 2 * OVERLAP_TILE_CONTEXT
+            return (min(height, int(sides[0])) + margin) * (min(width, int(sides[-1])) + margin)
         if self.mode == "multiscale":
             scale = max((float(s) for s in self.scales or (1.0,)), default=1.0)
             return _scaled_area(height, width, scale * input_scale)

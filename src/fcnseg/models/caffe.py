@@ -22,7 +22,8 @@ VGG16 caffemodel initialise an FCN's encoder and fc layers. Legacy blobs (num, c
 height, width) are right-aligned, as Caffe's Blob::ShapeEquals reads them: a bias is
 1 x 1 x 1 x N and an InnerProduct weight 1 x 1 x M x N, so leading 1-axes carry no meaning.
 Caffe nets expect BGR images in [0, 255] minus the mean pixel: build the net with
-`normalization="caffe_bgr"`.
+`normalization="caffe_bgr"` (SegNet's: "caffe_bgr_raw"). SegNet's "BN" layers load into
+BatchNorm by models/caffe_bn.py's rule; its "Upsample" layers have no blobs.
 
 Layer names. fcnseg's paper nets use the release's names, but the composite release nets add
 stream suffixes (SIFT Flow's `score_fr_sem` / `score_fr_geo`, NYUD's `conv1_1color` /
@@ -44,6 +45,7 @@ import torch
 from torch import nn
 
 from fcnseg.errors import WeightsError
+from fcnseg.models.caffe_bn import bn_updates, is_batch_norm
 
 # Protobuf wire types (protobuf encoding specification).
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
@@ -77,6 +79,8 @@ RELEASE_STREAM_SUFFIXES: dict[str, str] = {
 #: before or after upsampling is the same).
 RELEASE_ALIASES: dict[str, tuple[str, ...]] = {
     "conv1_1": ("conv1_1_bgrd",),
+    "conv_classifier": ("dense_softmax_inner_prod",),  # SegNet-Basic's, Bayesian and zoo nets
+    "dense_softmax_inner_prod": ("conv_classifier",),
 }
 #: Layers a suffixed stream also looks up without its suffix (see RELEASE_ALIASES).
 RELEASE_UNSUFFIXED: frozenset[str] = frozenset({"upscore"})
@@ -101,6 +105,7 @@ class ReleaseNet:
 
 
 _SIFTFLOW_HEADS = {"semantic": 33, "geometric": 3}
+_RAW_BGR = {"normalization": "caffe_bgr_raw"}  # SegNet-Tutorial's nets (models/segnet.py)
 #: Every net of the release (folder name) -> the fcnseg model it loads into, by layer name.
 RELEASE_NETS: dict[str, ReleaseNet] = {
     "voc-fcn32s": ReleaseNet("fcn32s_vgg16", 21, "voc"),
@@ -125,9 +130,17 @@ RELEASE_NETS: dict[str, ReleaseNet] = {
     "nyud-fcn32s-color-hha": ReleaseNet(
         "late_fusion", 40, "nyud", {"base": "fcn32s_vgg16", "stream_weights": [0.5, 0.5]}
     ),
+    "camvid-segnet": ReleaseNet("segnet_vgg16", 11, "camvid", _RAW_BGR),
+    "camvid-segnet-basic": ReleaseNet("segnet_basic", 11, "camvid", _RAW_BGR),
+    "camvid-bayesian-segnet": ReleaseNet("bayesian_segnet_vgg16", 11, "camvid", _RAW_BGR),
+    "camvid-bayesian-segnet-basic": ReleaseNet("bayesian_segnet_basic", 11, "camvid", _RAW_BGR),
     "nyud-fcn32s-color-d": ReleaseNet(
         "early_fusion", 40, "nyud", {"base": "fcn32s_vgg16", "in_channels": 4, "rule": "mean"}
     ),
+    # DeepLab's VGG16 releases (models/deeplab.py; constants.py names the prototxts): layer names
+    # conv1_1 ... fc8_voc12 (LargeFOV) and fc6_1 ... fc8_voc12_4 (ASPP) are fcnseg's own.
+    "deeplab-largefov": ReleaseNet("deeplab_largefov_vgg16", 21, "voc"),
+    "deeplab-aspp-vgg16": ReleaseNet("deeplab_aspp_vgg16", 21, "voc"),
 }
 
 
@@ -316,6 +329,35 @@ def expected_layer_names(model: nn.Module) -> list[str]:
     return [release_layer_names(path)[0] for path, _ in _weighted_modules(model)]
 
 
+def _layer_updates(
+    module_path: str, module: nn.Module, layer: CaffeLayer, state: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """State-dict entries of `module` from `layer`'s blobs (0: weight, 1: bias; SegNet's BN by
+    models/caffe_bn.py); a WeightsError naming the layer when they do not fit."""
+    name, blobs = layer.name, layer.blobs
+    if is_batch_norm(module):
+        return bn_updates(module_path, module, name, layer.type, blobs)
+    targets = [("weight", module.weight)]
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        targets.append(("bias", bias))
+    if len(blobs) < len(targets):
+        raise WeightsError(
+            f"layer {name} has {len(blobs)} blob(s), {module_path} needs {len(targets)}"
+        )
+    updates: dict[str, torch.Tensor] = {}
+    for (kind, tensor), blob in zip(targets, blobs, strict=False):
+        if blob.size != tensor.numel() or not blob_fits(blob.shape, tuple(tensor.shape)):
+            raise WeightsError(
+                f"layer {name} {kind} has shape {list(blob.shape)}, {module_path} needs "
+                f"{list(tensor.shape)}; build the net that matches the caffemodel (variant, "
+                "number of classes)"
+            )
+        key = f"{module_path}.{kind}"
+        updates[key] = torch.from_numpy(blob.reshape(tuple(tensor.shape))).to(state[key].dtype)
+    return updates
+
+
 def load_caffemodel(
     model: nn.Module, path: str | Path, strict: bool = True
 ) -> tuple[list[str], list[str]]:
@@ -340,25 +382,10 @@ def load_caffemodel(
         if name is None:
             missing.append(candidates[0])
             continue
-        weight = module.weight
-        blobs = layers[name].blobs
-        targets = [("weight", weight)]
-        bias = getattr(module, "bias", None)
-        if isinstance(bias, torch.Tensor):
-            targets.append(("bias", bias))
-        if len(blobs) < len(targets):
-            raise CaffeModelError(
-                f"{path}: layer {name} has {len(blobs)} blob(s), {module_path} needs {len(targets)}"
-            )
-        for (kind, tensor), blob in zip(targets, blobs, strict=False):
-            if blob.size != tensor.numel() or not blob_fits(blob.shape, tuple(tensor.shape)):
-                raise CaffeModelError(
-                    f"{path}: layer {name} {kind} has shape {list(blob.shape)}, {module_path} "
-                    f"needs {list(tensor.shape)}; build the net that matches the caffemodel "
-                    "(variant, number of classes)"
-                )
-            key = f"{module_path}.{kind}"
-            updates[key] = torch.from_numpy(blob.reshape(tuple(tensor.shape))).to(state[key].dtype)
+        try:
+            updates.update(_layer_updates(module_path, module, layers[name], state))
+        except WeightsError as error:
+            raise CaffeModelError(f"{path}: {error}") from None
         loaded.append(name)
     if strict and missing:
         raise CaffeModelError(

@@ -82,6 +82,7 @@ UNNORMALIZE: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[int, ..
         (0, 1, 2),
     ),
     "caffe_bgr": (tuple(CAFFE_MEAN_BGR), (1.0, 1.0, 1.0), (2, 1, 0)),
+    "caffe_bgr_raw": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (2, 1, 0)),  # BGR 0-255, no mean
 }
 
 

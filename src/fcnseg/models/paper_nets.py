@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -66,6 +66,9 @@ def _fc_head(
     return head, width
 
 
+#: A paper net (PaperFCN, DeepLabVGG): anything with an `encoder` and `in_channels`.
+_Net = TypeVar("_Net", bound=nn.Module)
+
 #: torchvision ImageNet weights of each paper encoder, by enum name (used for `pretrained=True`
 #: when cached locally, and for the `weights_available` flag of `fcnseg models`).
 VGG16_WEIGHTS = "VGG16_Weights.IMAGENET1K_V1"
@@ -73,10 +76,13 @@ ALEXNET_WEIGHTS = "AlexNet_Weights.IMAGENET1K_V1"
 GOOGLENET_WEIGHTS = "GoogLeNet_Weights.IMAGENET1K_V1"
 
 
-def _finish(
-    model: PaperFCN, encoder_weights: Any, pretrained: bool | str, enum_name: str
-) -> PaperFCN:
+def finish_paper_net(
+    model: _Net, encoder_weights: Any, pretrained: bool | str, enum_name: str
+) -> _Net:
     """Load the encoder weights the caller named, or resolve the `pretrained` policy.
+
+    Shared by every net with a torchvision-named encoder (`encoder.torchvision_keys`) and
+    `fc_sources`: the paper FCNs here and the DeepLab VGG16 nets (models/deeplab.py).
 
     `pretrained=True` with no `encoder_weights` uses torchvision's ImageNet checkpoint only if it
     is already in the local torch hub cache (nothing is downloaded implicitly); otherwise it is a
@@ -84,7 +90,7 @@ def _finish(
     warning instead; False never loads anything.
     """
     if encoder_weights is None and pretrained:
-        if _torchvision_weights_cached(enum_name)():
+        if torchvision_weights_cached(enum_name)():
             encoder_weights = enum_name
         elif pretrained == "auto":
             warnings.warn(
@@ -102,7 +108,7 @@ def _finish(
     return model
 
 
-def _with_channels(model: PaperFCN, in_channels: int) -> PaperFCN:
+def with_in_channels(model: _Net, in_channels: int) -> _Net:
     """`model` taking `in_channels` image channels: conv1 adapted after its weights are loaded
     (models.weights.adapted_first_layer_weight) and, for other than 3, "per_channel" inputs
     (an RGB preset has no numbers for the other bands)."""
@@ -159,7 +165,9 @@ def fcn_vgg16(
         fc_sources={"fc6": "classifier.0", "fc7": "classifier.3"},
         normalization=normalization,
     )
-    return _with_channels(_finish(model, encoder_weights, pretrained, VGG16_WEIGHTS), in_channels)
+    return with_in_channels(
+        finish_paper_net(model, encoder_weights, pretrained, VGG16_WEIGHTS), in_channels
+    )
 
 
 def fcn32s_alexnet(
@@ -184,7 +192,9 @@ def fcn32s_alexnet(
         fc_sources={"fc6": "classifier.1", "fc7": "classifier.4"},
         normalization=normalization,
     )
-    return _with_channels(_finish(model, encoder_weights, pretrained, ALEXNET_WEIGHTS), in_channels)
+    return with_in_channels(
+        finish_paper_net(model, encoder_weights, pretrained, ALEXNET_WEIGHTS), in_channels
+    )
 
 
 def fcn32s_caffenet(
@@ -218,7 +228,7 @@ def fcn32s_caffenet(
     model = PaperFCN(
         encoder, head, width, num_classes, upsample=upsample, normalization=normalization
     )
-    return _with_channels(model, in_channels)
+    return with_in_channels(model, in_channels)
 
 
 def fcn32s_googlenet(
@@ -247,11 +257,11 @@ def fcn32s_googlenet(
         upsample=upsample,
         normalization=normalization,
     )
-    model = _finish(model, encoder_weights, pretrained, GOOGLENET_WEIGHTS)
-    return _with_channels(model, in_channels)
+    model = finish_paper_net(model, encoder_weights, pretrained, GOOGLENET_WEIGHTS)
+    return with_in_channels(model, in_channels)
 
 
-def _torchvision_weights_cached(enum_name: str):
+def torchvision_weights_cached(enum_name: str):
     """A `weights_available` check: is the torchvision checkpoint in the local hub cache?"""
 
     def available() -> bool:
@@ -263,7 +273,7 @@ def _torchvision_weights_cached(enum_name: str):
     return available
 
 
-_VGG_WEIGHTS = _torchvision_weights_cached(VGG16_WEIGHTS)
+_VGG_WEIGHTS = torchvision_weights_cached(VGG16_WEIGHTS)
 for _variant in VARIANT_SKIPS:
     for _padded in (False, True):
         _suffix = "_padded" if _padded else ""
@@ -296,7 +306,7 @@ register_model(
     "fcn32s_alexnet",
     description="AlexNet FCN-32s (paper Table 1), torchvision AlexNet definition",
     family="fcn-paper",
-    weights_available=_torchvision_weights_cached(ALEXNET_WEIGHTS),
+    weights_available=torchvision_weights_cached(ALEXNET_WEIGHTS),
     paper_stage="fcn32s",
     release_solver="voc-fcn-alexnet",
 )(fcn32s_alexnet)
@@ -311,6 +321,6 @@ register_model(
     "fcn32s_googlenet",
     description="GoogLeNet FCN-32s (paper Table 1), last inception output scored",
     family="fcn-paper",
-    weights_available=_torchvision_weights_cached(GOOGLENET_WEIGHTS),
+    weights_available=torchvision_weights_cached(GOOGLENET_WEIGHTS),
     paper_stage="fcn32s",
 )(fcn32s_googlenet)

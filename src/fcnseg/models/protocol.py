@@ -28,7 +28,13 @@ FCN_VARIANTS: tuple[str, ...] = ("fcn32s", "fcn16s", "fcn8s", "fcn4s")
 
 #: Input normalisation presets (fcnseg.data.normalization gives their numbers); "per_channel":
 #: numbers measured on the training data (1 or N-band inputs), stored with the weights.
-NORMALIZATIONS: tuple[str, ...] = ("imagenet", "caffe_bgr", "tf_lite", "per_channel")
+NORMALIZATIONS: tuple[str, ...] = (
+    "imagenet",
+    "caffe_bgr",
+    "caffe_bgr_raw",
+    "tf_lite",
+    "per_channel",
+)
 
 #: The head a multi-head model is scored and displayed by when one number is wanted.
 PRIMARY_HEAD = "semantic"

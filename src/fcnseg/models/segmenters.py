@@ -143,6 +143,8 @@ def register_segmenters() -> None:
     """Register `<prefix>_<encoder>` for every preset of every head row and every backbone."""
     for head, row in HEADS.items():
         for encoder, entry in BACKBONES.items():
+            if row.encoders is not None and encoder not in row.encoders:
+                continue
             for prefix, options in row.presets.items():
                 register_model(
                     f"{prefix}_{encoder}",

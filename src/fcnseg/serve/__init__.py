@@ -57,13 +57,20 @@ def load_pool(
     mode: str | None = None,
     options: dict[str, Any] | None = None,
     device: str = "cpu",
+    mc_samples: int | None = None,
+    seed: int = 0,
+    crf: bool | None = None,
+    crf_options: dict[str, Any] | None = None,
 ) -> InferencePool:
     """Load a trained model once and put it behind a pool of `workers` inference threads.
 
     The model goes through the same `InferenceSession.load` as eval and predict, so `engine`
     (the runtime: "auto", "torch", "onnxruntime", "onnxruntime-int8") is resolved the same way:
     the ONNX graph is exported and checked once per weights file and reused from its cache at
-    every later start. Each worker's runtime gets cores // workers threads.
+    every later start. Each worker's runtime gets cores // workers threads. `mc_samples`/`seed`:
+    Monte-Carlo dropout (InferenceSession.load); each answer then carries the uncertainty map.
+    `crf`/`crf_options`: the dense CRF every request gets unless it says crf=0 (--crf, --no-crf,
+    --crf-*).
     """
     from fcnseg.choices import RUNTIME_CHOICES
     from fcnseg.engine.session import InferenceSession
@@ -82,6 +89,10 @@ def load_pool(
         mode=mode,
         options=options,
         threads=threads,
+        mc_samples=mc_samples,
+        seed=seed,
+        crf=crf,
+        crf_options=crf_options,
     )
     return InferencePool(session, workers=workers, queue=queue, threads=threads)
 

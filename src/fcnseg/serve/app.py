@@ -7,7 +7,8 @@ Routes:
     GET  /v1/samples       the sample scenes: [{"name", "url"}]
     GET  /v1/samples/N.png one sample scene
     POST /v1/segment       multipart field "image" (or a raw image body) -> JSON, or with
-                           ?format=png the class-index PNG itself
+                           ?format=png the class-index PNG itself; ?crf=1 / ?crf=0 turns the
+                           dense CRF on or off for this image (default: the server's --crf)
 
 Every error a client can see is JSON {"error": message, "status": code}; no traceback leaves
 the process (the log keeps it, tagged with the request id the client also gets). One log line
@@ -36,12 +37,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fcnseg.errors import UsageError
 from fcnseg.serve.connection import ClientGone, read_body, wait_for_disconnect
 from fcnseg.serve.limits import (
     MULTIPART_SLACK,
+    OpenedUpload,
     ServeLimits,
     UploadError,
     check_size,
@@ -59,6 +61,15 @@ log = logging.getLogger("fcnseg.serve")
 CLOSE: dict[str, str] = {"Connection": "close"}
 #: Multipart field names accepted for the image (the page sends "image").
 UPLOAD_FIELDS: tuple[str, ...] = ("image", "file")
+#: Values of the `crf` query parameter: on, off (absent: the server's default).
+CRF_WORDS: dict[str, bool] = {
+    "1": True,
+    "true": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "off": False,
+}
 
 
 def page_html() -> str:
@@ -269,9 +280,16 @@ def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -
     """POST /v1/segment: admission, upload limits, the work on a pool thread, the answer."""
 
     @app.post("/v1/segment")
-    async def segment(request: Request, format: str = "json") -> Response:
+    async def segment(request: Request, format: str = "json", crf: str | None = None) -> Response:
         if format not in ("json", "png"):
             return _error(400, f"format must be 'json' or 'png', got {format!r}")
+        if crf is not None and crf.lower() not in CRF_WORDS:
+            return _error(400, f"crf must be 1 or 0 (on or off), got {crf[:20]!r}")
+        use_crf = CRF_WORDS[crf.lower()] if crf is not None else None
+        try:
+            pool.check_crf_request(use_crf)
+        except UsageError as error:
+            return _error(400, str(error))
         try:
             pool.acquire()  # before a byte of the body: a full server buffers nothing more
         except QueueFull as error:
@@ -280,8 +298,9 @@ def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -
         try:
             data = await _upload_bytes(request, limits)
             check_size(len(data), limits)
-            image = open_upload(data, limits, pool.session.request_pixels)
-            rgb, result, png = await _run_while_connected(request, pool, image, len(data))
+            channels = pool.session.in_channels
+            image = open_upload(data, limits, pool.session.request_pixels, channels)
+            _, result, png = await _run_while_connected(request, pool, image, len(data), use_crf)
         except UploadError as error:  # the body may be unread: close rather than wait for it
             return _error(error.status, error.message, headers=CLOSE)
         finally:
@@ -292,6 +311,8 @@ def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -
             "X-Inference-Ms": f"{result.inference_ms:.1f}",
             "X-Image-Size": f"{width}x{height}",
         }
+        if result.crf_ms is not None:
+            timing["X-Crf-Ms"] = f"{result.crf_ms:.1f}"
         if format == "png":
             return Response(png, media_type="image/png", headers=timing)
         payload = _segment_json(pool, result, png, total_ms)
@@ -299,7 +320,7 @@ def _add_segment_route(app: FastAPI, pool: InferencePool, limits: ServeLimits) -
 
 
 async def _run_while_connected(
-    request: Request, pool: InferencePool, image: Image.Image, received: int
+    request: Request, pool: InferencePool, image: OpenedUpload, received: int, crf: bool | None
 ) -> tuple[Any, Segmentation, bytes]:
     """The work on a pool thread, abandoned as soon as the client disconnects.
 
@@ -308,7 +329,7 @@ async def _run_while_connected(
     Either way the caller frees the slot at once and `ClientGone` is raised.
     """
     gone = threading.Event()
-    work = asyncio.ensure_future(pool.run(_work, pool, image, gone))
+    work = asyncio.ensure_future(pool.run(_work, pool, image, gone, crf))
     watch = asyncio.ensure_future(wait_for_disconnect(request.receive))
     try:
         done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -350,7 +371,14 @@ def _segment_json(pool: InferencePool, result: Segmentation, png: bytes, total_m
         "inference_ms": round(result.inference_ms, 1),
         "total_ms": round(total_ms, 1),
         "mode": pool.mode,
+        "crf": result.crf_ms is not None,
+        "crf_ms": None if result.crf_ms is None else round(result.crf_ms, 1),
     }
+    if result.uncertainty is not None and result.uncertainty_png is not None and pool.session.mc:
+        # MC dropout: the heat map of the mean's entropy / log C (inference.mc_dropout).
+        payload["uncertainty_png"] = base64.b64encode(result.uncertainty_png).decode("ascii")
+        payload["mean_uncertainty"] = round(float(result.uncertainty.mean()), 4)
+        payload["mc_samples"] = pool.session.mc.samples
     return payload
 
 
@@ -362,15 +390,15 @@ def _busy(retry_after: int) -> JSONResponse:
     )
 
 
-def _work(pool: InferencePool, image: Image.Image, gone: threading.Event):
-    """Decode, segment and encode one upload on a worker thread (all CPU-bound work); each
-    step first checks that the client is still there."""
+def _work(pool: InferencePool, image: OpenedUpload, gone: threading.Event, crf: bool | None):
+    """Decode (to the model's band count), segment and encode one upload on a worker thread
+    (all CPU-bound work); each step first checks that the client is still there."""
     if gone.is_set():
         raise ClientGone()
-    rgb = decode_opened(image)
+    values = decode_opened(image, pool.session.in_channels)
     if gone.is_set():
         raise ClientGone()
-    result = pool.segment(rgb)
+    result = pool.segment(values, crf)
     if gone.is_set():
         raise ClientGone()
-    return rgb, result, mask_png(result.labels, pool.palette)
+    return values, result, mask_png(result.labels, pool.palette)

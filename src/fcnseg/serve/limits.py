@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fcnseg.errors import UsageError
+from fcnseg.errors import DataError, UsageError
 
 #: Decoders an upload may use (Pillow format names).
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
@@ -136,38 +136,153 @@ def check_pixels(width: int, height: int, limits: ServeLimits, cost: PixelCost |
     )
 
 
-def open_upload(data: bytes, limits: ServeLimits, cost: PixelCost | None = None) -> Image.Image:
-    """An upload opened lazily: its header read and its size checked, no pixel decoded.
+#: Peak-RSS bytes one request pixel stands for (InferenceSpec.request_pixels: ~450 B per
+#: forward pixel measured on the shipped CamVid nets).
+REQUEST_PIXEL_BYTES: int = 450
+#: How uploads are named in messages.
+UPLOAD_NAME: str = "the upload"
 
-    Why lazily: `Image.open` reads only the header, so a 40 kB file that declares 2000 x 2000
-    (or 50000 x 50000) pixels is refused here before it costs its decoded size in memory.
+
+def input_bytes_per_pixel(bands: int, dtype: np.dtype, channels: int) -> int:
+    """Bytes per image pixel an upload's own arrays hold while it is served.
+
+    The decoded samples (`bands` x itemsize); for data other than uint8 the conversion to
+    values (`image_values`: a float64 quotient for integers, a float32 copy for floats) and the
+    float32 values of the model's `channels`; then those channels as a C x H x W copy and as the
+    float32 normalised batch. uint8 values are the decoded array itself (or its grey repeated),
+    and their C x H x W copy is uint8.
     """
-    check_size(len(data), limits)
+    dtype = np.dtype(dtype)
+    raw = bands * dtype.itemsize
+    if dtype == np.uint8:
+        return raw + channels * (1 + 1 + 4)
+    quotient = 8 if np.issubdtype(dtype, np.integer) else 4
+    return raw + bands * quotient + channels * (4 + 4 + 4)
+
+
+#: An 8-bit RGB upload's arrays: inside the per-request-pixel cost the budget was measured with.
+RGB8_INPUT_BYTES: int = input_bytes_per_pixel(3, np.dtype(np.uint8), 3)
+
+
+def upload_cost(cost: PixelCost | None, bytes_per_pixel: int) -> PixelCost:
+    """`cost` (request pixels; None: the image's pixels) plus, in request pixels, the bytes per
+    pixel an upload's arrays take beyond an 8-bit RGB upload's (REQUEST_PIXEL_BYTES each): a
+    16-bit, float or many-band upload decodes to arrays several times larger than those the
+    budget was measured with, and the budget must see them before they are allocated."""
+    base = cost or (lambda h, w: h * w)
+    extra = max(0, bytes_per_pixel - RGB8_INPUT_BYTES)
+    if not extra:
+        return base
+    return lambda h, w: base(h, w) + math.ceil(h * w * extra / REQUEST_PIXEL_BYTES)
+
+
+@dataclass(frozen=True)
+class OpenedUpload:
+    """An upload whose header was read and checked; no pixel decoded yet.
+
+    `image` is the lazily opened Pillow image for Pillow's formats (and palette TIFFs); None
+    for TIFF and `.npy` files, which `fcnseg.data.bands` decodes from `data` with every band
+    and its bit depth. `bands` and `dtype` are the decoded samples' (what the budget counts).
+    """
+
+    data: bytes
+    width: int
+    height: int
+    bands: int
+    dtype: np.dtype
+    image: Image.Image | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+def _pillow_samples(image: Image.Image) -> tuple[int, np.dtype]:
+    """(bands, sample type) Pillow decodes an image of this mode to."""
+    if image.mode.startswith("I;16"):
+        return 1, np.dtype(np.uint16)
+    if image.mode in ("I", "F"):
+        return 1, np.dtype(np.int32 if image.mode == "I" else np.float32)
+    return len(image.getbands()), np.dtype(np.uint8)
+
+
+def _open_with_pillow(data: bytes) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError:
         raise UploadError(413, "the image declares too many pixels to decode safely") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         raise UploadError(
             400,
-            "the upload is not an image this server can read; send a PNG, JPEG, WebP, BMP, GIF "
-            "or TIFF file",
+            "the upload is not an image this server can read; send a PNG, JPEG, WebP, BMP, GIF, "
+            "TIFF or NumPy .npy file",
         ) from None
-    width, height = image.size
+
+
+def open_upload(
+    data: bytes, limits: ServeLimits, cost: PixelCost | None = None, channels: int = 3
+) -> OpenedUpload:
+    """An upload opened lazily: its header read and checked, no pixel decoded.
+
+    Why lazily: the header alone says how many pixels, bands and bytes per sample a file
+    holds, so a 40 kB file that declares 2000 x 2000 (or 50000 x 50000) pixels, or a cube
+    whose decoded arrays would not fit the budget (`upload_cost`: the real bytes per pixel),
+    is refused (413) before it costs its decoded size in memory; one whose band count cannot
+    become the model's `channels` is refused (400) with the rule's one line. TIFF and `.npy`
+    files are recognised by their first bytes and read as `fcnseg predict` reads them.
+    """
+    from fcnseg.data import bands as band_rules
+
+    check_size(len(data), limits)
+    try:
+        header = band_rules.stream_header(data, UPLOAD_NAME)
+    except DataError as error:
+        raise UploadError(400, str(error)) from None
+    image = None
+    if header is not None:
+        width, height, count, dtype = header.width, header.height, header.bands, header.dtype
+    else:
+        image = _open_with_pillow(data)
+        (width, height), (count, dtype) = image.size, _pillow_samples(image)
     if width < 1 or height < 1:
         raise UploadError(400, f"the image has no pixels ({width} x {height})")
-    check_pixels(width, height, limits, cost)
-    return image
+    bytes_per_pixel = input_bytes_per_pixel(count, dtype, channels)
+    check_pixels(width, height, limits, upload_cost(cost, bytes_per_pixel))
+    if header is not None or channels not in (1, 3):  # Pillow's images become 1 or 3 bands
+        have = count if image is None else band_rules.pillow_bands(image)
+        try:
+            band_rules.match_channels(np.empty((1, 1, have), np.uint8), channels, UPLOAD_NAME)
+        except DataError as error:
+            raise UploadError(400, str(error)) from None
+    return OpenedUpload(data, width, height, count, dtype, image)
 
 
-def decode_opened(image: Image.Image) -> np.ndarray:
-    """The pixels of an image `open_upload` accepted, as uint8 RGB H x W x 3.
+def decode_opened(upload: OpenedUpload, channels: int = 3) -> np.ndarray:
+    """The values of an upload `open_upload` accepted: H x W x `channels`, uint8 for 8-bit
+    data and float32 on the [0, 1] scale otherwise.
 
-    The same conversions as `fcnseg.data.io.read_image` (EXIF orientation, alpha dropped,
-    greyscale / palette / 16-bit to 8-bit RGB), so the server sees what `fcnseg predict` sees.
+    The rules of `fcnseg.data.io.read_values`, so the server sees what `fcnseg predict` sees:
+    EXIF orientation, alpha dropped, greyscale repeated for RGB; 16-bit data divided by 65535
+    (never shifted), floats kept; every band of a TIFF or `.npy`. An 8-bit RGB upload for an
+    RGB model is the decoded array itself, as before.
     """
-    from fcnseg.data.io import to_rgb_array  # the package's one set of decoding rules
+    from fcnseg.data import bands as band_rules
+    from fcnseg.data.io import check_pixel_count, pil_values
 
+    try:
+        if upload.image is None:
+            raw = band_rules.read_stream(upload.data, UPLOAD_NAME, check_pixel_count)
+            if raw is None:  # pragma: no cover - open_upload read its header as TIFF or .npy
+                raise UploadError(400, "the upload's header and its data disagree")
+            values = band_rules.image_values(raw, UPLOAD_NAME)
+            return band_rules.match_channels(values, channels, UPLOAD_NAME)
+        return pil_values(_loaded(upload.image), channels, UPLOAD_NAME)
+    except DataError as error:
+        raise UploadError(400, str(error)) from None
+
+
+def _loaded(image: Image.Image) -> Image.Image:
+    """A lazily opened Pillow image decoded, EXIF orientation applied (UploadError if bad)."""
     try:
         image.load()
     except Image.DecompressionBombError:
@@ -177,12 +292,14 @@ def decode_opened(image: Image.Image) -> np.ndarray:
             400, f"the {image.format} file is corrupt or truncated; re-export it and try again"
         ) from None
     try:
-        image = ImageOps.exif_transpose(image) or image
+        return ImageOps.exif_transpose(image) or image
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
-        pass
-    return to_rgb_array(image)
+        return image
 
 
-def decode_upload(data: bytes, limits: ServeLimits, cost: PixelCost | None = None) -> np.ndarray:
-    """An uploaded file's bytes -> uint8 RGB array H x W x 3, or an UploadError."""
-    return decode_opened(open_upload(data, limits, cost))
+def decode_upload(
+    data: bytes, limits: ServeLimits, cost: PixelCost | None = None, channels: int = 3
+) -> np.ndarray:
+    """An uploaded file's bytes -> H x W x `channels` values (decode_opened), or an
+    UploadError."""
+    return decode_opened(open_upload(data, limits, cost, channels), channels)

@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcnseg.engine.render import palette_image
+from fcnseg.engine.render import palette_image, uncertainty_image
 from fcnseg.engine.session import InferenceSession
 from fcnseg.errors import UsageError
+from fcnseg.inference.crf import crf_available
+from fcnseg.inference.crf_params import CrfParams
 from fcnseg.inference.runtimes import FixedSizeGraphs
 
 
@@ -42,10 +44,15 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class Segmentation:
-    """One image's result: class ids (H x W uint8 or int64) and the inference time."""
+    """One image's result: class ids (H x W uint8 or int64), the inference time (the CRF's
+    included), the dense CRF's own time (None when it did not run) and, with MC dropout, the
+    uncertainty (H x W float in [0, 1]) and its heat-map PNG."""
 
     labels: np.ndarray
     inference_ms: float
+    crf_ms: float | None = None
+    uncertainty: np.ndarray | None = None
+    uncertainty_png: bytes | None = None
 
 
 class QueueFull(Exception):
@@ -78,6 +85,9 @@ class InferencePool:
         if queue < 0:
             raise UsageError(f"--queue must be 0 or more, got {queue}")
         self.session = session
+        #: The CRF a request with crf=1 runs: the session's default, else the weights' stored
+        #: parameters, else DeepLab's (fcnseg.inference.crf_params).
+        self.crf_params = session.crf or session.metadata.crf or CrfParams()
         self.workers = workers
         self.queue = queue
         self.capacity = workers + queue
@@ -149,13 +159,43 @@ class InferencePool:
             return self.running
 
     # ----------------------------------------------------------------------- work (threads)
-    def segment(self, rgb: np.ndarray) -> Segmentation:
-        """Class ids of an H x W x 3 uint8 image (runs on a worker thread)."""
-        image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    def segment(self, values: np.ndarray, crf: bool | None = None) -> Segmentation:
+        """Class ids of an H x W x C image of the model's band count (uint8 0-255, or float32
+        on the [0, 1] scale: `serve.limits.decode_opened`); runs on a worker thread. `crf` turns
+        the dense CRF on or off for this image (None: the server's default, `--crf`/stored)."""
+        image = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))
+        use_crf = self.session.crf is not None if crf is None else crf
+        params = self.crf_params if use_crf else None
         started = time.perf_counter()
-        labels = self.session.labels([image])[0].numpy()
+        if self.session.mc is None:
+            labels, crf_s = self.session.labels_with_crf([image], params)
+            elapsed_ms = 1000 * (time.perf_counter() - started)
+            crf_ms = 1000 * crf_s if params is not None else None
+            return Segmentation(labels=labels[0].numpy(), inference_ms=elapsed_ms, crf_ms=crf_ms)
+        # MC dropout: the mean of the passes, refined by this request's CRF (a session copy
+        # with its own timer gives the CRF's time).
+        session = self.session.with_crf(params)
+        labels, uncertainty = session.segment([image])
         elapsed_ms = 1000 * (time.perf_counter() - started)
-        return Segmentation(labels=labels, inference_ms=elapsed_ms)
+        crf_ms = 1000 * session.crf_timer.seconds if params is not None else None
+        unsure = uncertainty[0].numpy() if uncertainty is not None else None
+        heat = io.BytesIO()
+        if unsure is not None:
+            uncertainty_image(unsure).save(heat, format="PNG", optimize=False)
+        return Segmentation(
+            labels=labels[0].numpy(),
+            inference_ms=elapsed_ms,
+            crf_ms=crf_ms,
+            uncertainty=unsure,
+            uncertainty_png=heat.getvalue() if unsure is not None else None,
+        )
+
+    def check_crf_request(self, crf: bool | None) -> None:
+        """UsageError in one line when a request asks for the CRF this server cannot run."""
+        if crf:
+            from fcnseg.engine.session import check_crf_usable
+
+            check_crf_usable(self.session.loaded, "crf=1")
 
     # ---------------------------------------------------------------------------- describing
     @property
@@ -176,6 +216,7 @@ class InferencePool:
             "classes": self.classes,
             "palette": self.palette,
             "normalization": metadata.normalization,
+            "in_channels": self.session.in_channels,
             "ignore_index": metadata.ignore_index,
             "data_format": metadata.data_format,
             "inference": {"mode": self.mode, "options": _jsonable(self.session.spec.options())},
@@ -184,6 +225,12 @@ class InferencePool:
             "workers": self.workers,
             "threads_per_worker": self.threads,
             "queue": self.queue,
+            "mc_dropout": self.session.mc.as_json() if self.session.mc is not None else None,
+            "crf": {
+                "default": self.session.crf is not None,
+                "available": crf_available(),
+                "params": self.crf_params.as_dict(),
+            },
         }
 
 
@@ -234,7 +281,7 @@ def prepare_graph_sizes(
     lines: list[str] = []
     runnable.after_calls = 1
     for height, width in sizes:
-        pool.segment(np.zeros((height, width, 3), dtype=np.uint8))
+        pool.segment(np.zeros((height, width, pool.session.in_channels), dtype=np.uint8))
         lines.append(f"fixed-size ONNX graphs ready for {height}x{width} uploads")
     runnable.freeze()
     return lines

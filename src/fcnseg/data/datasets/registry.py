@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fcnseg.data.datasets.base import JointTransform, SegmentationDataset
-from fcnseg.errors import RecipeError
+from fcnseg.errors import DataError, RecipeError
 
 #: Format name -> "module:Class" (modules relative to fcnseg.data.datasets).
 DATASET_FORMATS: dict[str, str] = {
@@ -73,6 +73,11 @@ def build_dataset(
     drops classes the same way for every format.
     """
     cls = get_dataset_class(format)
+    if root is None and format != "synthetic":  # the one format generated, not read
+        raise DataError(
+            f"dataset format {format!r} needs the dataset's folder; pass --data-root "
+            "(or data.root in the recipe)"
+        )
     if not class_map:
         return cls(root, split=split, transform=transform, **kwargs)
     from fcnseg.data.datasets.class_map import ClassMapped

@@ -97,7 +97,7 @@ class SequentialEncoder(Backbone):
         return features
 
 
-def _divide(width: int, divisor: int, what: str) -> int:
+def divide_width(width: int, divisor: int, what: str) -> int:
     if width % divisor:
         raise ModelOptionError(
             f"width_divisor={divisor} does not divide the {width} channels of {what}; "
@@ -121,7 +121,7 @@ def vgg16_encoder(*, padded: bool = False, width_divisor: int = 1) -> Sequential
     torchvision_index = 0  # position in torchvision's `features` Sequential
     for block, widths in enumerate(VGG16_BLOCKS, start=1):
         for conv, width in enumerate(widths, start=1):
-            out_channels = _divide(width, width_divisor, f"conv{block}_{conv}")
+            out_channels = divide_width(width, width_divisor, f"conv{block}_{conv}")
             first = block == 1 and conv == 1
             pad = _VGG_PAD if padded or not first else FCN_CONV1_PAD
             name = f"conv{block}_{conv}"
@@ -158,10 +158,10 @@ def narrow_(module: nn.Module, divisor: int) -> nn.Module:
         if isinstance(child, nn.Conv2d):
             in_channels = child.in_channels
             if in_channels != IMAGE_CHANNELS:
-                in_channels = _divide(in_channels, divisor, name)
+                in_channels = divide_width(in_channels, divisor, name)
             replacement: nn.Module = nn.Conv2d(
                 in_channels,
-                _divide(child.out_channels, divisor, name),
+                divide_width(child.out_channels, divisor, name),
                 child.kernel_size,
                 stride=child.stride,
                 padding=child.padding,
@@ -173,7 +173,7 @@ def narrow_(module: nn.Module, divisor: int) -> nn.Module:
             setattr(
                 module,
                 name,
-                nn.BatchNorm2d(_divide(child.num_features, divisor, name), eps=child.eps),
+                nn.BatchNorm2d(divide_width(child.num_features, divisor, name), eps=child.eps),
             )
         else:
             narrow_(child, divisor)
@@ -223,7 +223,7 @@ def alexnet_encoder(
     encoder = SequentialEncoder(
         layers,
         taps={stride_key(32): last_pool},
-        channels={stride_key(32): _divide(channels[-1], width_divisor, "conv5")},
+        channels={stride_key(32): divide_width(channels[-1], width_divisor, "conv5")},
         torchvision_keys=torchvision_keys,
     )
     grid = net.avgpool.output_size
@@ -244,7 +244,7 @@ def caffenet_encoder(*, width_divisor: int = 1) -> SequentialEncoder:
     in_channels = IMAGE_CHANNELS
     size, alpha, beta, k = CAFFENET_LRN
     for index, (width, kernel, stride, pad, groups) in enumerate(CAFFENET_CONVS, start=1):
-        out_channels = _divide(width, width_divisor, f"conv{index}")
+        out_channels = divide_width(width, width_divisor, f"conv{index}")
         conv = nn.Conv2d(in_channels, out_channels, kernel, stride, pad, groups=groups)
         layers += [(f"conv{index}", conv), (f"relu{index}", nn.ReLU(inplace=True))]
         if index in (1, 2, 5):
@@ -298,7 +298,7 @@ def googlenet_encoder(
     encoder = SequentialEncoder(
         layers,
         taps={stride_key(32): last},
-        channels={stride_key(32): _divide(width, width_divisor, last)},
+        channels={stride_key(32): divide_width(width, width_divisor, last)},
         torchvision_keys=torchvision_keys,
     )
     return narrow_(encoder, width_divisor), float(net.dropout.p)

@@ -3,7 +3,8 @@
 A head (`base.DecodeHead`) turns named backbone features into class scores; the segmentation
 shell (`fcnseg.models.shell`) runs it behind any backbone. `HEADS` says which heads exist and
 under which names: `fcnseg.models.segmenters` registers every row on every backbone of
-`fcnseg.models.backbones.BACKBONES` (`fcn8s_resnet18`, `fpnlite_efficientnet_lite0`, ...).
+`fcnseg.models.backbones.BACKBONES` (`fcn8s_resnet18`, `fpnlite_efficientnet_lite0`,
+`unet_mobilenet_v2`, ...).
 Adding a head is one `DecodeHead` subclass plus one row here (docs/architecture.md, "How to add
 a decode head").
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fcnseg.models.heads.aspp import ASPP_ENCODERS, ASPP_PRESETS, ASPPHead
 from fcnseg.models.heads.base import DecodeHead, require_features
 from fcnseg.models.heads.fcn import (
     FCN_PAPER_STAGES,
@@ -23,6 +25,7 @@ from fcnseg.models.heads.fcn import (
     fcn_name_prefix,
 )
 from fcnseg.models.heads.fpn_lite import FPNLiteHead
+from fcnseg.models.heads.unet import UNetHead
 from fcnseg.models.shell import SegmentationShell
 
 
@@ -35,8 +38,9 @@ class HeadRow:
     """
 
     head: type[DecodeHead]
-    #: Registered-name prefix -> head options preset under that name ("fcn8s" -> variant fcn8s);
-    #: the model `<prefix>_<encoder>` exists for every backbone.
+    #: Registered-name prefix -> head options preset under that name ("fcn8s" -> variant fcn8s;
+    #: a preset may also set a shell option, as "deeplab_aspp" sets output_stride 8); the model
+    #: `<prefix>_<encoder>` exists for every backbone (of `encoders`).
     presets: Mapping[str, Mapping[str, Any]]
     #: What the head is, for `fcnseg models`; "{prefix}" is replaced by the preset's prefix and
     #: " on <backbone description>" is appended.
@@ -50,6 +54,8 @@ class HeadRow:
     name_prefix: Callable[[Mapping[str, Any]], str] | None = None
     #: The shell class the models of this row are (a subclass names the net in exports).
     model: type[SegmentationShell] = SegmentationShell
+    #: Backbones (keys of BACKBONES) the row is registered on; None: every backbone.
+    encoders: tuple[str, ...] | None = None
 
     def prefix_of(self, options: Mapping[str, Any]) -> str:
         """The registered-name prefix a model built with head `options` is known by."""
@@ -76,14 +82,29 @@ HEADS: dict[str, HeadRow] = {
         description="FPN-lite head (top-down sum of s32/s16/s8, one 3x3 block)",
         family="fpnlite",
     ),
+    "aspp": HeadRow(
+        ASPPHead,
+        presets=ASPP_PRESETS,
+        description="DeepLab-v2 ASPP head (3x3 scorers at rates 6/12/18/24, summed; stride 8)",
+        family="deeplab",
+        encoders=ASPP_ENCODERS,
+    ),
+    "unet": HeadRow(
+        UNetHead,
+        presets={"unet": {}},
+        description="padded U-Net decoder (s32 -> s4, skips concatenated, 3x3 conv+BN pairs)",
+        family="unet",
+    ),
 }
 
 __all__ = [
     "HEADS",
+    "ASPPHead",
     "DecodeHead",
     "FCNHead",
     "FPNLiteHead",
     "HeadRow",
     "SkipFCN",
+    "UNetHead",
     "require_features",
 ]
