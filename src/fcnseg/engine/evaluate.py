@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,7 @@ def evaluate_heads(
     """Scores per output head (one entry, "semantic", for single-head models).
 
     `refine(images, logits)` replaces the primary head's logits of each batch before scoring
-    (`fcnseg eval --crf`: the dense CRF, which needs the images' colours).
-
-    `on_batch(predicted_ids, target)` is called for every batch of the primary head, in loader
+    (`fcnseg eval --crf`: the dense CRF, which needs the images' colours). `on_batch(predicted_ids, target)` is called for every batch of the primary head, in loader
     order: the HTML report (fcnseg.report) takes per-image scores and the worst images from it
     without a second pass over the data. `forward(images)` gives a batch's logits in place of
     `predict_logits(model, mode, options)`: an inference session's own (its MC dropout).
@@ -93,17 +92,13 @@ def evaluate_heads(
         from tqdm import tqdm
 
         batches = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
+    if forward is None:
+        forward = partial(predict_logits, model, mode=mode, **(options or {}))
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
     with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         for images, masks in batches:
             images = images.to(device, non_blocking=True)
-            if forward is not None:
-                outputs = as_heads(forward(images))
-            else:
-                outputs = as_heads(predict_logits(model, images, mode=mode, **(options or {})))
-            if refine is not None:
-                primary = primary_head_name(outputs)
-                outputs[primary] = refine(images, outputs[primary])
+            outputs = _batch_outputs(forward, refine, images)
             seen |= _score_batch(outputs, masks, confusions, (num_classes, ignore_index), on_batch)
     for head in sorted(confusions):  # the same order on every rank
         confusions[head].reduce_()
@@ -114,6 +109,19 @@ def evaluate_heads(
         for head, confusion in confusions.items()
         if head in seen or int(confusion.matrix.sum()) > 0
     }
+
+
+def _batch_outputs(
+    forward: Callable[[Tensor], Tensor | dict[str, Tensor]],
+    refine: Callable[[Tensor, Tensor], Tensor] | None,
+    images: Tensor,
+) -> dict[str, Tensor]:
+    """Every head's logits of one batch, the primary head's refined by `refine` when given."""
+    outputs = as_heads(forward(images))
+    if refine is not None:
+        primary = primary_head_name(outputs)
+        outputs[primary] = refine(images, outputs[primary])
+    return outputs
 
 
 def _score_batch(

@@ -38,6 +38,7 @@ from fcnseg.engine.predict_outputs import (
     check_targets,
     output_targets,
 )
+from fcnseg.engine.predict_ranks import agree_on_outcome
 from fcnseg.engine.render import overlay_image, palette_image
 from fcnseg.engine.session import InferenceSession
 from fcnseg.errors import FcnsegError, UsageError
@@ -295,7 +296,7 @@ def run_prediction(
     torchrun rank r
     predicts inputs i with i % world == r under the names of all inputs, so each is written
     once; `report.counts()` sums the ranks. `announce(report)` runs on rank 0 only and
-    `on_error(error)` on the lowest failing rank only, both before the ranks part (`_agree`), so
+    `on_error(error)` on the lowest failing rank only, both before the ranks part (`predict_ranks.agree_on_outcome`), so
     torchrun, which stops every worker once one exits, cannot cut the summary or the error
     line short; with `on_error`, every rank then raises `distributed.PeerFailed` (reported),
     without it the failing rank raises its error and the others PeerFailed.
@@ -327,7 +328,7 @@ def run_prediction(
             )
         except (FcnsegError, OSError) as caught:
             error = caught
-        return _agree(report, error, torch_device, on_error, announce)
+        return agree_on_outcome(report, error, torch_device, on_error, announce)
 
 
 def _predict_this_rank(
@@ -361,46 +362,3 @@ def _predict_this_rank(
     )
     report.crf_line = session.crf_line()
     return report
-
-
-def _agree(
-    report: PredictionRun | None,
-    error: BaseException | None,
-    device: torch.device,
-    on_error: Callable[[BaseException], None] | None,
-    announce: Callable[[PredictionRun], None] | None,
-) -> PredictionRun:
-    """The outcome every rank agrees on (see run_prediction): the lowest failing rank's error,
-    else the report with the counts summed over the ranks.
-
-    Why agree first: a rank that raised and left while the others waited in a collective made
-    them fail with gloo's own traceback, and one that left first had torchrun kill the others
-    before they printed; now every rank learns the outcome in one collective, the one line (or
-    the summary) is printed, and only then does any rank leave (a barrier)."""
-    world = distributed.world_size()
-    failed = distributed.first_failed_rank(error is not None, device)
-    if failed is not None:
-        reporter = error is not None and failed == distributed.rank()
-        if world == 1 or on_error is None:
-            if reporter:
-                raise error  # type: ignore[misc]
-        else:
-            if reporter:
-                on_error(error)  # type: ignore[arg-type]
-            distributed.barrier()
-        raise distributed.PeerFailed(f"rank {failed} failed and reported the error")
-    assert report is not None
-    if world > 1:
-        report.world_counts = _summed_over_ranks(report, device)
-    if announce is not None and report.rank == 0:
-        announce(report)
-    distributed.barrier()
-    return report
-
-
-def _summed_over_ranks(report: PredictionRun, device: torch.device) -> tuple[int, int]:
-    """(files written, inputs failed) summed over every torchrun rank."""
-    counts = torch.tensor([len(report.written), len(report.failed)], dtype=torch.int64)
-    counts = counts.to(device if device.type == "cuda" else "cpu")
-    torch.distributed.all_reduce(counts)
-    return int(counts[0]), int(counts[1])
