@@ -41,6 +41,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from fcnseg.constants import ENET_CLASS_WEIGHT_C
 from fcnseg.data.datasets.base import DataError, SegmentationDataset
 from fcnseg.data.datasets.registry import build_dataset
 from fcnseg.data.io import IMAGE_SUFFIXES, check_pixel_count
@@ -76,6 +77,10 @@ class ClassStatistics:
     def median_frequency_weights(self) -> list[float]:
         return median_frequency_weights(self.pixels, self.image_pixels)
 
+    @property
+    def enet_weights(self) -> list[float]:
+        return enet_class_weights(self.share)
+
 
 @dataclass
 class CheckReport:
@@ -106,6 +111,14 @@ def median_frequency_weights(pixels: list[int], image_pixels: list[int]) -> list
         median / (p / t) if p > 0 and t > 0 else 0.0
         for p, t in zip(pixels, image_pixels, strict=True)
     ]
+
+
+def enet_class_weights(shares: list[float], c: float = ENET_CLASS_WEIGHT_C) -> list[float]:
+    """ENet's w_c = 1 / ln(c + p_c), p_c a class's share of all pixels (void included, as the
+    release's histogram), 0 for absent classes. Why this rule: it stays in [1, 1/ln(c)] (about
+    50 for c = 1.02), so rare classes weigh more without the extreme weights that inverse
+    frequency gives a class seen in a handful of pixels (ENet paper, section 5.1)."""
+    return [1.0 / math.log(c + share) if share > 0 else 0.0 for share in shares]
 
 
 def _head_infos(dataset: Any) -> dict[str, tuple[tuple[str, ...], int]]:

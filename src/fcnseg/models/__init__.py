@@ -5,10 +5,16 @@ registry (`registry.py`); `build_model` (`factory.py`) then builds any name. The
 `paper_fcn` (the authors' Caffe nets, exactly) and `paper_nets` (their builders and names),
 `shell` (any backbone + any decode head),
 `heads/` (decode heads and the head table), `segmenters` (every head on every backbone),
-`fusion` (RGB-D fusion), `multihead` (one trunk, a dictionary of heads), `backbones/` (encoder table).
+`fusion` (RGB-D fusion), `enet` (ENet, a whole net), `multihead` (one trunk, a dictionary of heads), `backbones/` (encoder table).
 """
 
-from fcnseg.models import fusion, multihead, paper_nets, segmenters  # noqa: F401  (register names)
+from fcnseg.models import (  # noqa: F401  (register names)
+    enet,
+    fusion,
+    multihead,
+    paper_nets,
+    segmenters,
+)
 from fcnseg.models.factory import build_model, check_model_contract, list_models, model_info
 from fcnseg.models.protocol import SegmentationModel
 

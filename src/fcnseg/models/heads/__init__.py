@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fcnseg.constants import PSPNET_OUTPUT_STRIDE
 from fcnseg.models.heads.base import DecodeHead, require_features
 from fcnseg.models.heads.fcn import (
     FCN_PAPER_STAGES,
@@ -23,6 +24,8 @@ from fcnseg.models.heads.fcn import (
     fcn_name_prefix,
 )
 from fcnseg.models.heads.fpn_lite import FPNLiteHead
+from fcnseg.models.heads.linknet import LinkNetHead
+from fcnseg.models.heads.psp import PSPHead
 from fcnseg.models.shell import SegmentationShell
 
 
@@ -76,6 +79,21 @@ HEADS: dict[str, HeadRow] = {
         description="FPN-lite head (top-down sum of s32/s16/s8, one 3x3 block)",
         family="fpnlite",
     ),
+    "psp": HeadRow(
+        PSPHead,
+        presets={"pspnet": {"output_stride": PSPNET_OUTPUT_STRIDE}},
+        description=(
+            "PSPNet pyramid pooling head (bins 1/2/3/6 on the stride-8 dilated s32, auxiliary "
+            "s16 head in training)"
+        ),
+        family="pspnet",
+    ),
+    "linknet": HeadRow(
+        LinkNetHead,
+        presets={"linknet": {}},
+        description="LinkNet decoder (1x1 / 3x3 full-conv / 1x1 blocks added to s16/s8/s4)",
+        family="linknet",
+    ),
 }
 
 __all__ = [
@@ -84,6 +102,8 @@ __all__ = [
     "FCNHead",
     "FPNLiteHead",
     "HeadRow",
+    "LinkNetHead",
+    "PSPHead",
     "SkipFCN",
     "require_features",
 ]
