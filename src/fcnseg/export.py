@@ -1,3 +1,4 @@
+# size: export, its one agreement check and the loader of exported files belong together
 """Export to ONNX and TorchScript that stays correct at every input size, and a loader to run them.
 
 An FCN's selling point is "any input size", and export is where that usually breaks: a tracer
@@ -174,15 +175,21 @@ def compare_graph(
     return entries
 
 
-def _within_export_tolerance(entry: OutputAgreement) -> None:
-    if (
-        entry.max_abs_diff > EXPORT_MAX_ABS_DIFF
-        or entry.argmax_agreement < EXPORT_MIN_ARGMAX_AGREEMENT
-    ):
-        raise ExportError(
-            f"{entry.where}: output {entry.head!r} differs from PyTorch (max abs diff "
-            f"{entry.max_abs_diff:.2e}, argmax agreement {entry.argmax_agreement:.4%})"
-        )
+def export_tolerance(model: nn.Module) -> Callable[[OutputAgreement], None]:
+    """The export check: logits within EXPORT_MAX_ABS_DIFF and labels within the argmax bound;
+    labels only where `export_check = "argmax"` (unpooling by indices, models/enet.py: another
+    runtime's float noise can flip a near-tie in a pooling window and move a value)."""
+    labels_only = getattr(model, "export_check", "logits") == "argmax"
+
+    def accept(entry: OutputAgreement) -> None:
+        off = not labels_only and entry.max_abs_diff > EXPORT_MAX_ABS_DIFF
+        if off or entry.argmax_agreement < EXPORT_MIN_ARGMAX_AGREEMENT:
+            raise ExportError(
+                f"{entry.where}: output {entry.head!r} differs from PyTorch (max abs diff "
+                f"{entry.max_abs_diff:.2e}, argmax agreement {entry.argmax_agreement:.4%})"
+            )
+
+    return accept
 
 
 def verify_export(
@@ -196,7 +203,7 @@ def verify_export(
     difference| EXPORT_MAX_ABS_DIFF, argmax agreement EXPORT_MIN_ARGMAX_AGREEMENT); else the
     largest |logit difference| seen."""
     entries = compare_graph(
-        model, exported, sizes, batch=batch, seed=seed, accept=_within_export_tolerance
+        model, exported, sizes, batch=batch, seed=seed, accept=export_tolerance(model)
     )
     return max((entry.max_abs_diff for entry in entries), default=0.0)
 

@@ -41,7 +41,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from fcnseg.constants import ENET_CLASS_WEIGHT_C
+from fcnseg.data.class_weights import enet_class_weights, median_frequency_weights
 from fcnseg.data.datasets.base import DataError, SegmentationDataset
 from fcnseg.data.datasets.registry import build_dataset
 from fcnseg.data.io import IMAGE_SUFFIXES, check_pixel_count
@@ -95,30 +95,6 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def median_frequency_weights(pixels: list[int], image_pixels: list[int]) -> list[float]:
-    """w_c = median(freq) / freq_c over the classes that occur (0 for absent classes)."""
-    freq = [p / t for p, t in zip(pixels, image_pixels, strict=True) if p > 0 and t > 0]
-    if not freq:
-        return [0.0] * len(pixels)
-    median = float(torch.tensor(freq, dtype=torch.float64).median())
-    ordered = sorted(freq)
-    if len(ordered) % 2 == 0:  # torch.median takes the lower middle; use the usual mean of both
-        middle = len(ordered) // 2
-        median = (ordered[middle - 1] + ordered[middle]) / 2
-    return [
-        median / (p / t) if p > 0 and t > 0 else 0.0
-        for p, t in zip(pixels, image_pixels, strict=True)
-    ]
-
-
-def enet_class_weights(shares: list[float], c: float = ENET_CLASS_WEIGHT_C) -> list[float]:
-    """ENet's w_c = 1 / ln(c + p_c), p_c a class's share of all pixels (void included, as the
-    release's histogram), 0 for absent classes. Why this rule: it stays in [1, 1/ln(c)] (about
-    50 for c = 1.02), so rare classes weigh more without the extreme weights that inverse
-    frequency gives a class seen in a handful of pixels (ENet paper, section 5.1)."""
-    return [1.0 / math.log(c + share) if share > 0 else 0.0 for share in shares]
 
 
 def _head_infos(dataset: Any) -> dict[str, tuple[tuple[str, ...], int]]:
