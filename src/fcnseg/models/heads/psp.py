@@ -112,9 +112,10 @@ class PSPHead(DecodeHead):
         deep = features["s32"]
         if self.training and deep.shape[0] < 2:
             # The 1x1 bin's batch norm sees one value per channel: PyTorch refuses to train it.
+            # (The training sampler drops a last partial batch, so only batch_size 1 gets here.)
             raise DataError(
                 "pspnet trains on batches of 2 or more images (its 1x1 pyramid bin is batch-"
-                "normalised); set train.batch_size >= 2 and avoid a last batch of one"
+                "normalised); set train.batch_size >= 2"
             )
         fused = torch.cat([deep, *(branch(deep) for branch in self.pyramid)], dim=1)
         return _resize(self.classifier(fused), out_size)
