@@ -221,6 +221,12 @@ REAL_MODELS = [
         "fcn4s_efficientnet_lite0",
         {"pretrained": False, "head_channels": 8, "upsample": "bilinear", "input_scale": 1.5},
     ),
+    # PSPNet: adaptive pooling into 1/2/3/6 bins of a runtime-sized stride-8 map (narrow head).
+    ("pspnet_efficientnet_lite0", {"pretrained": False, "bottleneck_channels": 16}),
+    # ENet: max-pooling indices carried to max-unpooling (a scatter), input padded to 8.
+    ("enet", {"pretrained": False}),
+    # LinkNet: transposed-convolution decoder blocks summed with the encoder maps.
+    ("linknet_resnet18", {"pretrained": False}),
 ]
 
 

@@ -12,7 +12,7 @@ from fcnseg.models.heads.base import require_features
 
 
 def test_every_row_names_a_decode_head_and_its_presets():
-    assert set(HEADS) == {"fcn", "fpnlite", "aspp", "unet"}
+    assert set(HEADS) == {"fcn", "fpnlite", "aspp", "unet", "psp", "linknet"}
     for row in HEADS.values():
         assert issubclass(row.head, DecodeHead) and row.presets
         for prefix, options in row.presets.items():

@@ -34,8 +34,9 @@ def test_every_head_row_is_registered_for_every_backbone():
                 assert info.paper_stage == row.paper_stages.get(prefix)
                 expected.add(info.name)
     assert expected <= set(list_models())
-    # fcn32s..fcn4s, fpnlite and unet per encoder, deeplab_aspp on the four torchvision encoders
-    assert len(expected) == (4 + 1 + 1) * len(BACKBONES) + 4
+    # fcn32s..fcn4s, fpnlite, unet, pspnet and linknet per encoder; deeplab_aspp on the four
+    # torchvision encoders with the atrous option
+    assert len(expected) == (4 + 1 + 1 + 1 + 1) * len(BACKBONES) + 4
 
 
 def test_fcn_rows_keep_their_names_and_paper_stages():
@@ -51,6 +52,15 @@ def test_fcn_rows_keep_their_names_and_paper_stages():
     assert type(model) is SkipFCN and isinstance(model, SegmentationShell)
     assert model.variant == "fcn32s" and model.head.score_fr.score.out_channels == 2
     assert type(build_model("fpnlite_resnet18", 2, pretrained=False)) is SegmentationShell
+
+
+def test_pspnet_names_default_to_the_dilated_encoder_and_linknet_names_do_not():
+    for encoder in BACKBONES:
+        assert model_info(f"pspnet_{encoder}").defaults["output_stride"] == 8
+        assert "output_stride" not in model_info(f"linknet_{encoder}").defaults
+    assert model_info("pspnet_resnet18").family == "pspnet-resnet18"
+    assert accepted_options("pspnet_resnet18") >= {"bottleneck_channels", "aux_channels"}
+    assert "final_channels" in accepted_options("linknet_resnet18")
 
 
 def test_options_are_the_shell_options_plus_the_heads_own():

@@ -365,7 +365,7 @@ def test_export_check_of_segnet_is_argmax_agreement_only():
     assert verify_export(model, one_pixel_moved, sizes=[(64, 64)]) == pytest.approx(0.5)
     strict = build_model("segnet_basic", 3, pretrained=False).eval()
     strict.load_state_dict(model.state_dict())
-    strict.logits_jump_at_ties = False
+    strict.export_check = "logits"
     with pytest.raises(ExportError, match="max abs diff"):
         verify_export(strict, one_pixel_moved, sizes=[(64, 64)])
 

@@ -30,10 +30,12 @@ def test_model_table_lists_the_second_head_on_its_backbone():
 
 # --- the table shipped in the package (what `fcnseg models` prints) -----------------------------
 #: Rebuilt with FLOPs: one of each kind of builder (paper VGG / AlexNet / GoogLeNet, timm and
-#: torchvision encoders, the second head, fusion, multi-head); the rest is rebuilt without FLOPs.
+#: torchvision encoders, the second head, fusion, multi-head, PSPNet, LinkNet, ENet); the rest is
+#: rebuilt without FLOPs.
 FLOPS_SAMPLE = [
     "fcn32s_vgg16", "fcn32s_alexnet", "fcn32s_googlenet", "fcn8s_efficientnet_lite0",
     "fcn4s_efficientnet_lite0", "fpnlite_mobilenet_v2", "late_fusion", "multihead",
+    "pspnet_efficientnet_lite0", "linknet_resnet18", "enet",
 ]  # fmt: skip
 
 

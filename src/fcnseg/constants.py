@@ -503,3 +503,44 @@ UNET2015_DROPOUT: float = 0.5
 #: The border-weight map of the loss (section 3, equation 2): w0 = 10, sigma ~ 5 pixels.
 UNET2015_BORDER_W0: float = 10.0
 UNET2015_BORDER_SIGMA: float = 5.0
+
+# --- PSPNet (Zhao et al., "Pyramid Scene Parsing Network", CVPR 2017) and the authors' PyTorch
+# --- release hszhao/semseg (model/pspnet.py at 5e5a0ba7a1fa2cc06f3e8c060cbedff08e160d33).
+#: Pyramid bins (paper section 3.2: "1x1, 2x2, 3x3 and 6x6"); each branch reduces the
+#: channels to C / len(bins) with a 1x1 convolution (paper: "1/N of the original").
+PSPNET_BINS: tuple[int, ...] = (1, 2, 3, 6)
+#: The classifier after the concatenation: 3x3 conv to 512, BN, ReLU, dropout 0.1, 1x1 score
+#: (semseg `cls`); the auxiliary head on the stride-16 stage: 3x3 conv to 256, same tail (`aux`).
+PSPNET_BOTTLENECK_CHANNELS: int = 512
+PSPNET_AUX_CHANNELS: int = 256
+PSPNET_DROPOUT: float = 0.1
+#: Weight of the auxiliary loss (paper section 3.3: "weight 0.4"; semseg `aux_weight: 0.4`).
+PSPNET_AUX_WEIGHT: float = 0.4
+#: The dilated encoder's output stride (paper section 4: "dilated network ... 1/8").
+PSPNET_OUTPUT_STRIDE: int = 8
+
+# --- ENet (Paszke, Chaurasia, Kim, Culurciello, "ENet: A Deep Neural Network Architecture for
+# --- Real-Time Semantic Segmentation", arXiv:1606.02147, 2016) and the authors' Torch7 release
+# --- e-lab/ENet-training (train/models/encoder.lua at 16f38830b1eb0b81fb625b4ee6eba5acefde2e31,
+# --- train/models/decoder.lua at 0daaae355ab0ebb616f498ccdf32690f22adc567).
+#: Class weighting w_class = 1 / ln(c + p_class) (paper section 5.1, "c = 1.02"; decoder.lua
+#: `1 / torch.log(1.02 + normHist[i])`), bounding weights to [1, 50].
+ENET_CLASS_WEIGHT_C: float = 1.02
+#: Spatial dropout of the bottlenecks: 0.01 before bottleneck2.0, 0.1 after (paper section 4;
+#: encoder.lua `(ct < 5) and 0.01 or 0.1`: the first five bottlenecks are 1.0-1.4).
+ENET_DROPOUT_STAGE1: float = 0.01
+ENET_DROPOUT_LATER: float = 0.1
+#: The bottleneck's internal width is output / 4 (encoder.lua `internal_scale` 4).
+ENET_INTERNAL_RATIO: int = 4
+#: Parameters of the whole net stated by the paper (Table 3: "0.37 M").
+ENET_PAPER_PARAMETERS_M: float = 0.37
+
+# --- LinkNet (Chaurasia & Culurciello, "LinkNet: Exploiting Encoder Representations for
+# --- Efficient Semantic Segmentation", VCIP 2017, arXiv:1707.03718) and the authors' PyTorch
+# --- release e-lab/pytorch-linknet (models/linknet.py at 1f27384cab08eca2517be9be4e2ffc880777c464).
+#: Decoder block: 1x1 conv m -> m/4, 3x3 full-conv stride 2, 1x1 conv m/4 -> n (paper Fig. 3);
+#: final block: 3x3 full-conv to 32, 3x3 conv 32, 2x2 full-conv to the classes (Fig. 2).
+LINKNET_BLOCK_REDUCTION: int = 4
+LINKNET_FINAL_CHANNELS: int = 32
+#: Parameters stated by the paper for LinkNet on ResNet-18 (Table 1: "11.5 M").
+LINKNET_PAPER_PARAMETERS_M: float = 11.5

@@ -19,12 +19,16 @@ from typing import Any, Literal
 
 import yaml
 
+from fcnseg.constants import PSPNET_AUX_WEIGHT
 from fcnseg.errors import RecipeError
 from fcnseg.paths import check_name
 
 #: `dataclasses.field` metadata key: False marks a field that is not a recipe key (never read
 #: from YAML, never written by `to_dict`).
 RECIPE_KEY = "recipe_key"
+
+#: Names `data.class_weights` accepts for weights computed from the training set's pixels.
+CLASS_WEIGHT_RULES: tuple[str, ...] = ("median_frequency", "enet")
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["fixed", "poly", "cosine"]
@@ -77,7 +81,8 @@ class DataConfig:
     #: Validation resize (height, width); null validates at full resolution.
     val_size: list[int] | None = None
     num_workers: int = 0
-    #: null, a list with one weight per class, or "median_frequency" (computed on train split).
+    #: null, a list with one weight per class, or a rule computed on the train split:
+    #: "median_frequency" (SegNet/FCN), "enet" (ENet's 1 / ln(1.02 + p_class)).
     class_weights: list[float] | str | None = None
     #: Source class name -> target class name or "ignore": rename, merge or drop classes of
     #: any format (docs/data_formats.md).
@@ -130,6 +135,9 @@ class TrainConfig:
     #: (losses.border_weight_map).
     border_weight: float = 0.0
     border_sigma: float = 5.0
+    #: Weight of the loss of a head's auxiliary scores (deep supervision; PSPNet's stride-16
+    #: head, paper: 0.4); models without an auxiliary head ignore it.
+    aux_weight: float = PSPNET_AUX_WEIGHT
     #: Knowledge distillation: a trained weights file (same classes) whose softened per-pixel
     #: predictions the model also learns from (see losses.DistillationLoss); null: none.
     distill_from: str | None = None
@@ -242,6 +250,7 @@ NUMBER_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "train.jaccard_weight": (0.0, 1000.0, True),
     "train.border_weight": (0.0, 1000.0, True),
     "train.border_sigma": (0.0, 1000.0, False),
+    "train.aux_weight": (0.0, 1000.0, True),
     "train.distill_weight": (0.0, 1000.0, True),
     "train.distill_temperature": (0.0, 100.0, False),
     "train.max_minutes": (0.0, 1e7, True),
@@ -310,9 +319,10 @@ def validate(config: Config) -> None:
     if len(config.data.scale_range) != 2 or config.data.scale_range[0] > config.data.scale_range[1]:
         raise RecipeError(f"data.scale_range: expected [low, high], got {config.data.scale_range}")
     weights = config.data.class_weights
-    if isinstance(weights, str) and weights != "median_frequency":
+    if isinstance(weights, str) and weights not in CLASS_WEIGHT_RULES:
         raise RecipeError(
-            f"data.class_weights: {weights!r}; use a list of numbers or 'median_frequency'"
+            f"data.class_weights: {weights!r}; use a list of numbers or one of "
+            f"{', '.join(CLASS_WEIGHT_RULES)}"
         )
     check_name(config.name, "name")
     if ".." in Path(config.out_root).parts:

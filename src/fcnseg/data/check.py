@@ -41,6 +41,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from fcnseg.data.class_weights import enet_class_weights, median_frequency_weights
 from fcnseg.data.datasets.base import DataError, SegmentationDataset
 from fcnseg.data.datasets.registry import build_dataset
 from fcnseg.data.io import IMAGE_SUFFIXES, check_pixel_count
@@ -76,6 +77,10 @@ class ClassStatistics:
     def median_frequency_weights(self) -> list[float]:
         return median_frequency_weights(self.pixels, self.image_pixels)
 
+    @property
+    def enet_weights(self) -> list[float]:
+        return enet_class_weights(self.share)
+
 
 @dataclass
 class CheckReport:
@@ -90,22 +95,6 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def median_frequency_weights(pixels: list[int], image_pixels: list[int]) -> list[float]:
-    """w_c = median(freq) / freq_c over the classes that occur (0 for absent classes)."""
-    freq = [p / t for p, t in zip(pixels, image_pixels, strict=True) if p > 0 and t > 0]
-    if not freq:
-        return [0.0] * len(pixels)
-    median = float(torch.tensor(freq, dtype=torch.float64).median())
-    ordered = sorted(freq)
-    if len(ordered) % 2 == 0:  # torch.median takes the lower middle; use the usual mean of both
-        middle = len(ordered) // 2
-        median = (ordered[middle - 1] + ordered[middle]) / 2
-    return [
-        median / (p / t) if p > 0 and t > 0 else 0.0
-        for p, t in zip(pixels, image_pixels, strict=True)
-    ]
 
 
 def _head_infos(dataset: Any) -> dict[str, tuple[tuple[str, ...], int]]:

@@ -34,7 +34,7 @@ from fcnseg.engine.schedules import apply_lr, lr_factor
 from fcnseg.engine.setup import TrainingSetup
 from fcnseg.losses import PerHeadLoss
 from fcnseg.metrics import SegmentationScores
-from fcnseg.models.protocol import is_multi_head, map_heads
+from fcnseg.models.protocol import auxiliary_logits, is_multi_head, map_heads
 
 
 @dataclass
@@ -274,6 +274,10 @@ class TrainingLoop:
             with torch.autocast(device.type, dtype=self.amp_dtype, enabled=cfg.amp):
                 logits = model(images)
                 loss = _loss_of(self.setup.criterion, logits, masks)
+                auxiliary = auxiliary_logits(unwrap(model))
+                if auxiliary is not None and cfg.aux_weight > 0:
+                    # Deep supervision (PSPNet): the head's extra scores, training only.
+                    loss = loss + cfg.aux_weight * _loss_of(self.setup.criterion, auxiliary, masks)
                 if self.setup.distillation is not None:
                     loss = loss + self.setup.distillation(images, logits)
             if cfg.loss_normalization == "sum":

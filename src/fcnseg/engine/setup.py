@@ -318,8 +318,11 @@ def median_frequency_weights(dataset: Any) -> list[float]:
     return by_head[primary_head_name(by_head)]
 
 
-def median_frequency_weights_by_head(dataset: Any) -> dict[str, list[float]]:
-    """Median-frequency weights of every head of `dataset` ("semantic" alone for single-head
+def median_frequency_weights_by_head(
+    dataset: Any, rule: str = "median_frequency"
+) -> dict[str, list[float]]:
+    """Class weights by `rule` (a CLASS_WEIGHT_RULES name: "median_frequency", or "enet" for
+    ENet's 1 / ln(1.02 + p)) of every head of `dataset` ("semantic" alone for single-head
     datasets; SIFT Flow's masks are a dict, and each head is balanced over its own classes)."""
     from fcnseg.data.check import scan_heads
     from fcnseg.errors import DataError
@@ -327,6 +330,8 @@ def median_frequency_weights_by_head(dataset: Any) -> dict[str, list[float]]:
     problems, per_head = scan_heads(dataset, max_problems=1)
     if problems:
         raise DataError(f"data.class_weights: cannot scan the training set: {problems[0]}")
+    if rule == "enet":
+        return {head: stats.enet_weights for head, stats in per_head.items()}
     return {head: stats.median_frequency_weights for head, stats in per_head.items()}
 
 
@@ -336,8 +341,8 @@ def build_criterion(config: Config, train_set: Any, num_classes: int) -> nn.Modu
     train_cfg = config.train
     class_weights = config.data.class_weights
     head_weights: dict[str, list[float]] = {}
-    if class_weights == "median_frequency":
-        head_weights = median_frequency_weights_by_head(train_set)
+    if isinstance(class_weights, str):  # a CLASS_WEIGHT_RULES name (config.validate checked)
+        head_weights = median_frequency_weights_by_head(train_set, class_weights)
         class_weights = head_weights[primary_head_name(head_weights)]
     if isinstance(class_weights, list) and len(class_weights) != num_classes:
         raise RecipeError(

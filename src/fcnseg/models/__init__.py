@@ -6,11 +6,13 @@ registry (`registry.py`); `build_model` (`factory.py`) then builds any name. The
 `deeplab` (DeepLab-LargeFOV and DeepLab-ASPP on VGG16, as released),
 `shell` (any backbone + any decode head),
 `heads/` (decode heads and the head table), `segmenters` (every head on every backbone),
-`fusion` (RGB-D fusion), `segnet` (SegNet, SegNet-Basic and their Bayesian versions), `multihead` (one trunk, a dictionary of heads), `backbones/` (encoder table).
+`fusion` (RGB-D fusion), `segnet` (SegNet, SegNet-Basic and their Bayesian versions), `enet`
+(ENet, a whole net), `multihead` (one trunk, a dictionary of heads), `backbones/` (encoder table).
 """
 
 from fcnseg.models import (  # noqa: F401  (register names)
     deeplab,
+    enet,
     fusion,
     multihead,
     paper_nets,

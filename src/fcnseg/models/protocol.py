@@ -157,3 +157,15 @@ def primary_output(output: T | Mapping[str, T]) -> T:
     """The primary head of a multi-head output, or the output itself for a single-head model."""
     heads = as_heads(output)
     return heads[primary_head_name(heads)]
+
+
+def auxiliary_logits(model: object) -> Any:
+    """The auxiliary (deep-supervision) scores of `model`'s last training forward, or None.
+
+    Why an attribute and not a second output: eval, export and serve call the model and must
+    see the one output the contract promises. A model whose head scores an extra map in
+    training (PSPNet's stride-16 head; `DecodeHead.auxiliary_logits`) keeps it in the attribute
+    `auxiliary_logits`, replaced by every forward; models without one have no such attribute
+    or hold None. The training loop adds `train.aux_weight` x the loss of these scores.
+    """
+    return getattr(model, "auxiliary_logits", None)

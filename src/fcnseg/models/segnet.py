@@ -91,7 +91,7 @@ class SegNet(nn.Module):
 
     #: Logits move by a pixel where a pooling window nearly ties and two runtimes round
     #: differently: exports are checked by argmax agreement (export.verify_export).
-    logits_jump_at_ties = True
+    export_check = "argmax"
 
     def __init__(
         self, encoder: Layers, decoder: Layers, num_classes: int, normalization: str

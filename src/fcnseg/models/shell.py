@@ -96,9 +96,16 @@ class SegmentationShell(nn.Module):
         #: crops are resized by the same factor inside the net, so train and test agree (a 224x288
         #: crop at 1.5 costs what a 336x432 crop costs at 1.0).
         self.input_scale: float = float(input_scale)
+        #: The head's auxiliary scores of the last training-mode forward (None in eval mode or
+        #: for heads without one): what the loop adds to the loss with weight
+        #: `train.aux_weight` (protocol.auxiliary_logits). Replaced by every forward.
+        self.auxiliary_logits: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.score_features(self.trunk_features(x), x)
+        shared = self.trunk_features(x)
+        logits = self.score_features(shared, x)
+        self.auxiliary_logits = self._auxiliary(shared, x) if self.training else None
+        return logits
 
     @property
     def trunk_module_names(self) -> tuple[str, ...]:
@@ -131,9 +138,23 @@ class SegmentationShell(nn.Module):
         self, shared: tuple[dict[str, Tensor], torch.Size, torch.Size], x: Tensor
     ) -> Tensor:
         """The logits of `x` from `trunk_features(x)`: decode, crop back, resize to `x`."""
-        features, padded_size, (scaled_height, scaled_width) = shared
+        features, padded_size, _ = shared
+        return self._to_input_size(self.head(features, padded_size), shared, x)
+
+    def _auxiliary(
+        self, shared: tuple[dict[str, Tensor], torch.Size, torch.Size], x: Tensor
+    ) -> Tensor | None:
+        """The head's training-only scores (`DecodeHead.auxiliary_logits`) at `x`'s size."""
+        features, padded_size, _ = shared
+        logits = self.head.auxiliary_logits(features, padded_size)
+        return None if logits is None else self._to_input_size(logits, shared, x)
+
+    def _to_input_size(
+        self, logits: Tensor, shared: tuple[dict[str, Tensor], torch.Size, torch.Size], x: Tensor
+    ) -> Tensor:
+        """Logits at the padded size cropped back to the scaled input, then resized to `x`."""
+        _, _, (scaled_height, scaled_width) = shared
         height, width = x.shape[-2:]
-        logits = self.head(features, padded_size)
         logits = logits[..., :scaled_height, :scaled_width]
         if self.input_scale != 1.0:
             logits = F.interpolate(

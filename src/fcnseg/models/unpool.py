@@ -11,6 +11,7 @@ Pooling uses Caffe's output size (`ceil_mode=True`: a 45-pixel side pools to 23)
 unpooled map takes the size of the map that was pooled (45, not 46). That is the SegNet
 release's geometry at 360 x 480, where it writes the sizes by hand (`upsample_h: 23`, `45`;
 SegNet-Basic's `pad_out_h: true`), generalised to any input size without padding or cropping.
+ENet's upsampling bottlenecks unpool with the same `max_unpool`.
 """
 
 from __future__ import annotations

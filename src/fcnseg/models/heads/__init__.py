@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fcnseg.constants import PSPNET_OUTPUT_STRIDE
 from fcnseg.models.heads.aspp import ASPP_ENCODERS, ASPP_PRESETS, ASPPHead
 from fcnseg.models.heads.base import DecodeHead, require_features
 from fcnseg.models.heads.fcn import (
@@ -25,6 +26,8 @@ from fcnseg.models.heads.fcn import (
     fcn_name_prefix,
 )
 from fcnseg.models.heads.fpn_lite import FPNLiteHead
+from fcnseg.models.heads.linknet import LinkNetHead
+from fcnseg.models.heads.psp import PSPHead
 from fcnseg.models.heads.unet import UNetHead
 from fcnseg.models.shell import SegmentationShell
 
@@ -95,6 +98,21 @@ HEADS: dict[str, HeadRow] = {
         description="padded U-Net decoder (s32 -> s4, skips concatenated, 3x3 conv+BN pairs)",
         family="unet",
     ),
+    "psp": HeadRow(
+        PSPHead,
+        presets={"pspnet": {"output_stride": PSPNET_OUTPUT_STRIDE}},
+        description=(
+            "PSPNet pyramid pooling head (bins 1/2/3/6 on the stride-8 dilated s32, auxiliary "
+            "s16 head in training)"
+        ),
+        family="pspnet",
+    ),
+    "linknet": HeadRow(
+        LinkNetHead,
+        presets={"linknet": {}},
+        description="LinkNet decoder (1x1 / 3x3 full-conv / 1x1 blocks added to s16/s8/s4)",
+        family="linknet",
+    ),
 }
 
 __all__ = [
@@ -104,6 +122,8 @@ __all__ = [
     "FCNHead",
     "FPNLiteHead",
     "HeadRow",
+    "LinkNetHead",
+    "PSPHead",
     "SkipFCN",
     "UNetHead",
     "require_features",

@@ -76,6 +76,18 @@ class DecodeHead(nn.Module):
         """
         return ()
 
+    def auxiliary_logits(
+        self, features: dict[str, Tensor], out_size: tuple[int, int] | torch.Size
+    ) -> Tensor | None:
+        """Extra N x num_classes x out_size scores for the training loss only, or None.
+
+        Why a second method and not a second output: evaluation, export and serving call the
+        model and must see one tensor. A head with deep supervision (PSPNet's stride-16 score)
+        overrides this; the shell calls it in training mode only and keeps the result in
+        `SegmentationShell.auxiliary_logits` for the loop (weight `train.aux_weight`).
+        """
+        return None
+
     def forward(  # pragma: no cover - interface
         self, features: dict[str, Tensor], out_size: tuple[int, int] | torch.Size
     ) -> Tensor:
