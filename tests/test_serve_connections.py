@@ -252,8 +252,15 @@ def test_a_busy_server_stops_promptly(stop):
     command += ["--port", str(port), "--device", "cpu", "--mode", "multiscale"]
     command += ["--scales", *["1.0"] * 16]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    # SIGINT back to its default in the server: a shell's background job (nohup ... &) ignores
+    # it, the child would inherit that, and Python then installs no KeyboardInterrupt handler.
     server = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_until(lambda: _health(port) is not None or server.poll() is not None, 120)

@@ -168,22 +168,30 @@ class DecoderBottleneck(nn.Module):
 
 
 class ENet(nn.Module):
-    """ENet for `num_classes` classes: N x 3 x H x W normalised images -> N x classes x H x W."""
+    """ENet for `num_classes` classes: N x C x H x W normalised images -> N x classes x H x W
+    (C = `in_channels`, the paper's 3; the initial block's convolution gives 16 - C maps beside
+    the C pooled bands, so C is at most 15)."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
         if num_classes < 1:
             raise ModelOptionError(f"num_classes must be >= 1, got {num_classes}")
+        if not 1 <= in_channels <= 15:
+            raise ModelOptionError(
+                f"enet takes 1 to 15 input bands (its initial block concatenates them with 16 - "
+                f"bands convolution maps), got in_channels={in_channels}"
+            )
         self.num_classes = num_classes
-        self.in_channels = 3
-        #: Trained from scratch; inputs are standardised with the ImageNet mean/std preset.
-        self.normalization = "imagenet"
+        self.in_channels = in_channels
+        #: Trained from scratch; RGB inputs are standardised with the ImageNet mean/std preset,
+        #: other band counts with numbers measured per band (`data check`), as segmenters do.
+        self.normalization = "imagenet" if in_channels == 3 else "per_channel"
         self.head_classes: dict[str, int] = {}
         #: Exported graphs are checked by their labels (fcnseg.export.export_tolerance): float
         #: noise of another runtime can flip a near-tie in a pooling window and move an
         #: unpooled value, which changes logits locally but not the segmentation.
         self.export_check = "argmax"
-        self.initial = InitialBlock(3, 16)
+        self.initial = InitialBlock(in_channels, 16)
         stage1 = [EncoderBottleneck(16, 64, ENET_DROPOUT_STAGE1, downsample=True)]
         stage1 += [EncoderBottleneck(64, 64, ENET_DROPOUT_STAGE1) for _ in range(4)]
         self.stage1 = nn.ModuleList(stage1)
@@ -210,7 +218,8 @@ class ENet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise DataError(
-                f"ENet expects a normalised N x 3 x H x W batch, got shape {tuple(x.shape)}"
+                f"ENet expects a normalised N x {self.in_channels} x H x W batch, got shape "
+                f"{tuple(x.shape)}"
             )
         height, width = x.shape[-2:]
         # Zeros at the bottom/right up to a multiple of 8 (the mean colour after normalisation;
@@ -240,11 +249,11 @@ class ENet(nn.Module):
     "trained from scratch",
     family="enet",
 )
-def build_enet(num_classes: int, pretrained: Pretrained = False) -> ENet:
+def build_enet(num_classes: int, pretrained: Pretrained = False, in_channels: int = 3) -> ENet:
     """The paper's ENet, random (trained from scratch as in the paper; no weights exist to
     load, so `pretrained=True` is refused in one line and "auto" means random)."""
     if pretrained is True:
         raise ModelOptionError(
             "enet is trained from scratch and has no pretrained weights; set model.pretrained=false"
         )
-    return ENet(num_classes)
+    return ENet(num_classes, in_channels)
