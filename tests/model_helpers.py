@@ -150,3 +150,28 @@ def registered_banded_net():
                 registry._TABLE.pop(BANDED, None)
 
     return context()
+
+
+def synthetic_weights(path, model_name: str, options: dict):
+    """A random `model_name`'s weights at `path`, classes of the synthetic dataset, its stored
+    recipe naming that dataset with `options` (so eval/predict find their data from the file)."""
+    from fcnseg.data.datasets.registry import get_dataset_class
+    from fcnseg.engine.checkpoint import save_weights, weights_metadata
+    from fcnseg.models import build_model
+
+    info = get_dataset_class("synthetic").class_info
+    torch.manual_seed(0)
+    model = build_model(model_name, len(info.names), pretrained=False)
+    meta = weights_metadata(
+        model_name,
+        {},
+        num_classes=len(info.names),
+        classes=list(info.names),
+        palette=[list(c) for c in info.palette],
+        normalization=str(model.normalization),
+        ignore_index=info.ignore_index,
+        data_format="synthetic",
+    )
+    meta["config"] = {"data": {"format": "synthetic", "options": options, "val_split": "val"}}
+    save_weights(path, model, meta)
+    return path

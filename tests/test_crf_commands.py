@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import require_module, skip_or_fail_in_ci
+from model_helpers import synthetic_weights
 from PIL import Image
 
 from fcnseg.cli import main
@@ -40,27 +41,8 @@ FAST = ["--crf-iterations", "2"]
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """A small random model's weights, its recipe naming the synthetic dataset."""
-    from fcnseg.data.datasets.registry import get_dataset_class
-    from fcnseg.engine.checkpoint import save_weights, weights_metadata
-    from fcnseg.models import build_model
-
-    info = get_dataset_class("synthetic").class_info
-    torch.manual_seed(0)
-    model = build_model(MODEL, len(info.names), pretrained=False)
-    meta = weights_metadata(
-        MODEL,
-        {},
-        num_classes=len(info.names),
-        classes=list(info.names),
-        palette=[list(c) for c in info.palette],
-        normalization=str(model.normalization),
-        ignore_index=info.ignore_index,
-        data_format="synthetic",
-    )
-    meta["config"] = {"data": {"format": "synthetic", "options": OPTIONS, "val_split": "val"}}
     path = tmp_path_factory.mktemp("crf") / "tiny.safetensors"
-    save_weights(path, model, meta)
-    return path
+    return synthetic_weights(path, MODEL, OPTIONS)
 
 
 def _one_line_error(capsys) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_helpers import synthetic_weights
 from PIL import Image
 
 from fcnseg.engine.device import resolve_device
@@ -22,27 +23,8 @@ OPTIONS = {"num_images": 2, "size": [48, 64]}
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """A small random model's weights, its recipe naming the synthetic dataset."""
-    from fcnseg.data.datasets.registry import get_dataset_class
-    from fcnseg.engine.checkpoint import save_weights, weights_metadata
-    from fcnseg.models import build_model
-
-    info = get_dataset_class("synthetic").class_info
-    torch.manual_seed(0)
-    model = build_model(MODEL, len(info.names), pretrained=False)
-    meta = weights_metadata(
-        MODEL,
-        {},
-        num_classes=len(info.names),
-        classes=list(info.names),
-        palette=[list(c) for c in info.palette],
-        normalization=str(model.normalization),
-        ignore_index=info.ignore_index,
-        data_format="synthetic",
-    )
-    meta["config"] = {"data": {"format": "synthetic", "options": OPTIONS, "val_split": "val"}}
     path = tmp_path_factory.mktemp("session") / "tiny.safetensors"
-    save_weights(path, model, meta)
-    return path
+    return synthetic_weights(path, MODEL, OPTIONS)
 
 
 def test_eval_predict_and_serve_give_the_sessions_labels(weights, tmp_path):
