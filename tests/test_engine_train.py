@@ -107,6 +107,51 @@ def test_schedules_shape():
         lr_factor(0, 10, "step")
 
 
+def test_schedule_over_the_budget_takes_the_further_of_steps_and_clock():
+    # 10 of 100 steps but 80% of the time budget spent: the rate is the 80% point's.
+    assert lr_factor(10, 100, "poly", poly_power=1.0, budget_spent=0.8) == pytest.approx(0.2)
+    # The clock behind the step count: the step count decides.
+    assert lr_factor(90, 100, "poly", poly_power=1.0, budget_spent=0.5) == pytest.approx(0.1)
+    assert lr_factor(10, 100, "cosine", budget_spent=1.0) == pytest.approx(0.0)
+    assert lr_factor(10, 100, "fixed", budget_spent=1.0) == 1.0
+    # Warmup stays counted in steps.
+    assert lr_factor(0, 100, "poly", warmup_steps=4, budget_spent=0.9) == pytest.approx(0.2)
+
+
+def _weights_moved(tmp_path: Path, **train_overrides) -> bool:
+    from fcnseg.engine.train import train
+
+    torch.manual_seed(0)
+    train_set, val_set = tiny_datasets()
+    model = TinySegNet(train_set.num_classes)
+    before = [p.detach().clone() for p in model.parameters()]
+    train(
+        tiny_config(**train_overrides),
+        out=tmp_path / "run",
+        model=model,
+        train_set=train_set,
+        val_set=val_set,
+    )
+    return any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_budget_span_decays_the_rate_of_a_run_its_clock_stops(tmp_path):
+    # A budget of ~0 s: the one step the run takes is past the whole budget, so a poly
+    # schedule over the budget steps at rate 0 (weights untouched) while the step-count
+    # schedule steps at its full rate.
+    tiny_budget = {"max_minutes": 1e-9, "schedule": "poly", "warmup_steps": 0}
+    assert not _weights_moved(tmp_path / "a", schedule_span="budget", **tiny_budget)
+    assert _weights_moved(tmp_path / "b", schedule_span="steps", **tiny_budget)
+
+
+def test_budget_span_needs_a_budget():
+    from fcnseg.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="train.schedule_span.*train.max_minutes"):
+        tiny_config(schedule_span="budget")
+    assert tiny_config(schedule_span="budget", max_minutes=5).train.schedule_span == "budget"
+
+
 # ----------------------------------------------------------------------------- training
 def test_tiny_run_writes_run_directory(tmp_path):
     out = tmp_path / "run"

@@ -32,6 +32,7 @@ CLASS_WEIGHT_RULES: tuple[str, ...] = ("median_frequency", "enet")
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["fixed", "poly", "cosine"]
+ScheduleSpan = Literal["steps", "budget"]
 Preset = Literal["modern", "paper", "release"]
 
 
@@ -104,6 +105,12 @@ class TrainConfig:
     #: Learning-rate multiplier of the encoder relative to the head (pretrained encoders: 0.1).
     encoder_lr_mult: float = 1.0
     schedule: Schedule = "poly"
+    #: What the decaying schedule runs over: "steps" (to `epochs` x batches or `max_steps`, a
+    #: function of the step alone, so resume is bit-exact) or "budget" (also the share of
+    #: `max_minutes` spent, whichever is further along), so that a run capped by its time budget
+    #: still ends at a decayed rate however loaded the machine is; the rate then depends on the
+    #: clock and resume is no longer bit-exact.
+    schedule_span: ScheduleSpan = "steps"
     poly_power: float = 0.9
     warmup_steps: int = 0
     epochs: int = 10
@@ -323,6 +330,11 @@ def validate(config: Config) -> None:
         raise RecipeError(
             f"data.class_weights: {weights!r}; use a list of numbers or one of "
             f"{', '.join(CLASS_WEIGHT_RULES)}"
+        )
+    if train.schedule_span == "budget" and train.max_minutes is None:
+        raise RecipeError(
+            "train.schedule_span: 'budget' needs a time budget; set train.max_minutes=N "
+            "or train.schedule_span=steps"
         )
     check_name(config.name, "name")
     if ".." in Path(config.out_root).parts:

@@ -115,6 +115,15 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(tensor.item())
 
 
+def broadcast_value(value: float, device: torch.device) -> float:
+    """Rank 0's number (e.g. the share of the time budget spent) for every rank."""
+    if not is_distributed():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, 0)
+    return float(tensor.item())
+
+
 class EpochSampler(Sampler[int]):
     """Shuffled, rank-sharded indices, reproducible from (seed, epoch) and skippable.
 

@@ -294,13 +294,27 @@ class TrainingLoop:
         """One optimiser step at the learning rate of the current step counter."""
         cfg = self.cfg
         factor = lr_factor(
-            self.step, self.total_steps, cfg.schedule, cfg.warmup_steps, cfg.poly_power
+            self.step,
+            self.total_steps,
+            cfg.schedule,
+            cfg.warmup_steps,
+            cfg.poly_power,
+            budget_spent=self._budget_spent(),
         )
         apply_lr(self.optimizer, factor)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+
+    def _budget_spent(self) -> float:
+        """Share of `train.max_minutes` used so far when the schedule spans the budget (rank 0's
+        clock for all ranks, so every rank steps at one rate), else 0."""
+        cfg = self.cfg
+        if cfg.schedule_span != "budget" or cfg.max_minutes is None:
+            return 0.0
+        spent = self.clock.elapsed() / (60 * cfg.max_minutes) if cfg.max_minutes > 0 else 1.0
+        return distributed.broadcast_value(min(1.0, spent), self.device)
 
     def _after_step(self) -> bool:
         """Log, check the time budget (rank 0's clock, for all ranks) and save mid-epoch

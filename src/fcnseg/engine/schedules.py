@@ -14,13 +14,20 @@ SCHEDULES = ("fixed", "poly", "cosine")
 
 
 def lr_factor(
-    step: int, total_steps: int, schedule: str, warmup_steps: int = 0, poly_power: float = 0.9
+    step: int,
+    total_steps: int,
+    schedule: str,
+    warmup_steps: int = 0,
+    poly_power: float = 0.9,
+    budget_spent: float = 0.0,
 ) -> float:
     """Multiplier of the base learning rate at optimiser step `step` (0-based).
 
     Linear warmup from 1/(warmup+1) to 1 over `warmup_steps` steps, then "fixed" (the paper's
     Caffe `lr_policy: fixed`), "poly" ((1 - t)^power, as DeepLab) or "cosine" (to zero), where t
-    runs from 0 at the end of warmup to 1 at `total_steps`.
+    runs from 0 at the end of warmup to 1 at `total_steps`, or to `budget_spent` (the share of
+    a time budget used, 0 to 1) when that is further along: a run stopped by its clock then
+    still ends near the schedule's final rate.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"train.schedule: unknown {schedule!r}; use one of {', '.join(SCHEDULES)}")
@@ -29,7 +36,7 @@ def lr_factor(
     if schedule == "fixed":
         return 1.0
     span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, max(0.0, (step - warmup_steps) / span))
+    progress = min(1.0, max(0.0, (step - warmup_steps) / span, budget_spent))
     if schedule == "poly":
         return (1.0 - progress) ** poly_power
     return 0.5 * (1.0 + math.cos(math.pi * progress))
