@@ -93,9 +93,10 @@ def parse_rows(args: argparse.Namespace) -> dict[str, Path]:
     return rows
 
 
-def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+def plot(results: dict[str, dict[str, Any]], path: Path, title: str, threads: int) -> None:
     """Mean IU against images/s: filled markers onnxruntime, hollow torch, one colour a row."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -109,9 +110,15 @@ def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
         axes.plot([eager, ort], [iu, iu], color=colour, linewidth=1, alpha=0.6)
         axes.scatter([eager], [iu], facecolors="none", edgecolors=[colour], s=50)
         axes.scatter([ort], [iu], color=colour, s=50, label=label)
+        axes.annotate(
+            label.split(" (")[0], (ort, iu), fontsize=7, xytext=(4, 3), textcoords="offset points"
+        )
     axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     axes.set_xlabel(
-        "images/s at 360x480, batch 1, 2 CPU threads (log; filled: onnxruntime, hollow: torch)"
+        f"images/s at 360x480, batch 1, {threads} CPU thread(s) (log scale; filled: "
+        "onnxruntime, hollow: torch eager)"
     )
     axes.set_ylabel("CamVid val mean IU (%)")
     axes.set_title(title, fontsize=9)
@@ -203,7 +210,12 @@ def main() -> None:
         cells = " | ".join(f"{100 * row['per_class_iu'][name]:.1f}" for name in classes)
         print(f"| {label} | {cells} |")
     Path(args.json).write_text(json.dumps({"header": header, "rows": results}, indent=1) + "\n")
-    plot(results, Path(args.plot), f"CamVid val: the FCN family on one CPU budget ({header[:16]})")
+    plot(
+        results,
+        Path(args.plot),
+        f"CamVid val: the FCN family on one CPU budget ({header[:16]})",
+        args.threads,
+    )
     print(f"\n# load average after: {load_average()}")
 
 
