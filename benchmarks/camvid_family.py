@@ -70,6 +70,31 @@ def score(label: str, weights: Path, data_root: str, work: Path, threads: int) -
     return json.loads(out.read_text())
 
 
+def with_recomputed_bn(weights: Path, data_root: str, batches: int, work: Path) -> Path:
+    """A copy of `weights` whose BN statistics are averaged over the first `batches` batches of
+    4 CamVid training images (the SegNet release's compute_bn_statistics.py; what
+    `train.bn_statistics=recompute` does before each validation) for runs trained before that
+    option existed."""
+    from fcnseg.engine.bn_statistics import recompute_bn_statistics
+    from fcnseg.engine.checkpoint import load_weights, write_weights
+    from fcnseg.engine.run_eval import eval_split
+
+    copy = work / f"{weights.parent.name}-bn{batches}.safetensors"
+    if copy.is_file():
+        return copy
+    tensors, meta = load_weights(weights)
+    loaded = load_model(weights=weights)
+    train_set = eval_split(loaded, data_format="camvid", data_root=data_root, split="train")[0]
+    subset = torch.utils.data.Subset(train_set, range(min(len(train_set), 4 * batches)))
+    loader = torch.utils.data.DataLoader(subset, batch_size=4)
+    recompute_bn_statistics(loaded.model, (batch[0] for batch in loader))
+    state = loaded.model.state_dict()
+    if set(state) != set(tensors):
+        raise SystemExit(f"{weights}: the model's state keys differ from the file's")
+    write_weights(copy, {k: v.detach().contiguous() for k, v in state.items()}, dict(meta))
+    return copy
+
+
 def cost(weights: Path) -> tuple[int, float, int]:
     """(parameters, GFLOPs at 360x480, input bands) of the model the weights describe."""
     model = load_model(weights=weights).model.eval()
@@ -135,6 +160,13 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/fcnseg-family", help="eval JSONs go here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--bn-recompute",
+        action="append",
+        default=[],
+        help="LABEL=BATCHES: score and time that row with BN statistics averaged over BATCHES "
+        "batches of 4 training images (for runs trained without train.bn_statistics=recompute)",
+    )
     parser.add_argument("--json", default="benchmarks/camvid_family.json")
     parser.add_argument("--plot", default="benchmarks/camvid_family.png")
     args = parser.parse_args()
@@ -142,6 +174,9 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows = parse_rows(args)
+    for spec in args.bn_recompute:
+        label, batches = spec.rsplit("=", 1)
+        rows[label] = with_recomputed_bn(rows[label], args.data_root, int(batches), work)
 
     results: dict[str, dict[str, Any]] = {}
     for label, weights in rows.items():

@@ -130,6 +130,13 @@ class TrainConfig:
     #: Whose biases take those multipliers: "all", "score" (only the score layers, as in the
     #: release's AlexNet net) or "conv" (convolutions' biases, not BN shifts: the SegNet release).
     bias_mult_scope: Literal["all", "score", "conv"] = "all"
+    #: Batch-norm statistics the validations (and so the saved weights) use: "running" (the
+    #: layers' running averages) or "recompute" (before each validation, the averages over
+    #: `bn_statistics_batches` batches of the training set with the weights frozen, as the
+    #: SegNet release's compute_bn_statistics.py; engine/bn_statistics.py says why).
+    bn_statistics: Literal["running", "recompute"] = "running"
+    #: Batches of `batch_size` training images for "recompute" (null: the whole training set).
+    bn_statistics_batches: int | None = None
     #: Learning-rate multiplier of the class-scoring layers the model declares
     #: (`class_score_layers`: DeepLab's fc8, whose Caffe `lr_mult` is 10, its bias 10 x
     #: `bias_lr_mult` = 20); 1: every layer at the base rate.
@@ -330,6 +337,11 @@ def validate(config: Config) -> None:
         raise RecipeError(
             f"data.class_weights: {weights!r}; use a list of numbers or one of "
             f"{', '.join(CLASS_WEIGHT_RULES)}"
+        )
+    if train.bn_statistics_batches is not None and train.bn_statistics_batches < 1:
+        raise RecipeError(
+            f"train.bn_statistics_batches: must be >= 1 or null (the whole training set), "
+            f"got {train.bn_statistics_batches}"
         )
     if train.schedule_span == "budget" and train.max_minutes is None:
         raise RecipeError(

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from fcnseg.config import Config
 from fcnseg.engine import distributed, progress
+from fcnseg.engine.bn_statistics import recompute_bn_statistics
 from fcnseg.engine.checkpoint import rng_state, set_rng_state, unwrap
 from fcnseg.engine.divergence import DivergenceGuard, TrainingDiverged
 from fcnseg.engine.evaluate import eval_loader, evaluate, format_scores, scores_json
@@ -370,6 +371,8 @@ class TrainingLoop:
     def validate(self) -> SegmentationScores:
         """Score the validation split; a new best writes best.pt and model.safetensors."""
         train_set = self.setup.train_set
+        if self.cfg.bn_statistics == "recompute":
+            self._recompute_bn_statistics()
         # The bare module: DDP's forward would broadcast buffers, a collective that hangs when
         # the ranks' validation shards differ in length.
         scores = evaluate(
@@ -394,6 +397,23 @@ class TrainingLoop:
             summary = format_scores(scores, train_set.classes).splitlines()[0]
             print(f"[epoch {self.epoch}, step {self.step}] {summary}", flush=True)
         return scores
+
+    def _recompute_bn_statistics(self) -> None:
+        """`train.bn_statistics=recompute`: the BN averages over the first
+        `bn_statistics_batches` batches of the training set in order (every rank the same
+        batches, so the ranks' weights stay equal), weights frozen (engine/bn_statistics.py)."""
+        train_set = self.setup.train_set
+        limit = self.cfg.bn_statistics_batches
+        count = (
+            len(train_set) if limit is None else min(len(train_set), limit * self.cfg.batch_size)
+        )
+        loader = DataLoader(
+            torch.utils.data.Subset(train_set, range(count)),
+            batch_size=self.cfg.batch_size,
+            shuffle=False,
+            num_workers=0,
+        )
+        recompute_bn_statistics(unwrap(self.model), (batch[0] for batch in loader), self.device)
 
     def _save_best(self, state: dict[str, Any]) -> None:
         """best.pt and model.safetensors after a validation that improved the mean IU.
