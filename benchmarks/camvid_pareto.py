@@ -201,8 +201,8 @@ def main() -> None:
         times = time_interleaved(calls, args.rounds, warmup=3)  # 2 calls: the fixed-size graph
     after = load_average()
     baseline_rate = 1 / statistics.median(times[BASELINE])
-    meta = opened[rows[0]][1]
-    dataset = eval_split(meta, data_format="camvid", data_root=args.data_root, split="val")[0]
+    loaded = load_model(weights=rows[0].weights)  # eval_split reads the weights' class map too
+    dataset = eval_split(loaded, data_format="camvid", data_root=args.data_root, split="val")[0]
     scored = 0 if args.speed_only else min(args.limit or len(dataset), len(dataset))
     print(
         f"# {started:%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs, "

@@ -83,14 +83,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     loaded = load_model(weights=args.weights)
-    model, meta = loaded.model, loaded.metadata
+    model = loaded.model
     resolved = {
         name: resolve_runtime(model, loaded.source, name, threads=args.threads) for name in ENGINES
     }
     for engine in resolved.values():
         print(f"# {engine.summary()}")
     dataset, data_format, split = eval_split(
-        meta, data_format="camvid", data_root=args.data_root, split=args.split
+        loaded, data_format="camvid", data_root=args.data_root, split=args.split
     )
     image = dataset[0][0].unsqueeze(0)
     print(
