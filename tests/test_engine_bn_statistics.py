@@ -87,7 +87,7 @@ def _train(tmp_path: Path, **overrides) -> TinyBNNet:
 
 
 def test_training_with_recompute_validates_on_the_training_sets_averages(tmp_path, monkeypatch):
-    import fcnseg.engine.loop as loop
+    import fcnseg.engine.bn_statistics as bn_statistics
 
     calls: list[tuple[int, torch.Tensor]] = []
 
@@ -97,7 +97,7 @@ def test_training_with_recompute_validates_on_the_training_sets_averages(tmp_pat
         calls.append((sum(len(batch) for batch in batches), model.body[1].running_mean.clone()))
         return used
 
-    monkeypatch.setattr(loop, "recompute_bn_statistics", spy)
+    monkeypatch.setattr(bn_statistics, "recompute_bn_statistics", spy)
     model = _train(tmp_path / "a", bn_statistics="recompute", bn_statistics_batches=3)
     # Once before each of the two validations, over 3 batches of 2 of the 8 training images.
     assert [images for images, _ in calls] == [6, 6]

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from fcnseg.engine.checkpoint import rng_state, set_rng_state
 
@@ -67,3 +68,19 @@ def recompute_bn_statistics(
     if batches == 0:
         raise ValueError("recompute_bn_statistics: no batches of images were given")
     return batches
+
+
+def recompute_on_training_set(
+    model: nn.Module,
+    train_set: Dataset,
+    batch_size: int,
+    batches: int | None,
+    device: torch.device | str = "cpu",
+) -> int:
+    """`train.bn_statistics=recompute` before a validation: the pass over the first `batches`
+    batches (None: all) of the training set in order, so every rank sees the same batches and
+    the ranks' weights stay equal."""
+    size = len(train_set)  # type: ignore[arg-type]
+    count = size if batches is None else min(size, batches * batch_size)
+    loader = DataLoader(Subset(train_set, range(count)), batch_size=batch_size, shuffle=False)
+    return recompute_bn_statistics(model, (batch[0] for batch in loader), device)

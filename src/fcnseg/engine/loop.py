@@ -26,12 +26,13 @@ from torch.utils.data import DataLoader
 
 from fcnseg.config import Config
 from fcnseg.engine import distributed, progress
-from fcnseg.engine.bn_statistics import recompute_bn_statistics
+from fcnseg.engine.bn_statistics import recompute_on_training_set
 from fcnseg.engine.checkpoint import rng_state, set_rng_state, unwrap
+from fcnseg.engine.clock import Stopwatch
 from fcnseg.engine.divergence import DivergenceGuard, TrainingDiverged
 from fcnseg.engine.evaluate import eval_loader, evaluate, format_scores, scores_json
 from fcnseg.engine.rundir import RunDirectory
-from fcnseg.engine.schedules import apply_lr, lr_factor
+from fcnseg.engine.schedules import apply_lr, budget_spent, lr_factor
 from fcnseg.engine.setup import TrainingSetup
 from fcnseg.losses import PerHeadLoss
 from fcnseg.metrics import SegmentationScores
@@ -49,20 +50,6 @@ class TrainResult:
     last_scores: dict[str, Any] | None
     stopped: str
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class Stopwatch:
-    """Seconds since the run started, across resumes (the time budget covers the whole run)."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-    def continue_from(self, elapsed: float) -> None:
-        """Count `elapsed` seconds already spent by the interrupted part of the run."""
-        self.start = time.monotonic() - elapsed
 
 
 def _loss_of(criterion: nn.Module, logits: Any, masks: Any) -> Tensor:
@@ -294,28 +281,15 @@ class TrainingLoop:
     def _optimizer_step(self) -> None:
         """One optimiser step at the learning rate of the current step counter."""
         cfg = self.cfg
-        factor = lr_factor(
-            self.step,
-            self.total_steps,
-            cfg.schedule,
-            cfg.warmup_steps,
-            cfg.poly_power,
-            budget_spent=self._budget_spent(),
-        )
+        spent = budget_spent(self.clock.elapsed(), cfg.max_minutes, cfg.schedule_span)
+        spent = distributed.broadcast_value(spent, self.device)  # rank 0's clock: one rate
+        schedule = (cfg.schedule, cfg.warmup_steps, cfg.poly_power)
+        factor = lr_factor(self.step, self.total_steps, *schedule, budget_spent=spent)
         apply_lr(self.optimizer, factor)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-
-    def _budget_spent(self) -> float:
-        """Share of `train.max_minutes` used so far when the schedule spans the budget (rank 0's
-        clock for all ranks, so every rank steps at one rate), else 0."""
-        cfg = self.cfg
-        if cfg.schedule_span != "budget" or cfg.max_minutes is None:
-            return 0.0
-        spent = self.clock.elapsed() / (60 * cfg.max_minutes) if cfg.max_minutes > 0 else 1.0
-        return distributed.broadcast_value(min(1.0, spent), self.device)
 
     def _after_step(self) -> bool:
         """Log, check the time budget (rank 0's clock, for all ranks) and save mid-epoch
@@ -372,7 +346,13 @@ class TrainingLoop:
         """Score the validation split; a new best writes best.pt and model.safetensors."""
         train_set = self.setup.train_set
         if self.cfg.bn_statistics == "recompute":
-            self._recompute_bn_statistics()
+            recompute_on_training_set(
+                unwrap(self.model),
+                train_set,
+                self.cfg.batch_size,
+                self.cfg.bn_statistics_batches,
+                self.device,
+            )
         # The bare module: DDP's forward would broadcast buffers, a collective that hangs when
         # the ranks' validation shards differ in length.
         scores = evaluate(
@@ -397,23 +377,6 @@ class TrainingLoop:
             summary = format_scores(scores, train_set.classes).splitlines()[0]
             print(f"[epoch {self.epoch}, step {self.step}] {summary}", flush=True)
         return scores
-
-    def _recompute_bn_statistics(self) -> None:
-        """`train.bn_statistics=recompute`: the BN averages over the first
-        `bn_statistics_batches` batches of the training set in order (every rank the same
-        batches, so the ranks' weights stay equal), weights frozen (engine/bn_statistics.py)."""
-        train_set = self.setup.train_set
-        limit = self.cfg.bn_statistics_batches
-        count = (
-            len(train_set) if limit is None else min(len(train_set), limit * self.cfg.batch_size)
-        )
-        loader = DataLoader(
-            torch.utils.data.Subset(train_set, range(count)),
-            batch_size=self.cfg.batch_size,
-            shuffle=False,
-            num_workers=0,
-        )
-        recompute_bn_statistics(unwrap(self.model), (batch[0] for batch in loader), self.device)
 
     def _save_best(self, state: dict[str, Any]) -> None:
         """best.pt and model.safetensors after a validation that improved the mean IU.

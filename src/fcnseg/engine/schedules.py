@@ -42,6 +42,14 @@ def lr_factor(
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def budget_spent(elapsed_s: float, max_minutes: float | None, span: str) -> float:
+    """Share (0 to 1) of the time budget `max_minutes` used after `elapsed_s` seconds when the
+    schedule spans the budget (`train.schedule_span=budget`), else 0 (the step count alone)."""
+    if span != "budget" or max_minutes is None:
+        return 0.0
+    return min(1.0, elapsed_s / (60 * max_minutes)) if max_minutes > 0 else 1.0
+
+
 def apply_lr(optimizer: Optimizer, factor: float) -> None:
     """Set every group's lr to its `base_lr` (base lr x group multiplier) times `factor`."""
     for group in optimizer.param_groups:

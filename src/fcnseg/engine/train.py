@@ -25,8 +25,9 @@ from torch.utils.data import Dataset
 from fcnseg.config import Config
 from fcnseg.data.check import preflight
 from fcnseg.engine import distributed
+from fcnseg.engine.clock import Stopwatch
 from fcnseg.engine.device import seed_everything, training_device
-from fcnseg.engine.loop import Stopwatch, TrainingLoop, TrainResult
+from fcnseg.engine.loop import TrainingLoop, TrainResult
 from fcnseg.engine.recipe import resolve_recipe
 from fcnseg.engine.rundir import RunDirectory, claim_run_directory, resume_point
 from fcnseg.engine.setup import prepare_training
