@@ -76,7 +76,7 @@ def with_recomputed_bn(weights: Path, data_root: str, batches: int, work: Path) 
     4 CamVid training images (the SegNet release's compute_bn_statistics.py; what
     `train.bn_statistics=recompute` does before each validation) for runs trained before that
     option existed."""
-    from fcnseg.engine.bn_statistics import recompute_bn_statistics
+    from fcnseg.engine.bn_statistics import recompute_on_training_set
     from fcnseg.engine.checkpoint import load_weights, write_weights
     from fcnseg.engine.run_eval import eval_split
 
@@ -86,9 +86,7 @@ def with_recomputed_bn(weights: Path, data_root: str, batches: int, work: Path) 
     tensors, meta = load_weights(weights)
     loaded = load_model(weights=weights)
     train_set = eval_split(loaded, data_format="camvid", data_root=data_root, split="train")[0]
-    subset = torch.utils.data.Subset(train_set, range(min(len(train_set), 4 * batches)))
-    loader = torch.utils.data.DataLoader(subset, batch_size=4)
-    recompute_bn_statistics(loaded.model, (batch[0] for batch in loader))
+    recompute_on_training_set(loaded.model, train_set, 4, batches)
     state = loaded.model.state_dict()
     if set(state) != set(tensors):
         raise SystemExit(f"{weights}: the model's state keys differ from the file's")

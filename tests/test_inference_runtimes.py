@@ -36,28 +36,13 @@ TINY_OPTIONS = {"num_images": 3, "size": [64, 80]}
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path]:
     """(weights file of a small random model in its own folder, folder of 3 scene PNGs)."""
-    from fcnseg.data.datasets.registry import build_dataset, get_dataset_class
-    from fcnseg.engine.checkpoint import save_weights, weights_metadata
-    from fcnseg.models import build_model
+    from model_helpers import synthetic_weights
+
+    from fcnseg.data.datasets.registry import build_dataset
 
     root = tmp_path_factory.mktemp("runtimes")
-    info = get_dataset_class("synthetic").class_info
-    torch.manual_seed(0)
-    model = build_model(MODEL, len(info.names), pretrained=False)
-    meta = weights_metadata(
-        MODEL,
-        {},
-        num_classes=len(info.names),
-        classes=list(info.names),
-        palette=[list(c) for c in info.palette],
-        normalization=str(model.normalization),
-        ignore_index=info.ignore_index,
-        data_format="synthetic",
-    )
-    meta["config"] = {"data": {"format": "synthetic", "options": TINY_OPTIONS, "val_split": "val"}}
     (root / "weights").mkdir()
-    weights = root / "weights" / "tiny.safetensors"
-    save_weights(weights, model, meta)
+    weights = synthetic_weights(root / "weights" / "tiny.safetensors", MODEL, TINY_OPTIONS)
     images = root / "images"
     images.mkdir()
     dataset = build_dataset("synthetic", None, "test", num_images=3, size=(70, 90))

@@ -282,7 +282,8 @@ class TrainingLoop:
         """One optimiser step at the learning rate of the current step counter."""
         cfg = self.cfg
         spent = budget_spent(self.clock.elapsed(), cfg.max_minutes, cfg.schedule_span)
-        spent = distributed.broadcast_value(spent, self.device)  # rank 0's clock: one rate
+        if cfg.schedule_span == "budget":  # rank 0's clock: one rate; no collective otherwise
+            spent = distributed.broadcast_value(spent, self.device)
         schedule = (cfg.schedule, cfg.warmup_steps, cfg.poly_power)
         factor = lr_factor(self.step, self.total_steps, *schedule, budget_spent=spent)
         apply_lr(self.optimizer, factor)
